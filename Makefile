@@ -1,0 +1,45 @@
+# wsplugin: the two set-up commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+
+.PHONY: run test lint format conformance clean venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Editable "compat" mode puts the checkout on sys.path, which is what lets
+# Twisted find the twisted/plugins dropin from anywhere.
+$(STAMP): $(PY) setup.py pyproject.toml
+	$(PIP) install --quiet -e . --config-settings editable_mode=compat
+	touch $@
+
+$(TSTAMP): $(STAMP)
+	$(PIP) install --quiet -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/twistd --nodaemon --pidfile= ws --port tcp:8888
+
+test: $(TSTAMP)
+	$(PY) -b -W error::DeprecationWarning -m twisted.trial --temp-directory=build/_trial_temp tests
+
+lint: $(TSTAMP)
+	$(VENV)/bin/ruff check wsplugin tests examples conformance twisted
+	$(VENV)/bin/ruff format --check wsplugin tests examples conformance twisted
+
+format: $(TSTAMP)
+	$(VENV)/bin/ruff format wsplugin tests examples conformance twisted
+	$(VENV)/bin/ruff check --fix wsplugin tests examples conformance twisted
+
+conformance: $(TSTAMP)
+	$(PY) conformance/run.py
+
+clean:
+	rm -rf build dist *.egg-info _trial_temp

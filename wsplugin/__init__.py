@@ -1,0 +1,50 @@
+"""wsplugin: a WebSocket server component suite for Twisted, on Autobahn.
+
+The public API is re-exported here; the modules behind it are private.
+"""
+
+from wsplugin._version import __version__
+from wsplugin.config import ServerConfig
+from wsplugin.connection import Connection, ConnectionState, Fragment, Headers, Request
+from wsplugin.errors import (
+    ConfigError,
+    ConnectionClosed,
+    FragmentedSendError,
+    HandshakeRejected,
+    InvalidCloseCode,
+    ProtocolError,
+    Reject,
+    RouteNotFound,
+    UnknownConnection,
+    WSPluginError,
+)
+from wsplugin.factory import Connections, WebSocketServerFactory
+from wsplugin.protocol import WebSocketServerProtocol
+from wsplugin.routing import Route, Router
+from wsplugin.server import WebSocketServer
+
+__all__ = [
+    "ConfigError",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionState",
+    "Connections",
+    "Fragment",
+    "FragmentedSendError",
+    "HandshakeRejected",
+    "Headers",
+    "InvalidCloseCode",
+    "ProtocolError",
+    "Reject",
+    "Request",
+    "Route",
+    "RouteNotFound",
+    "Router",
+    "ServerConfig",
+    "UnknownConnection",
+    "WSPluginError",
+    "WebSocketServer",
+    "WebSocketServerFactory",
+    "WebSocketServerProtocol",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+"""The wsplugin version, read by setup.py and re-exported by the package."""
+
+__version__ = "0.1.0"

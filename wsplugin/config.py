@@ -1,0 +1,186 @@
+"""Server configuration: one frozen, keyword-only, validated object.
+
+:class:`ServerConfig` holds every server-wide option. A route can override
+any of them (``server.register_handler(..., max_message_size=1024)``): the
+route then gets ``config.replace(**overrides)``, validated the same way.
+
+Defaults are safe: the handshake, each message, each frame, the request head
+and the number of connections are all bounded. A limit is switched off only on
+purpose, with ``0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsplugin.errors import ConfigError
+from wsplugin.frames import MIN_FRAME_SIZE
+
+__all__ = ["MiB", "ServerConfig"]
+
+MiB = 1024 * 1024
+
+
+def _tuple_of_str(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ConfigError(f"{name} takes a list of strings, not the string {value!r}")
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{name} takes a list of strings, not {value!r}") from None
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{name} takes non-empty strings, not {item!r}")
+    return items
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Every option of a :class:`~wsplugin.WebSocketServer`.
+
+    Component options (TMS ``Options``):
+
+    Attributes:
+        frame_by_frame: Deliver each received data frame to ``on_fragment``
+            instead of assembling messages. UTF-8 is still validated across
+            the frames of a text message.
+        skip_upgrade_check: Accept a handshake whose ``Upgrade``/``Connection``
+            headers are missing or wrong.
+        skip_version_check: Accept a handshake whose ``Sec-WebSocket-Version``
+            is missing or not 13 (the connection then speaks version 13).
+        manual_pong: Do not answer pings; ``on_ping`` may call ``conn.pong``.
+        manual_close: Do not answer a peer's close frame; ``on_close`` (or any
+            later code) answers with ``conn.close``. An unanswered close is
+            dropped after ``close_handshake_timeout``.
+        split_message: Send each data message in frames of at most
+            ``frame_size`` bytes, header included.
+        frame_size: Largest frame on the wire, header included, when
+            ``split_message`` is on (at least 3: 2 header bytes + 1 payload).
+
+    Limits (``0`` switches a limit off):
+
+    Attributes:
+        max_message_size: Largest message accepted, in payload bytes after
+            decompression; larger closes with 1009.
+        max_frame_size: Largest frame payload accepted; larger closes with 1009.
+        max_request_head: Largest HTTP request line plus headers, in bytes
+            (431 when exceeded).
+        max_headers: Most header lines in the handshake request (431).
+        open_handshake_timeout: Seconds for the whole opening handshake.
+        close_handshake_timeout: Seconds to wait for the peer's close reply.
+        max_connections: Most open connections; over it the upgrade gets 503.
+        max_queue: Messages buffered for ``conn.receive()`` before reading from
+            the socket pauses.
+        shutdown_timeout: Seconds ``stop()`` waits for clients to close.
+
+    Keep-alive (sgc ``HeartBeat``):
+
+    Attributes:
+        heartbeat_interval: Seconds between pings to each client (0: off).
+        heartbeat_timeout: Seconds to wait for the pong before dropping the
+            client (0: never drop).
+
+    Listener restart (sgc ``WatchDog``):
+
+    Attributes:
+        watchdog_interval: Seconds between attempts to re-listen on an
+            endpoint that failed (0: off).
+        watchdog_attempts: Attempts before giving up (0: forever).
+
+    Negotiation:
+
+    Attributes:
+        allowed_origins: ``Origin`` patterns accepted (``*`` wildcards);
+            others get 403. ``("*",)`` accepts any origin.
+        subprotocols: Subprotocols this route speaks, in server preference;
+            the first one the client also offers is chosen, in client order.
+        compression: Accept permessage-deflate (RFC 7692) offers.
+        utf8_validation: Validate incoming text as UTF-8 (close 1007 if not).
+        server_header: Value of the ``Server`` response header; ``""`` omits it.
+    """
+
+    frame_by_frame: bool = False
+    skip_upgrade_check: bool = False
+    skip_version_check: bool = False
+    manual_pong: bool = False
+    manual_close: bool = False
+    split_message: bool = False
+    frame_size: int = 4096
+
+    max_message_size: int = 16 * MiB
+    max_frame_size: int = 16 * MiB
+    max_request_head: int = 16 * 1024
+    max_headers: int = 100
+    open_handshake_timeout: float = 10.0
+    close_handshake_timeout: float = 5.0
+    max_connections: int = 20_000
+    max_queue: int = 32
+    shutdown_timeout: float = 5.0
+
+    heartbeat_interval: float = 0.0
+    heartbeat_timeout: float = 0.0
+
+    watchdog_interval: float = 0.0
+    watchdog_attempts: int = 0
+
+    allowed_origins: tuple[str, ...] = ("*",)
+    subprotocols: tuple[str, ...] = field(default=())
+    compression: bool = False
+    utf8_validation: bool = True
+    server_header: str = "wsplugin"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"{f.name} must be True or False, not {value!r}")
+            if f.type == "int" and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ConfigError(f"{f.name} must be an integer >= 0, not {value!r}")
+            if f.type == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{f.name} must be a number, not {value!r}")
+                if value < 0 or value != value:
+                    raise ConfigError(f"{f.name} must be >= 0, not {value!r}")
+                object.__setattr__(self, f.name, float(value))
+        for name in ("allowed_origins", "subprotocols"):
+            object.__setattr__(self, name, _tuple_of_str(name, getattr(self, name)))
+        if self.split_message and self.frame_size < MIN_FRAME_SIZE:
+            raise ConfigError(
+                f"frame_size must be at least {MIN_FRAME_SIZE} bytes (a 2-byte "
+                f"header and 1 payload byte), not {self.frame_size}"
+            )
+        if self.heartbeat_timeout and not self.heartbeat_interval:
+            raise ConfigError("heartbeat_timeout needs a heartbeat_interval > 0")
+        if not isinstance(self.server_header, str) or any(
+            c in self.server_header for c in "\r\n"
+        ):
+            raise ConfigError("server_header must be a single-line string")
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        """Return a copy with ``changes`` applied and validated.
+
+        Raises:
+            ConfigError: an unknown option name or a bad value.
+        """
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s): {', '.join(sorted(unknown))}; "
+                f"see wsplugin.ServerConfig for the valid names"
+            )
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> ServerConfig:
+        """Build a config from keyword options, rejecting unknown names."""
+        return cls().replace(**options)
+
+    @classmethod
+    def option_names(cls) -> Iterable[str]:
+        """The names of every option, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,417 @@
+"""One client connection as the application sees it.
+
+:class:`Connection` is the facade handed to every event: it carries the
+handshake :class:`Request`, the connection's state, per-connection user data,
+and the send, close and receive methods. It talks to the Autobahn protocol
+underneath through a small set of private methods, so the same facade serves
+connections made by a :class:`~wsplugin.WebSocketServer` route and by an
+upgrade inside a ``twisted.web`` resource.
+
+Receiving: messages go to the route handler's ``on_message`` / ``on_binary``
+when it has them; otherwise they queue for ``await conn.receive()`` or
+``async for message in conn`` (seeds: Sparkle ``Receive``, FPC
+``WaitForMessage``). The queue holds at most ``max_queue`` messages; beyond
+that, reading from the socket pauses until the application catches up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+
+from wsplugin.errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress
+
+    from wsplugin.config import ServerConfig
+    from wsplugin.protocol import WebSocketServerProtocol
+
+__all__ = ["Connection", "ConnectionState", "Fragment", "Headers", "Request"]
+
+Message = str | bytes
+
+
+class ConnectionState(str, Enum):
+    """Where a connection is in its life (``str`` values for easy logging)."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One data frame, queued for ``receive()`` in frame-by-frame mode.
+
+    Attributes:
+        data: The frame's payload (bytes even for text: a frame may end in the
+            middle of a UTF-8 sequence).
+        is_binary: Whether the message the frame belongs to is binary.
+        fin: Whether this is the message's last frame.
+    """
+
+    data: bytes
+    is_binary: bool
+    fin: bool
+
+
+class Headers(Mapping[str, str]):
+    """Read-only, case-insensitive HTTP headers; ``headers["Host"]``.
+
+    Lookup returns the first value; :meth:`get_all` returns every value of a
+    repeated header.
+    """
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...] = ()) -> None:
+        self._pairs = tuple(pairs)
+        self._first: dict[str, str] = {}
+        for name, value in self._pairs:
+            self._first.setdefault(name.lower(), value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._first
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of header ``name``, in the order received."""
+        lname = name.lower()
+        return [v for k, v in self._pairs if k.lower() == lname]
+
+    def raw(self) -> tuple[tuple[str, str], ...]:
+        """The ``(name, value)`` pairs as received."""
+        return self._pairs
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self._first)!r})"
+
+
+@dataclass(frozen=True)
+class Request:
+    """The handshake request of a connection (TMS ``HandshakeRequest``).
+
+    Attributes:
+        path: The request path, e.g. ``"/chat"``.
+        params: Query parameters, each with all its values.
+        headers: Case-insensitive request headers.
+        host: The ``Host`` header without its port, lowercased.
+        origin: The ``Origin`` header, or ``""``.
+        protocols: Subprotocols the client offered, in its order.
+        peer: The peer's Twisted address (``IPv4Address``, ``UNIXAddress``...).
+        target: The request target as sent (path and query).
+    """
+
+    path: str
+    params: dict[str, list[str]]
+    headers: Headers
+    host: str
+    origin: str
+    protocols: tuple[str, ...]
+    peer: IAddress | None
+    target: str = ""
+    forwarded_for: str | None = field(default=None)
+
+    @property
+    def peer_address(self) -> str:
+        """The client's address: the trusted ``X-Forwarded-For`` one if set,
+        otherwise the socket peer's host (``"unix"`` for a UNIX socket)."""
+        if self.forwarded_for:
+            return self.forwarded_for
+        host = getattr(self.peer, "host", None)
+        return str(host) if host is not None else "unix"
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """Cookies sent in the ``Cookie`` header(s); malformed ones are ignored."""
+        jar: SimpleCookie = SimpleCookie()
+        for value in self.headers.get_all("cookie"):
+            try:
+                jar.load(value)
+            except CookieError:
+                continue
+        return {name: morsel.value for name, morsel in jar.items()}
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """The first value of query parameter ``name``."""
+        values = self.params.get(name)
+        return values[0] if values else default
+
+
+_CLOSE_ALLOWED = frozenset([1000, 1001, 1002, 1003, *range(1007, 1015)])
+
+
+def check_close_code(code: int | None, reason: str) -> None:
+    """Raise :class:`~wsplugin.errors.InvalidCloseCode` for an unsendable code."""
+    from wsplugin.errors import InvalidCloseCode
+
+    if code is None:
+        if reason:
+            raise InvalidCloseCode("a close reason needs a close code")
+        return
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise InvalidCloseCode(f"close code must be an int, not {code!r}")
+    if code not in _CLOSE_ALLOWED and not 3000 <= code <= 4999:
+        raise InvalidCloseCode(
+            f"close code {code} may not be sent (RFC 6455 7.4): use 1000-1003, "
+            "1007-1014 or 3000-4999"
+        )
+
+
+class Connection:
+    """A client connection: request, state, user data, sending and receiving.
+
+    Applications do not create connections; the server hands them to events.
+
+    Attributes:
+        id: A unique id (a GUID string), for ``write_data`` and logging.
+        request: The handshake :class:`Request`.
+        server: The :class:`~wsplugin.WebSocketServer` serving it (for
+            ``conn.server.broadcast(...)``).
+        config: The options of the route serving it.
+        protocol: The negotiated subprotocol, or None. ``allow`` may set it
+            to any subprotocol the client offered.
+        response_headers: ``(name, value)`` pairs ``allow`` adds to the 101
+            response, e.g. ``("Set-Cookie", "sid=...")``.
+        user: The authenticated identity, when the route authenticates.
+        owns_user_data: Release ``user_data`` when the connection ends.
+        channels: Channels the connection subscribed to.
+        close_code: The code the connection ended with (None while open).
+        close_reason: The reason it ended with.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        protocol: WebSocketServerProtocol,
+        request: Request,
+        *,
+        max_queue: int = 32,
+        server: Any = None,
+        config: ServerConfig | None = None,
+    ) -> None:
+        self.id: str = str(uuid.uuid4())
+        self.request = request
+        self.server = server
+        self.config = config
+        self.protocol: str | None = None
+        self.response_headers: list[tuple[str, str]] = []
+        self.user: Any = None
+        self.owns_user_data = False
+        self.channels: set[str] = set()
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        self._user_data: Any = None
+        self._protocol = protocol
+        self._state = ConnectionState.CONNECTING
+        self._queue: deque[Message | Fragment] = deque()
+        self._waiters: deque[Deferred[Any]] = deque()
+        self._closed_waiters: list[Deferred[Connection]] = []
+        self._max_queue = max_queue
+        self._reading_paused = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Connection {self.id} {self.request.peer_address} "
+            f"{self.request.path} {self._state.value}>"
+        )
+
+    # -- state and data ---------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """``connecting``, ``open``, ``closing`` or ``closed``."""
+        return self._state
+
+    @property
+    def is_open(self) -> bool:
+        """True while messages can be sent."""
+        return self._state is ConnectionState.OPEN
+
+    @property
+    def user_data(self) -> Any:
+        """Anything the application pairs with this connection.
+
+        With ``owns_user_data`` set, the object is released when the
+        connection ends: its ``close()`` is called if it has one. Otherwise
+        it is left alone.
+        """
+        return self._user_data
+
+    @user_data.setter
+    def user_data(self, value: Any) -> None:
+        self._user_data = value
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Send a text (``str``) or binary (``bytes``) message."""
+        if isinstance(message, str):
+            self._protocol._ws_send_message(message.encode("utf-8"), False)
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            self._protocol._ws_send_message(bytes(message), True)
+        else:
+            raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
+
+    def send_text(self, text: str) -> None:
+        """Send a text message.
+
+        Raises:
+            ConnectionClosed: the connection is not open.
+            FragmentedSendError: a ``send_frame`` message is unfinished.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"send_text() takes str, not {type(text).__name__}")
+        self._protocol._ws_send_message(text.encode("utf-8"), False)
+
+    def send_binary(self, data: bytes) -> None:
+        """Send a binary message (same errors as :meth:`send_text`)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_binary() takes bytes, not {type(data).__name__}")
+        self._protocol._ws_send_message(bytes(data), True)
+
+    def send_frame(
+        self, data: bytes | str, is_binary: bool = False, fin: bool = True
+    ) -> None:
+        """Send one data frame (low level; seeds: Sparkle ``SendFrame``).
+
+        The first frame of a message opens it as text or binary; later frames
+        continue it whatever ``is_binary`` says, until one has ``fin=True``.
+        Frames are sent uncompressed and are not split by ``split_message``.
+        """
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self._protocol._ws_send_frame(bytes(data), is_binary, fin)
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (payload of at most 125 bytes)."""
+        self._protocol._ws_ping(payload)
+
+    def pong(self, payload: bytes = b"") -> None:
+        """Send a pong, e.g. from ``on_ping`` with ``manual_pong``."""
+        self._protocol._ws_pong(payload)
+
+    def close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Start (or, with ``manual_close``, answer) the closing handshake.
+
+        Codes 1000-1003, 1007-1014 and 3000-4999 may be sent; ``None`` sends
+        a close frame without a code. Closing a closed connection does nothing.
+
+        Raises:
+            InvalidCloseCode: a code RFC 6455 forbids sending.
+        """
+        check_close_code(code, reason)
+        self._protocol._ws_close(code, reason)
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake."""
+        self._protocol._ws_abort()
+
+    # -- channels ---------------------------------------------------------
+
+    def subscribe(self, channel: str) -> None:
+        """Join ``channel``: ``broadcast(..., channel=...)`` reaches this client."""
+        self.channels.add(channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Leave ``channel`` (no error if not subscribed)."""
+        self.channels.discard(channel)
+
+    # -- receiving --------------------------------------------------------
+
+    def receive(self) -> Deferred[Any]:
+        """The next queued message (``str``, ``bytes``, or :class:`Fragment`).
+
+        Returns a Deferred; ``await conn.receive()`` in a coroutine.
+
+        Raises:
+            ConnectionClosed: (through the Deferred) once the connection has
+                ended and every queued message has been received.
+        """
+        if self._queue:
+            message = self._queue.popleft()
+            if self._reading_paused and len(self._queue) < self._max_queue // 2 + 1:
+                self._reading_paused = False
+                self._protocol._ws_resume_reading()
+            return succeed(message)
+        if self._state is ConnectionState.CLOSED:
+            return fail(ConnectionClosed(self.close_code, self.close_reason))
+        d: Deferred[Any] = Deferred(self._cancel_receive)
+        self._waiters.append(d)
+        return d
+
+    def _cancel_receive(self, d: Deferred[Any]) -> None:
+        try:
+            self._waiters.remove(d)
+        except ValueError:
+            pass
+
+    def __aiter__(self) -> Connection:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    def wait_closed(self) -> Deferred[Connection]:
+        """A Deferred that fires with this connection once it has ended."""
+        if self._state is ConnectionState.CLOSED:
+            return succeed(self)
+        d: Deferred[Connection] = Deferred(self._closed_waiters.remove)
+        self._closed_waiters.append(d)
+        return d
+
+    # -- called by the protocol adapter -----------------------------------
+
+    def _set_state(self, state: ConnectionState) -> None:
+        self._state = state
+
+    def _enqueue(self, message: Message | Fragment) -> None:
+        if self._waiters:
+            self._waiters.popleft().callback(message)
+            return
+        self._queue.append(message)
+        if not self._reading_paused and len(self._queue) >= self._max_queue:
+            self._reading_paused = True
+            self._protocol._ws_pause_reading()
+
+    def _ended(self, code: int | None, reason: str) -> None:
+        self._state = ConnectionState.CLOSED
+        self.close_code = code
+        self.close_reason = reason or ""
+        waiters, self._waiters = self._waiters, deque()
+        for d in waiters:
+            d.errback(ConnectionClosed(code, self.close_reason))
+        if self.owns_user_data and self._user_data is not None:
+            data, self._user_data = self._user_data, None
+            closer = getattr(data, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception:
+                    self.log.failure(
+                        "user_data.close() of connection {conn_id} raised",
+                        conn_id=self.id,
+                    )
+        closed, self._closed_waiters = self._closed_waiters, []
+        for d in closed:
+            d.callback(self)

@@ -1,0 +1,306 @@
+"""The Autobahn server factory subclass: routes, registry and sending.
+
+The factory owns what is shared by all connections: the :class:`Router`, the
+registry of open connections (by id), and the sending methods of the
+component (``broadcast``, ``send_to``, ``write_data``, ``ping_all``,
+``disconnect_all``). It applies the server config to Autobahn once, and runs
+Autobahn's handshake and keep-alive timers on the injected reactor rather than
+txaio's global one, so tests drive them with ``task.Clock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from autobahn.twisted.websocket import (
+    WebSocketServerFactory as _AutobahnServerFactory,
+)
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from wsplugin._events import bind_events
+from wsplugin.config import ServerConfig
+from wsplugin.connection import Connection
+from wsplugin.errors import UnknownConnection
+from wsplugin.frames import encode_message
+from wsplugin.protocol import ROUTE_EVENTS, WebSocketServerProtocol
+from wsplugin.routing import Route, Router
+
+__all__ = ["Connections", "WebSocketServerFactory"]
+
+Message = str | bytes
+Selector = Callable[[Connection], bool]
+
+
+class _ReactorTimer:
+    """Autobahn's timer interface (``call_later``) on a given reactor."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+
+    def call_later(
+        self, delay: float, func: Callable[..., Any], *a: Any, **kw: Any
+    ) -> Any:
+        return _Cancellable(self._clock.callLater(delay, func, *a, **kw))
+
+
+class _Cancellable:
+    """A delayed call whose ``cancel()`` is harmless after it ran."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: IDelayedCall) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        if self._call.active():
+            self._call.cancel()
+
+
+class Connections:
+    """The open connections: iterable, sized, and looked up by id.
+
+    ``for conn in server.connections``, ``len(server.connections)``,
+    ``server.connections[conn_id]`` (raises :class:`UnknownConnection`),
+    ``server.connections.get(conn_id)``, ``conn_id in server.connections``.
+    """
+
+    def __init__(self, registry: dict[str, Connection]) -> None:
+        self._registry = registry
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._registry.values()))
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __getitem__(self, conn_id: str) -> Connection:
+        try:
+            return self._registry[conn_id]
+        except KeyError:
+            raise UnknownConnection(conn_id) from None
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, Connection):
+            return self._registry.get(item.id) is item
+        return item in self._registry
+
+    def get(self, conn_id: str, default: Connection | None = None) -> Connection | None:
+        """The connection with ``conn_id``, or ``default``."""
+        return self._registry.get(conn_id, default)
+
+    def ids(self) -> list[str]:
+        """The ids of all open connections."""
+        return list(self._registry)
+
+
+def _payload(message: Message) -> tuple[bytes, bool]:
+    if isinstance(message, str):
+        return message.encode("utf-8"), False
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message), True
+    raise TypeError(
+        f"a message is str (text) or bytes (binary), not {type(message).__name__}"
+    )
+
+
+class WebSocketServerFactory(_AutobahnServerFactory):
+    """Autobahn server factory carrying wsplugin's routes and sending methods.
+
+    Args:
+        config: Server-wide options (routes may override them).
+        router: Routes; a new empty one by default.
+        reactor: Reactor for connections and timers (the global one if None).
+        owner: The object exposed as ``conn.server`` (the WebSocketServer).
+        server_handler: Object whose ``on_connect(peer)`` screens TCP
+            connections before the handshake.
+    """
+
+    protocol = WebSocketServerProtocol
+    _log = Logger()
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        router: Router | None = None,
+        reactor: Any = None,
+        owner: Any = None,
+        server_handler: Any = None,
+    ) -> None:
+        self.config = config or ServerConfig()
+        super().__init__(server=self.config.server_header or None, reactor=reactor)
+        self.clock: IReactorTime = self.reactor
+        self._batched_timer = _ReactorTimer(self.clock)
+        self.router = router or Router()
+        self.owner = owner if owner is not None else self
+        self._on_connect = getattr(server_handler, "on_connect", None)
+        self._registry: dict[str, Connection] = {}
+        self._route_event_cache: dict[int, dict[str, Any]] = {}
+        self.connections = Connections(self._registry)
+        self._apply_config()
+
+    def _apply_config(self) -> None:
+        cfg = self.config
+        self.setProtocolOptions(
+            webStatus=False,
+            failByDrop=False,
+            openHandshakeTimeout=cfg.open_handshake_timeout,
+            closeHandshakeTimeout=cfg.close_handshake_timeout,
+            maxConnections=cfg.max_connections,
+            maxMessagePayloadSize=cfg.max_message_size,
+            maxFramePayloadSize=cfg.max_frame_size,
+            utf8validateIncoming=cfg.utf8_validation,
+            autoPingInterval=cfg.heartbeat_interval,
+            autoPingTimeout=cfg.heartbeat_timeout,
+            allowedOrigins=["*"],  # checked per route, with 403, by the protocol
+        )
+
+    # -- routes ------------------------------------------------------------
+
+    def register_handler(
+        self,
+        host: str,
+        path: str,
+        handler: Any,
+        *,
+        default_host: bool = False,
+        default_path: bool = False,
+        **overrides: Any,
+    ) -> Route:
+        """Serve ``handler`` on ``host`` and ``path`` (FPC ``RegisterHandler``).
+
+        Keyword ``overrides`` are option names of :class:`ServerConfig`
+        applied to this route only.
+        """
+        config = self.config.replace(**overrides) if overrides else self.config
+        bind_events(handler, ROUTE_EVENTS)  # fail now on a non-callable event
+        return self.router.register(
+            host,
+            path,
+            handler,
+            config,
+            default_host=default_host,
+            default_path=default_path,
+        )
+
+    def _route_events(self, route: Route) -> dict[str, Any]:
+        key = id(route)
+        events = self._route_event_cache.get(key)
+        if events is None or events.get("__route__") is not route:
+            events = bind_events(route.handler, ROUTE_EVENTS)
+            events["__route__"] = route
+            self._route_event_cache[key] = events
+        return events
+
+    # -- registry ----------------------------------------------------------
+
+    def _register(self, conn: Connection) -> None:
+        self._registry[conn.id] = conn
+
+    def _unregister(self, conn: Connection) -> None:
+        if self._registry.get(conn.id) is conn:
+            del self._registry[conn.id]
+
+    # -- sending -----------------------------------------------------------
+
+    def broadcast(
+        self,
+        message: Message,
+        *,
+        channel: str | None = None,
+        protocol: str | None = None,
+        ids: Iterable[str] | None = None,
+        exclude: Iterable[str | Connection] | None = None,
+    ) -> int:
+        """Send ``message`` to every open connection, optionally filtered.
+
+        Args:
+            message: ``str`` is sent as text, ``bytes`` as binary.
+            channel: Only connections subscribed to this channel.
+            protocol: Only connections that negotiated this subprotocol.
+            ids: Only connections with these ids.
+            exclude: Skip these connections (ids or Connection objects).
+
+        Returns:
+            How many connections the message was sent to.
+        """
+        payload, is_binary = _payload(message)
+        if ids is not None:
+            wanted = [self._registry.get(i) for i in ids]
+            targets: Iterable[Connection] = [c for c in wanted if c is not None]
+        else:
+            targets = list(self._registry.values())
+        if channel is not None:
+            targets = [c for c in targets if channel in c.channels]
+        if protocol is not None:
+            targets = [c for c in targets if c.protocol == protocol]
+        if exclude is not None:
+            skip = {x.id if isinstance(x, Connection) else x for x in exclude}
+            targets = [c for c in targets if c.id not in skip]
+        return self._send_many(payload, is_binary, targets)
+
+    def send_to(self, message: Message, selector: Selector) -> int:
+        """Send ``message`` to each open connection for which ``selector(conn)``
+        is true (TMS ``SendMessageTo``/``SendDataTo``). Returns the count."""
+        payload, is_binary = _payload(message)
+        targets = [c for c in list(self._registry.values()) if selector(c)]
+        return self._send_many(payload, is_binary, targets)
+
+    def write_data(self, conn_id: str, message: Message) -> None:
+        """Send ``message`` to the connection with ``conn_id`` (sgc ``WriteData``).
+
+        Raises:
+            UnknownConnection: no open connection has that id.
+        """
+        self.connections[conn_id].send(message)
+
+    def ping_all(self, payload: bytes = b"") -> int:
+        """Ping every open connection; returns the count."""
+        count = 0
+        for conn in list(self._registry.values()):
+            if conn.is_open:
+                conn.ping(payload)
+                count += 1
+        return count
+
+    def disconnect_all(self, code: int = 1001, reason: str = "") -> int:
+        """Close every open connection with ``code``; the server keeps listening.
+
+        Returns:
+            How many connections were asked to close.
+        """
+        count = 0
+        for conn in list(self._registry.values()):
+            if conn.is_open:
+                conn.close(code, reason)
+                count += 1
+        return count
+
+    def _send_many(
+        self, payload: bytes, is_binary: bool, targets: Iterable[Connection]
+    ) -> int:
+        """Send one message to many: the frame bytes are built once per
+        distinct fragment size and written as they are to every connection
+        without compression; compressed connections each get their own."""
+        encoded: dict[int, bytes] = {}
+        count = 0
+        for conn in targets:
+            proto = conn._protocol
+            if not conn.is_open or proto._peer_closed or proto._fragmenting:
+                continue
+            if proto._perMessageCompress is not None:
+                proto._ws_send_message(payload, is_binary)
+            else:
+                size = proto._fragment_size
+                data = encoded.get(size)
+                if data is None:
+                    if size:
+                        data = encode_message(payload, is_binary, size)
+                    else:
+                        data = self.prepareMessage(payload, is_binary).payloadHybi
+                    encoded[size] = data
+                proto.sendData(data)
+            count += 1
+        return count

@@ -1,0 +1,100 @@
+"""Frame arithmetic for server-to-client frames (RFC 6455, section 5.2).
+
+Pure functions, no I/O. Server frames are never masked, so a frame's header is
+2 bytes for payloads up to 125 bytes, 4 up to 65535, and 10 beyond. The TMS
+``FrameSize`` semantic counts that header: :func:`payload_size_for_frame`
+turns a frame size into the payload bytes each frame may carry.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = [
+    "MIN_FRAME_SIZE",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONTINUATION",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "encode_frame",
+    "encode_message",
+    "header_size",
+    "payload_size_for_frame",
+]
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+MIN_FRAME_SIZE = 3
+"""Smallest frame size that still carries payload: 2 header bytes + 1 byte."""
+
+
+def header_size(payload_length: int) -> int:
+    """Bytes of an unmasked frame header for a payload of this length."""
+    if payload_length < 0:
+        raise ValueError("payload length cannot be negative")
+    if payload_length <= 125:
+        return 2
+    if payload_length <= 0xFFFF:
+        return 4
+    return 10
+
+
+def payload_size_for_frame(frame_size: int) -> int:
+    """Most payload bytes an unmasked frame of at most ``frame_size`` bytes holds.
+
+    The result ``p`` is the largest with ``p + header_size(p) <= frame_size``.
+
+    Raises:
+        ValueError: ``frame_size`` is below :data:`MIN_FRAME_SIZE`.
+    """
+    if frame_size < MIN_FRAME_SIZE:
+        raise ValueError(f"frame size must be at least {MIN_FRAME_SIZE} bytes")
+    if frame_size - 10 > 0xFFFF:
+        return frame_size - 10
+    if frame_size - 4 > 125:
+        return min(frame_size - 4, 0xFFFF)
+    return min(frame_size - 2, 125)
+
+
+def encode_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
+    """Encode one unmasked frame (as a server sends it)."""
+    length = len(payload)
+    b0 = (0x80 if fin else 0) | (rsv & 0x7) << 4 | (opcode & 0xF)
+    if length <= 125:
+        head = struct.pack("!BB", b0, length)
+    elif length <= 0xFFFF:
+        head = struct.pack("!BBH", b0, 126, length)
+    else:
+        head = struct.pack("!BBQ", b0, 127, length)
+    return head + payload
+
+
+def encode_message(payload: bytes, is_binary: bool, fragment_size: int = 0) -> bytes:
+    """Encode a whole data message, split in frames of ``fragment_size`` payload.
+
+    ``fragment_size`` of 0 (or a payload that fits) gives a single frame. The
+    result is the same bytes for every receiver, so a broadcast builds it once.
+    """
+    opcode = OP_BINARY if is_binary else OP_TEXT
+    if not fragment_size or len(payload) <= fragment_size:
+        return encode_frame(opcode, payload)
+    view = memoryview(payload)
+    parts = []
+    last = len(payload)
+    for start in range(0, last, fragment_size):
+        end = start + fragment_size
+        parts.append(
+            encode_frame(
+                opcode if start == 0 else OP_CONTINUATION,
+                bytes(view[start:end]),
+                fin=end >= last,
+            )
+        )
+    return b"".join(parts)

@@ -1,0 +1,173 @@
+"""The opening handshake's HTTP request head, parsed before Autobahn sees it.
+
+Pure functions. The protocol adapter uses them to bound the request head
+(431 instead of buffering megabytes), to route by host and path before the
+upgrade is validated, and to apply the ``skip_upgrade_check`` /
+``skip_version_check`` options by normalising the head it hands to Autobahn,
+which then validates everything else as usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from urllib.parse import parse_qs, urlsplit
+
+from wsplugin.errors import HandshakeRejected
+
+__all__ = [
+    "RequestHead",
+    "normalize_head",
+    "origin_allowed",
+    "parse_request_head",
+    "split_host",
+]
+
+_END = b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    """A parsed HTTP/1.1 request head.
+
+    Attributes:
+        method: The request method, e.g. ``"GET"``.
+        target: The request target as sent (path and query).
+        version: The HTTP version token, e.g. ``"HTTP/1.1"``.
+        headers: ``(name, value)`` pairs in the order received; names as sent.
+        length: Bytes of the head including the blank line that ends it.
+    """
+
+    method: str
+    target: str
+    version: str
+    headers: tuple[tuple[str, str], ...]
+    length: int
+
+    @property
+    def path(self) -> str:
+        """The path part of the target (``/`` when empty)."""
+        return urlsplit(self.target).path or "/"
+
+    @property
+    def params(self) -> dict[str, list[str]]:
+        """Query parameters, each name with all its values."""
+        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of a header, matched case-insensitively."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return default
+
+    @property
+    def host(self) -> str:
+        """The ``Host`` header without its port, lowercased (``""`` if absent)."""
+        return split_host(self.get("host", "") or "")
+
+
+def split_host(value: str) -> str:
+    """Lowercase host name of a ``Host`` header value, port removed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[: end + 1] if end > 0 else value
+    host, _, _port = value.partition(":")
+    return host
+
+
+def parse_request_head(
+    data: bytes, max_head: int = 0, max_headers: int = 0
+) -> RequestHead | None:
+    """Parse the request head at the start of ``data``.
+
+    Args:
+        data: Bytes received so far.
+        max_head: Largest head in bytes (0: unbounded).
+        max_headers: Most header lines (0: unbounded).
+
+    Returns:
+        The parsed head, or ``None`` when the head is not complete yet and
+        still within ``max_head``.
+
+    Raises:
+        HandshakeRejected: 431 for a head over the limits, 400 for a
+            malformed one.
+    """
+    end = data.find(_END, 0, max_head + 4 if max_head else None)
+    if end < 0:
+        if max_head and len(data) > max_head + 3:
+            raise HandshakeRejected(431, "Request Header Fields Too Large")
+        return None
+    try:
+        text = data[:end].decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+        raise HandshakeRejected(400, "Bad Request") from None
+    lines = text.split("\r\n")
+    if max_headers and len(lines) - 1 > max_headers:
+        raise HandshakeRejected(431, "Request Header Fields Too Large")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise HandshakeRejected(400, "Bad Request")
+    method, target, version = parts
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or " " in name:
+            raise HandshakeRejected(400, "Bad Request")
+        headers.append((name, value.strip()))
+    return RequestHead(method, target, version, tuple(headers), end + len(_END))
+
+
+def normalize_head(
+    head: RequestHead, skip_upgrade_check: bool, skip_version_check: bool
+) -> bytes | None:
+    """Rewrite the head so Autobahn accepts what the skip options allow.
+
+    With ``skip_upgrade_check`` a missing or wrong ``Upgrade``/``Connection``
+    pair is replaced by ``Upgrade: websocket`` / ``Connection: Upgrade``; with
+    ``skip_version_check`` a missing or unsupported ``Sec-WebSocket-Version``
+    becomes ``13``. Every other header is kept as sent.
+
+    Returns:
+        The new head bytes, or ``None`` when nothing needs changing.
+    """
+    drop: set[str] = set()
+    add: list[tuple[str, str]] = []
+    if skip_upgrade_check:
+        upgrade = (head.get("upgrade") or "").lower()
+        connection = (head.get("connection") or "").lower()
+        if "websocket" not in [t.strip() for t in upgrade.split(",")] or (
+            "upgrade" not in [t.strip() for t in connection.split(",")]
+        ):
+            drop |= {"upgrade", "connection"}
+            add += [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    if skip_version_check:
+        versions = [v for k, v in head.headers if k.lower() == "sec-websocket-version"]
+        if versions != ["13"]:
+            drop.add("sec-websocket-version")
+            add.append(("Sec-WebSocket-Version", "13"))
+    if not add:
+        return None
+    kept = [(k, v) for k, v in head.headers if k.lower() not in drop]
+    lines = [f"{head.method} {head.target} {head.version}"]
+    lines += [f"{k}: {v}" for k, v in kept + add]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
+    """Whether an ``Origin`` header value matches one of ``patterns``.
+
+    Patterns match the whole origin, case-insensitively, with ``*`` as a
+    wildcard: ``"https://example.com"``, ``"https://*.example.com"``,
+    ``"http://localhost:*"``. ``"*"`` matches any origin, ``null`` included.
+    """
+    value = origin.strip().lower()
+    return any(fnmatchcase(value, _glob(p)) for p in patterns)
+
+
+def _glob(pattern: str) -> str:
+    # only "*" is a wildcard: "[" (IPv6 literals) and "?" match themselves
+    return pattern.lower().replace("[", "[[]").replace("?", "[?]")

@@ -1,0 +1,115 @@
+"""Host and path routing with default host and default path (pure).
+
+The semantics are those of the FPC websockets ``RegisterHandler(host, path,
+handler, DefaultHost, DefaultPath)``:
+
+* a request's host (port removed, case-insensitive) picks a host entry; when no
+  entry has that name, the entry registered with ``default_host=True`` serves;
+* within the host entry an exact path match wins; otherwise the route
+  registered there with ``default_path=True`` serves;
+* otherwise there is no route, and the server answers 404 before any upgrade.
+
+``"*"`` has no special meaning as a host or path: it matches only itself. Use
+``default_host`` / ``default_path`` for catch-alls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsplugin.config import ServerConfig
+from wsplugin.errors import ConfigError
+from wsplugin.handshake import split_host
+
+__all__ = ["Route", "Router"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A registered handler with the options that apply to its connections.
+
+    Attributes:
+        host: Host name registered (lowercase).
+        path: Path registered.
+        handler: The object whose event methods are called.
+        config: The server config with this route's overrides applied.
+    """
+
+    host: str
+    path: str
+    handler: Any
+    config: ServerConfig
+
+
+@dataclass
+class _HostEntry:
+    paths: dict[str, Route] = field(default_factory=dict)
+    default: Route | None = None
+
+
+class Router:
+    """Maps a request's host and path to a :class:`Route`."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[str, _HostEntry] = {}
+        self._default_host: str | None = None
+
+    def register(
+        self,
+        host: str,
+        path: str,
+        handler: Any,
+        config: ServerConfig,
+        *,
+        default_host: bool = False,
+        default_path: bool = False,
+    ) -> Route:
+        """Register ``handler`` for ``host`` and ``path``.
+
+        Raises:
+            ConfigError: a path not starting with ``/`` (other than ``"*"``),
+                or a second default host.
+        """
+        if not isinstance(path, str) or not (path.startswith("/") or path == "*"):
+            raise ConfigError(f"a route path must start with '/', not {path!r}")
+        key = split_host(host) if host != "*" else "*"
+        if default_host and self._default_host not in (None, key):
+            raise ConfigError(
+                f"host {self._default_host!r} is already the default host; "
+                "only one host can be"
+            )
+        route = Route(key, path, handler, config)
+        entry = self._hosts.setdefault(key, _HostEntry())
+        entry.paths[path] = route
+        if default_path:
+            entry.default = route
+        if default_host:
+            self._default_host = key
+        return route
+
+    def unregister(self, host: str, path: str) -> None:
+        """Remove the route for ``host`` and ``path`` (no error if absent)."""
+        key = split_host(host) if host != "*" else "*"
+        entry = self._hosts.get(key)
+        if entry is None:
+            return
+        route = entry.paths.pop(path, None)
+        if route is not None and entry.default is route:
+            entry.default = None
+
+    def resolve(self, host: str, path: str) -> Route | None:
+        """The route serving ``host`` (a Host header value) and ``path``."""
+        entry = self._hosts.get(split_host(host))
+        if entry is None and self._default_host is not None:
+            entry = self._hosts.get(self._default_host)
+        if entry is None:
+            return None
+        return entry.paths.get(path) or entry.default
+
+    def routes(self) -> list[Route]:
+        """Every registered route."""
+        return [r for e in self._hosts.values() for r in e.paths.values()]
+
+    def __bool__(self) -> bool:
+        return any(e.paths for e in self._hosts.values())

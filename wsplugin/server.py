@@ -1,0 +1,306 @@
+"""The component: a Twisted service that listens and serves WebSocket routes.
+
+:class:`WebSocketServer` is a :class:`~twisted.application.service.MultiService`,
+so it composes into any Twisted application (``server.setServiceParent(app)``)
+and into ``twistd``. It can also be driven directly like the seed components:
+``server.active = True`` (TMS/sgc ``Active``), or ``start()``, ``stop()`` and
+``restart()``, which return Deferreds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    succeed,
+)
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from wsplugin._events import as_deferred
+from wsplugin.config import ServerConfig
+from wsplugin.connection import Connection, ConnectionState
+from wsplugin.factory import Connections, WebSocketServerFactory
+from wsplugin.routing import Route
+
+__all__ = ["WebSocketServer"]
+
+Message = str | bytes
+
+
+class WebSocketServer(MultiService):
+    """A WebSocket server listening on one or more Twisted endpoint strings.
+
+    Args:
+        handler: The default handler: it serves every host and path not
+            registered otherwise, and receives the server events
+            (``on_connect``, ``on_startup``, ``on_shutdown``). May be None when
+            routes are registered with :meth:`register_handler`.
+        path: Serve ``handler`` only on this path, for any host; other paths
+            get 404. By default it serves every path.
+        endpoints: Endpoint strings to listen on (``tcp:8888``,
+            ``ssl:443:privateKey=key.pem``, ``unix:/run/ws.sock``,
+            ``systemd:domain=INET:index=0``...).
+        config: Server options; keyword ``options`` are applied on top.
+        reactor: The reactor (the global one if None).
+        **options: Any :class:`~wsplugin.ServerConfig` option by name.
+
+    Example::
+
+        server = WebSocketServer(Echo(), endpoints=["tcp:8888"])
+        server.setServiceParent(application)
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        handler: Any = None,
+        *,
+        path: str | None = None,
+        endpoints: Sequence[str] = ("tcp:8888",),
+        config: ServerConfig | None = None,
+        reactor: Any = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.reactor = reactor
+        self.config = (config or ServerConfig()).replace(**options)
+        self.handler = handler
+        self.endpoints: list[str] = list(endpoints)
+        self.factory = WebSocketServerFactory(
+            self.config, reactor=reactor, owner=self, server_handler=handler
+        )
+        self.ports: list[IListeningPort] = []
+        self._starting: Deferred[Any] | None = None
+        self._start_result: Any = None
+        self._start_waiters: list[Deferred[WebSocketServer]] = []
+        self._stopping: Deferred[None] | None = None
+        if handler is not None:
+            if path is None:
+                self.register_handler(
+                    "*", "*", handler, default_host=True, default_path=True
+                )
+            else:
+                self.register_handler("*", path, handler, default_host=True)
+
+    # -- routes ------------------------------------------------------------
+
+    def register_handler(
+        self,
+        host: str,
+        path: str,
+        handler: Any,
+        *,
+        default_host: bool = False,
+        default_path: bool = False,
+        **overrides: Any,
+    ) -> Route:
+        """Serve ``handler`` on ``host`` and ``path`` (FPC ``RegisterHandler``).
+
+        Args:
+            host: Host name matched against the ``Host`` header (port ignored).
+            path: Exact request path, e.g. ``"/chat"``.
+            handler: Object with event methods (all optional).
+            default_host: This host serves requests for unknown hosts.
+            default_path: This route serves unknown paths on its host.
+            **overrides: :class:`~wsplugin.ServerConfig` options for this route.
+        """
+        return self.factory.register_handler(
+            host,
+            path,
+            handler,
+            default_host=default_host,
+            default_path=default_path,
+            **overrides,
+        )
+
+    # -- life cycle --------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """True while the server runs; set it to start or stop (seed ``Active``)."""
+        return bool(self.running)
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        if value and not self.running:
+            self.start()
+        elif not value and self.running:
+            self.stop()
+
+    def start(self) -> Deferred[WebSocketServer]:
+        """Start listening; fires with the server once every endpoint listens.
+
+        Fails with the listening error when an endpoint cannot listen.
+        """
+        if not self.running:
+            self.startService()
+        d: Deferred[WebSocketServer] = Deferred()
+        if self._starting is None:
+            self._deliver_start(d)
+        else:
+            self._start_waiters.append(d)
+        return d
+
+    def stop(self) -> Deferred[None]:
+        """Stop listening, close every connection with 1001, and wait for them
+        (at most ``shutdown_timeout``); fires when done."""
+        if not self.running:
+            return self._stopping if self._stopping is not None else succeed(None)
+        return self.stopService()
+
+    def restart(self) -> Deferred[WebSocketServer]:
+        """Stop, then start again (rebinding every endpoint)."""
+        d = self.stop()
+        d.addCallback(lambda _: self.start())
+        return d
+
+    def startService(self) -> None:
+        """Start child services and listen on every endpoint."""
+        super().startService()
+        self._starting = Deferred.fromCoroutine(self._listen_all())
+        self._starting.addBoth(self._started)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop child services, stop listening and close connections."""
+        children = super().stopService()
+        self._stopping = Deferred.fromCoroutine(self._shutdown(children))
+        return self._stopping
+
+    async def _listen_all(self) -> list[IListeningPort]:
+        ports = []
+        try:
+            for description in self.endpoints:
+                endpoint = serverFromString(self.reactor, description)
+                try:
+                    port = await endpoint.listen(self.factory)
+                except Exception as e:
+                    self.log.error(
+                        "cannot listen on {endpoint}: {error}",
+                        endpoint=description,
+                        error=e,
+                    )
+                    raise
+                self.log.info("listening on {endpoint}", endpoint=description)
+                ports.append(port)
+        except BaseException:
+            for port in ports:
+                await port.stopListening()
+            raise
+        return ports
+
+    def _started(self, result: Any) -> None:
+        self._starting = None
+        if isinstance(result, Failure):
+            self._start_result = result
+        else:
+            self.ports = list(result)
+            self._start_result = None
+            self._fire_server_event("on_startup")
+        waiters, self._start_waiters = self._start_waiters, []
+        for d in waiters:
+            self._deliver_start(d)
+
+    def _deliver_start(self, d: Deferred[WebSocketServer]) -> None:
+        if isinstance(self._start_result, Failure):
+            d.errback(self._start_result)
+        else:
+            d.callback(self)
+
+    async def _shutdown(self, children: Deferred[Any] | None) -> None:
+        if self._starting is not None:
+            await DeferredList([self._starting])
+        ports, self.ports = self.ports, []
+        for port in ports:
+            await port.stopListening()
+        was_listening = bool(ports)
+        open_conns = [c for c in self.factory.connections]
+        self.factory.disconnect_all(1001, "server shutting down")
+        await self._wait_closed(open_conns, self.config.shutdown_timeout)
+        if children is not None:
+            await children
+        self._stopping = None
+        if was_listening:
+            self._fire_server_event("on_shutdown")
+
+    async def _wait_closed(self, conns: list[Connection], timeout: float) -> None:
+        """Wait for ``conns`` to end, at most ``timeout`` seconds; abort the rest."""
+        if not conns:
+            return
+        everything = DeferredList([c.wait_closed() for c in conns], consumeErrors=True)
+        if timeout:
+            everything.addTimeout(timeout, self.reactor)
+        try:
+            await everything
+        except (TimeoutError, CancelledError):
+            self.log.info(
+                "shutdown: aborting connections still open after {timeout}s",
+                timeout=timeout,
+            )
+        for conn in conns:
+            if conn.state is not ConnectionState.CLOSED:
+                conn.abort()
+
+    def _fire_server_event(self, name: str) -> None:
+        hook: Callable[..., Any] | None = getattr(self.handler, name, None)
+        if hook is None:
+            return
+        try:
+            as_deferred(hook(self)).addErrback(
+                lambda f: self.log.failure("{name} failed", f, name=name)
+            )
+        except Exception:
+            self.log.failure("{name} raised", name=name)
+
+    # -- connections and sending (delegated to the factory) ---------------
+
+    @property
+    def connections(self) -> Connections:
+        """Open connections: iterate, ``len()``, look up by id."""
+        return self.factory.connections
+
+    def broadcast(
+        self,
+        message: Message,
+        *,
+        channel: str | None = None,
+        protocol: str | None = None,
+        ids: Iterable[str] | None = None,
+        exclude: Iterable[str | Connection] | None = None,
+    ) -> int:
+        """Send to every open connection, optionally filtered; see
+        :meth:`WebSocketServerFactory.broadcast`."""
+        return self.factory.broadcast(
+            message, channel=channel, protocol=protocol, ids=ids, exclude=exclude
+        )
+
+    def send_to(self, message: Message, selector: Callable[[Connection], bool]) -> int:
+        """Send to each connection the selector picks (TMS ``SendMessageTo``)."""
+        return self.factory.send_to(message, selector)
+
+    def write_data(self, conn_id: str, message: Message) -> None:
+        """Send to one connection by id (sgc ``WriteData``)."""
+        self.factory.write_data(conn_id, message)
+
+    def ping_all(self, payload: bytes = b"") -> int:
+        """Ping every open connection (sgc ``Ping``)."""
+        return self.factory.ping_all(payload)
+
+    def disconnect_all(self, code: int = 1001, reason: str = "") -> int:
+        """Close every connection; keep listening (sgc ``DisconnectAll``)."""
+        return self.factory.disconnect_all(code, reason)

@@ -1,0 +1,202 @@
+"""``twistd ws``: command-line options and the service they build.
+
+Every :class:`~wsplugin.ServerConfig` option is a command-line option
+(``max_message_size`` is ``--max-message-size``; a boolean that defaults to
+on, like ``utf8_validation``, is turned off with ``--no-utf8-validation``).
+Bad options exit with status 1 and a one-line error naming the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.python import usage
+
+from wsplugin.apps import AppNotFound, load_app
+from wsplugin.config import ServerConfig
+from wsplugin.errors import ConfigError
+from wsplugin.server import WebSocketServer
+
+__all__ = ["Options", "makeService"]
+
+_HELP = {
+    "frame_by_frame": "Deliver each frame to on_fragment instead of whole messages.",
+    "skip_upgrade_check": "Accept handshakes without valid Upgrade/Connection headers.",
+    "skip_version_check": "Accept handshakes without Sec-WebSocket-Version: 13.",
+    "manual_pong": "Do not answer pings automatically (the app does).",
+    "manual_close": "Do not answer close frames automatically (the app does).",
+    "split_message": "Send messages in frames of at most --frame-size bytes.",
+    "frame_size": "Largest frame sent with --split-message, header included.",
+    "max_message_size": "Largest message accepted in bytes (0: no limit).",
+    "max_frame_size": "Largest frame payload accepted in bytes (0: no limit).",
+    "max_request_head": "Largest handshake request head in bytes (0: no limit).",
+    "max_headers": "Most handshake request headers (0: no limit).",
+    "open_handshake_timeout": "Seconds for the whole opening handshake (0: none).",
+    "close_handshake_timeout": "Seconds to wait for a close reply (0: forever).",
+    "max_connections": "Most connections; over it upgrades get 503 (0: no limit).",
+    "max_queue": "Messages queued for receive() before reads pause.",
+    "shutdown_timeout": "Seconds a stop waits for clients to close.",
+    "heartbeat_interval": "Seconds between pings to each client (0: off).",
+    "heartbeat_timeout": "Seconds to wait for a pong before dropping (0: never).",
+    "watchdog_interval": "Seconds between re-listen attempts after a failure.",
+    "watchdog_attempts": "Re-listen attempts before giving up (0: forever).",
+    "allowed_origins": "Allowed Origin pattern (repeatable; * wildcards).",
+    "subprotocols": "Subprotocol the server speaks (repeatable, preference order).",
+    "compression": "Accept permessage-deflate (RFC 7692).",
+    "utf8_validation": "Validate incoming text as UTF-8.",
+    "server_header": "Server response header value ('' omits it).",
+}
+
+_REPEATABLE = {"allowed_origins": "allowed-origin", "subprotocols": "subprotocol"}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _config_options() -> tuple[list[list[Any]], list[list[Any]]]:
+    defaults = ServerConfig()
+    flags: list[list[Any]] = []
+    params: list[list[Any]] = []
+    for f in dataclasses.fields(ServerConfig):
+        if f.name in _REPEATABLE:
+            continue
+        default = getattr(defaults, f.name)
+        text = _HELP[f.name]
+        if f.type == "bool":
+            if default:
+                flags.append([f"no-{_flag(f.name)}", None, f"Do not: {text}"])
+            else:
+                flags.append([_flag(f.name), None, text])
+        else:
+            coerce = {"int": int, "float": float}.get(str(f.type), str)
+            params.append([_flag(f.name), None, default, text, coerce])
+    return flags, params
+
+
+_CONFIG_FLAGS, _CONFIG_PARAMS = _config_options()
+
+
+class Options(usage.Options):
+    """Options of ``twistd ws``."""
+
+    synopsis = "[--port ENDPOINT]... [--app echo|chat|module:attr] [options]"
+    longdesc = (
+        "Run a wsplugin WebSocket server. With no options: the chat demo on "
+        "tcp:8888. --port takes any Twisted endpoint string (tcp:, ssl:, "
+        "unix:, systemd:) and may be repeated."
+    )
+
+    optParameters = [
+        ["app", "a", "chat", "echo, chat, or module:attribute of a handler."],
+        ["path", None, None, "Serve the app only on this path (others get 404)."],
+        ["tls-cert", None, None, "Certificate (PEM): turns tcp: ports into TLS."],
+        [
+            "tls-key",
+            None,
+            None,
+            "Private key (PEM) for --tls-cert (default: same file).",
+        ],
+        ["tls-chain", None, None, "Intermediate certificates (PEM) for --tls-cert."],
+        *_CONFIG_PARAMS,
+    ]
+    optFlags = [*_CONFIG_FLAGS]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+        self["allowed_origins"] = []
+        self["subprotocols"] = []
+        self.handler: Any = None
+        self.config: ServerConfig | None = None
+
+    def opt_port(self, endpoint: str) -> None:
+        """Listen on a Twisted endpoint string (repeatable; default tcp:8888)."""
+        self["ports"].append(endpoint)
+
+    opt_p = opt_port
+
+    def opt_allowed_origin(self, pattern: str) -> None:
+        """Allowed Origin pattern, * wildcards (repeatable; default any)."""
+        self["allowed_origins"].append(pattern)
+
+    def opt_subprotocol(self, name: str) -> None:
+        """A subprotocol the server speaks (repeatable, preference order)."""
+        self["subprotocols"].append(name)
+
+    def postOptions(self) -> None:
+        """Check everything now, so twistd fails fast with a one-line error."""
+        if not self["ports"]:
+            self["ports"] = ["tcp:8888"]
+        if self["path"] is not None and not self["path"].startswith("/"):
+            raise usage.UsageError(f"--path must start with '/': {self['path']!r}")
+        self["ports"] = [self._tls_port(p) for p in self["ports"]]
+        self.config = self._build_config()
+        for description in self["ports"]:
+            _check_endpoint(description)
+        try:
+            self.handler = load_app(self["app"])
+        except AppNotFound as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _build_config(self) -> ServerConfig:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(ServerConfig):
+            if f.name in _REPEATABLE:
+                if self[f.name]:
+                    values[f.name] = tuple(self[f.name])
+            elif f.type == "bool":
+                default = getattr(ServerConfig, f.name)
+                key = f"no-{_flag(f.name)}" if default else _flag(f.name)
+                if self[key]:
+                    values[f.name] = not default
+            else:
+                values[f.name] = self[_flag(f.name)]
+        try:
+            return ServerConfig.from_options(**values)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _tls_port(self, description: str) -> str:
+        cert = self["tls-cert"]
+        if cert is None:
+            if self["tls-key"] or self["tls-chain"]:
+                raise usage.UsageError("--tls-key and --tls-chain need --tls-cert")
+            return description
+        if not description.startswith("tcp:") and not description.isdigit():
+            return description
+        for option in ("tls-cert", "tls-key", "tls-chain"):
+            path = self[option]
+            if path is not None and not Path(path).is_file():
+                raise usage.UsageError(f"--{option}: no such file: {path}")
+        rest = description[4:] if description.startswith("tcp:") else description
+        args = [f"certKey={quoteStringArgument(cert)}"]
+        args.append(f"privateKey={quoteStringArgument(self['tls-key'] or cert)}")
+        if self["tls-chain"]:
+            args.append(f"extraCertChain={quoteStringArgument(self['tls-chain'])}")
+        return "ssl:" + rest + ":" + ":".join(args)
+
+
+def _check_endpoint(description: str) -> None:
+    """Parse an endpoint string now (loading TLS files) without listening."""
+    from twisted.internet import reactor
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise usage.UsageError(f"bad --port {description!r}: {detail}") from None
+
+
+def makeService(options: Options) -> WebSocketServer:
+    """Build the server from parsed options (the twistd entry point)."""
+    assert options.config is not None
+    return WebSocketServer(
+        options.handler,
+        path=options["path"],
+        endpoints=options["ports"],
+        config=options.config,
+    )
