@@ -144,9 +144,13 @@ class ServerConfig:
             if f.type == "float":
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"{f.name} must be a number, not {value!r}")
-                if value < 0 or value != value:
+                try:
+                    number = float(value)
+                except OverflowError:
+                    raise ConfigError(f"{f.name} is too large: {value!r}") from None
+                if number < 0 or number != number:
                     raise ConfigError(f"{f.name} must be >= 0, not {value!r}")
-                object.__setattr__(self, f.name, float(value))
+                object.__setattr__(self, f.name, number)
         for name in ("allowed_origins", "subprotocols"):
             object.__setattr__(self, name, _tuple_of_str(name, getattr(self, name)))
         if self.split_message and self.frame_size < MIN_FRAME_SIZE:

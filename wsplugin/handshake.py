@@ -9,6 +9,7 @@ which then validates everything else as usual.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 _END = b"\r\n\r\n"
+# control characters other than HTAB, and NEL (U+0085, a line break for
+# str.splitlines in latin-1 text)
+_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85]")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,10 @@ def parse_request_head(
     except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
         raise HandshakeRejected(400, "Bad Request") from None
     lines = text.split("\r\n")
+    if _FORBIDDEN.search(text.replace("\r\n", "")):
+        # A bare CR/LF or another line separator/control character would make
+        # Autobahn's parser (str.splitlines) see other headers than we do.
+        raise HandshakeRejected(400, "Bad Request")
     if max_headers and len(lines) - 1 > max_headers:
         raise HandshakeRejected(431, "Request Header Fields Too Large")
     parts = lines[0].split(" ")

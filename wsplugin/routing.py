@@ -81,15 +81,20 @@ class Router:
             )
         route = Route(key, path, handler, config)
         entry = self._hosts.setdefault(key, _HostEntry())
+        replaced = entry.paths.get(path)
         entry.paths[path] = route
-        if default_path:
+        if default_path or (replaced is not None and entry.default is replaced):
             entry.default = route
         if default_host:
             self._default_host = key
         return route
 
     def unregister(self, host: str, path: str) -> None:
-        """Remove the route for ``host`` and ``path`` (no error if absent)."""
+        """Remove the route for ``host`` and ``path`` (no error if absent).
+
+        A host left without routes is forgotten: its requests go to the
+        default host again, and if it was the default host there is none.
+        """
         key = split_host(host) if host != "*" else "*"
         entry = self._hosts.get(key)
         if entry is None:
@@ -97,6 +102,10 @@ class Router:
         route = entry.paths.pop(path, None)
         if route is not None and entry.default is route:
             entry.default = None
+        if not entry.paths:
+            del self._hosts[key]
+            if self._default_host == key:
+                self._default_host = None
 
     def resolve(self, host: str, path: str) -> Route | None:
         """The route serving ``host`` (a Host header value) and ``path``."""

@@ -1,0 +1,154 @@
+"""WebSocketServer life cycle over real endpoints: start, stop, restart,
+active, several endpoints, startup/shutdown events, graceful close."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import CannotListenError
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect, unix_connect
+
+from tests.helpers import Recorder
+from tests.integration.support import ServerTestCase, in_thread
+from wsplugin import WebSocketServer
+
+
+class Echo(Recorder):
+    def on_message(self, conn: Any, text: str) -> None:
+        super().on_message(conn, text)
+        conn.send_text(text)
+
+    def on_startup(self, server: Any) -> None:
+        self.events.append(("on_startup",))
+
+    def on_shutdown(self, server: Any) -> None:
+        self.events.append(("on_shutdown",))
+
+
+def echo_once(url: str, text: str = "ping") -> str:
+    with connect(url, open_timeout=5) as ws:
+        ws.send(text)
+        return ws.recv(timeout=5)
+
+
+class LifeCycleTests(ServerTestCase):
+    """start/stop/restart/active and the server events."""
+
+    @inlineCallbacks
+    def test_start_stop_events(self) -> None:
+        """start() fires after listening with on_startup; stop() stops
+        listening and fires on_shutdown."""
+        handler = Echo()
+        server = yield self.start_server(handler)
+        self.assertTrue(server.active)
+        self.assertEqual(handler.names(), ["on_startup"])
+        echoed = yield in_thread(echo_once, self.url)
+        self.assertEqual(echoed, "ping")
+        port = server.ports[0].getHost().port
+        yield server.stop()
+        self.assertFalse(server.active)
+        self.assertEqual(handler.names()[-1], "on_shutdown")
+        with socket.socket() as s:
+            self.assertNotEqual(s.connect_ex(("127.0.0.1", port)), 0)
+
+    @inlineCallbacks
+    def test_active_property_and_restart(self) -> None:
+        """active = False stops, active = True starts; restart rebinds."""
+        handler = Echo()
+        port = None
+        server = yield self.start_server(
+            handler, endpoints=["tcp:0:interface=127.0.0.1"]
+        )
+        server.active = False
+        yield self.when(lambda: not server.ports and "on_shutdown" in handler.names())
+        server.endpoints = [f"tcp:{self._free()}:interface=127.0.0.1"]
+        server.active = True
+        yield self.when(lambda: bool(server.ports))
+        port = server.ports[0].getHost().port
+        yield server.restart()
+        self.assertEqual(server.ports[0].getHost().port, port)
+        echoed = yield in_thread(echo_once, f"ws://127.0.0.1:{port}")
+        self.assertEqual(echoed, "ping")
+        self.assertEqual(handler.names().count("on_startup"), 3)
+        self.assertEqual(handler.names().count("on_shutdown"), 2)
+
+    def _free(self) -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    @inlineCallbacks
+    def test_several_endpoints(self) -> None:
+        """One server listens on TCP and a UNIX socket at once."""
+        path = self.mktemp() + ".sock"
+        yield self.start_server(
+            Echo(), endpoints=["tcp:0:interface=127.0.0.1", f"unix:{path}"]
+        )
+
+        def over_unix() -> str:
+            with unix_connect(path, "ws://localhost/", open_timeout=5) as ws:
+                ws.send("unix")
+                return ws.recv(timeout=5)
+
+        self.assertEqual((yield in_thread(over_unix)), "unix")
+        self.assertEqual((yield in_thread(echo_once, self.url, "tcp")), "tcp")
+
+    @inlineCallbacks
+    def test_listen_failure(self) -> None:
+        """start() fails with the listening error when a port is taken, and
+        on_startup does not fire."""
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        self.addCleanup(blocker.close)
+        handler = Echo()
+        server = WebSocketServer(
+            handler, endpoints=[f"tcp:{blocker.getsockname()[1]}:interface=127.0.0.1"]
+        )
+        yield self.assertFailure(server.start(), CannotListenError)
+        self.assertEqual(handler.names(), [])
+        self.flushLoggedErrors(CannotListenError)
+        yield server.stop()
+
+    @inlineCallbacks
+    def test_composes_into_application(self) -> None:
+        """As a child service, it starts and stops with its parent."""
+        parent = MultiService()
+        handler = Echo()
+        server = WebSocketServer(handler, endpoints=["tcp:0:interface=127.0.0.1"])
+        server.setServiceParent(parent)
+        parent.startService()
+        yield server.start()
+        url = f"ws://127.0.0.1:{server.ports[0].getHost().port}"
+        self.assertEqual((yield in_thread(echo_once, url)), "ping")
+        yield parent.stopService()
+        self.assertFalse(server.active)
+        self.assertIn("on_shutdown", handler.names())
+
+    @inlineCallbacks
+    def test_graceful_stop(self) -> None:
+        """stop() sends close 1001 to clients and waits for them; each gets
+        on_disconnect once."""
+        handler = Echo()
+        server = yield self.start_server(handler, shutdown_timeout=5)
+        opened: list[Any] = []
+
+        def client() -> int | None:
+            with connect(self.url, open_timeout=5) as ws:
+                opened.append(True)
+                try:
+                    ws.recv(timeout=10)
+                except ConnectionClosed as e:
+                    return e.rcvd.code if e.rcvd else None
+            return None
+
+        result = in_thread(client)
+        yield self.when(lambda: len(server.connections) == 1)
+        yield server.stop()
+        code = yield result
+        self.assertEqual(code, 1001)
+        self.assertEqual(handler.names().count("on_disconnect"), 1)

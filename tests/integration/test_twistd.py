@@ -1,0 +1,127 @@
+"""``twistd ws`` as users run it: a real subprocess, real sockets, real TLS."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+from typing import Any
+
+import trustme
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import quoteStringArgument
+from twisted.trial.unittest import TestCase
+from websockets.sync.client import connect
+
+from tests.integration.support import VENV_BIN, Twistd, free_port, in_thread
+
+
+def make_certificates(test: TestCase) -> tuple[trustme.CA, Any, str, str]:
+    """A private CA and a certificate for 127.0.0.1/localhost, written as PEM."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    base = os.path.abspath(test.mktemp())
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    cert_path, key_path = base + "-cert.pem", base + "-key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_path)
+    cert.private_key_pem.write_to_path(key_path)
+    return ca, cert, cert_path, key_path
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def echo(url: str, text: str, **kw: Any) -> str:
+    with connect(url, open_timeout=10, **kw) as ws:
+        ws.send(text)
+        return ws.recv(timeout=10)
+
+
+class TwistdTests(TestCase):
+    """twistd -n ws serves what its options say."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_echo(self) -> None:
+        """--app echo echoes over ws://."""
+        server = Twistd(self, "--app", "echo")
+        yield in_thread(server.wait_listening)
+        echoed = yield in_thread(echo, f"ws://127.0.0.1:{server.port}/", "hi")
+        self.assertEqual(echoed, "hi")
+
+    @inlineCallbacks
+    def test_chat_default_app(self) -> None:
+        """The default app is the broadcast chat: two clients see each other."""
+        server = Twistd(self)
+        yield in_thread(server.wait_listening)
+        url = f"ws://127.0.0.1:{server.port}/"
+
+        def chat() -> tuple[str, str]:
+            with connect(url, open_timeout=10) as a, connect(url, open_timeout=10) as b:
+                a.send("hello from a")
+                return a.recv(timeout=10), b.recv(timeout=10)
+
+        self.assertEqual((yield in_thread(chat)), ("hello from a", "hello from a"))
+
+    @inlineCallbacks
+    def test_wss_ssl_endpoint(self) -> None:
+        """An ssl: endpoint string serves wss:// to a client trusting the CA."""
+        ca, _, cert_path, key_path = make_certificates(self)
+        port = free_port()
+        server = Twistd(
+            self,
+            "--app",
+            "echo",
+            "--port",
+            f"ssl:{port}:interface=127.0.0.1:privateKey={quoteStringArgument(key_path)}"
+            f":certKey={quoteStringArgument(cert_path)}",
+            port=port,
+            scheme=None,
+        )
+        yield in_thread(server.wait_listening)
+        context = client_context(ca)
+        echoed = yield in_thread(
+            echo, f"wss://127.0.0.1:{port}/", "secure", ssl=context
+        )
+        self.assertEqual(echoed, "secure")
+
+    @inlineCallbacks
+    def test_wss_tls_options(self) -> None:
+        """--tls-cert/--tls-key turn a tcp: port into wss://."""
+        ca, _, cert_path, key_path = make_certificates(self)
+        server = Twistd(
+            self, "--app", "echo", "--tls-cert", cert_path, "--tls-key", key_path
+        )
+        yield in_thread(server.wait_listening)
+        echoed = yield in_thread(
+            echo,
+            f"wss://localhost:{server.port}/",
+            "via options",
+            ssl=client_context(ca),
+        )
+        self.assertEqual(echoed, "via options")
+
+    def test_bad_options_exit_nonzero(self) -> None:
+        """A bad endpoint, a missing certificate or an unknown app exits 1 with
+        a last line naming the problem and no traceback."""
+        cases = [
+            (["--port", "tcp:notaport"], "bad --port"),
+            (["--tls-cert", "/nonexistent/c.pem"], "no such file"),
+            (["--port", "ssl:0:privateKey=/nonexistent/k.pem"], "bad --port"),
+            (["--app", "no_such_app"], "unknown app"),
+        ]
+        for args, fragment in cases:
+            result = subprocess.run(
+                [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "ws", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            output = result.stdout + result.stderr
+            self.assertEqual(result.returncode, 1, output)
+            self.assertIn(fragment, output.strip().splitlines()[-1], output)
+            self.assertNotIn("Traceback", output)

@@ -1,0 +1,373 @@
+"""The validated, frozen server configuration (wsplugin.config)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from wsplugin.config import MiB, ServerConfig
+from wsplugin.errors import ConfigError
+
+BOOL_FIELDS = (
+    "frame_by_frame",
+    "skip_upgrade_check",
+    "skip_version_check",
+    "manual_pong",
+    "manual_close",
+    "split_message",
+    "compression",
+    "utf8_validation",
+)
+INT_FIELDS = (
+    "frame_size",
+    "max_message_size",
+    "max_frame_size",
+    "max_request_head",
+    "max_headers",
+    "max_connections",
+    "max_queue",
+    "watchdog_attempts",
+)
+FLOAT_FIELDS = (
+    "open_handshake_timeout",
+    "close_handshake_timeout",
+    "shutdown_timeout",
+    "heartbeat_interval",
+    "heartbeat_timeout",
+    "watchdog_interval",
+)
+
+
+class DefaultsTests(SynchronousTestCase):
+    """The defaults are the documented, bounded values."""
+
+    def test_limits_bounded(self) -> None:
+        """Every limit is on (> 0) by default."""
+        config = ServerConfig()
+        limits = {
+            name: getattr(config, name)
+            for name in (
+                "max_message_size",
+                "max_frame_size",
+                "max_request_head",
+                "max_headers",
+                "open_handshake_timeout",
+                "close_handshake_timeout",
+                "max_connections",
+            )
+        }
+        self.assertEqual([n for n, v in limits.items() if not v > 0], [])
+
+    def test_default_values(self) -> None:
+        """The defaults are the documented values."""
+        config = ServerConfig()
+        self.assertEqual(
+            (
+                config.max_message_size,
+                config.max_frame_size,
+                config.max_request_head,
+                config.max_headers,
+                config.open_handshake_timeout,
+                config.close_handshake_timeout,
+                config.max_connections,
+                config.max_queue,
+                config.shutdown_timeout,
+                config.frame_size,
+            ),
+            (16 * MiB, 16 * MiB, 16384, 100, 10.0, 5.0, 20000, 32, 5.0, 4096),
+        )
+
+    def test_options_off_by_default(self) -> None:
+        """Component options are off; UTF-8 validation is on; keep-alive and the
+        watchdog are off; any origin; no subprotocols; "wsplugin" Server header."""
+        config = ServerConfig()
+        self.assertEqual(
+            {name: getattr(config, name) for name in BOOL_FIELDS},
+            {name: name == "utf8_validation" for name in BOOL_FIELDS},
+        )
+        self.assertEqual(config.heartbeat_interval, 0.0)
+        self.assertEqual(config.heartbeat_timeout, 0.0)
+        self.assertEqual(config.watchdog_interval, 0.0)
+        self.assertEqual(config.watchdog_attempts, 0)
+        self.assertEqual(config.allowed_origins, ("*",))
+        self.assertEqual(config.subprotocols, ())
+        self.assertEqual(config.server_header, "wsplugin")
+
+    def test_field_groups_complete(self) -> None:
+        """This module's field lists cover every option, so the type tests below
+        check every field."""
+        self.assertEqual(
+            set(ServerConfig.option_names()),
+            set(BOOL_FIELDS + INT_FIELDS + FLOAT_FIELDS)
+            | {"allowed_origins", "subprotocols", "server_header"},
+        )
+
+    def test_option_names_in_order(self) -> None:
+        """option_names lists the fields in declaration order."""
+        names = list(ServerConfig.option_names())
+        self.assertEqual(names[0], "frame_by_frame")
+        self.assertEqual(names[-1], "server_header")
+        self.assertEqual(names, [f.name for f in dataclasses.fields(ServerConfig)])
+
+    def test_keyword_only(self) -> None:
+        """Options cannot be passed by position."""
+        self.assertRaises(TypeError, ServerConfig, True)
+
+
+class FrozenTests(SynchronousTestCase):
+    """A config cannot change after construction."""
+
+    def test_assignment_raises(self) -> None:
+        """Setting an attribute raises FrozenInstanceError and changes nothing."""
+        config = ServerConfig()
+        self.assertRaises(
+            dataclasses.FrozenInstanceError, setattr, config, "max_headers", 5
+        )
+        self.assertEqual(config.max_headers, 100)
+
+    def test_delete_raises(self) -> None:
+        """Deleting an attribute raises FrozenInstanceError."""
+        config = ServerConfig()
+        self.assertRaises(dataclasses.FrozenInstanceError, delattr, config, "max_queue")
+        self.assertEqual(config.max_queue, 32)
+
+    def test_hashable_and_equal(self) -> None:
+        """Equal configs compare and hash equal."""
+        a = ServerConfig(allowed_origins=["https://a"])
+        b = ServerConfig(allowed_origins=("https://a",))
+        self.assertEqual(a, b)
+        self.assertEqual(hash(a), hash(b))
+
+
+class ReplaceTests(SynchronousTestCase):
+    """replace returns a validated copy."""
+
+    def test_replace_copies(self) -> None:
+        """replace changes the named options only and leaves the original alone."""
+        base = ServerConfig()
+        new = base.replace(max_headers=7, compression=True)
+        self.assertEqual((new.max_headers, new.compression), (7, True))
+        self.assertEqual((base.max_headers, base.compression), (100, False))
+        self.assertEqual(new.max_queue, base.max_queue)
+
+    def test_replace_nothing(self) -> None:
+        """replace without changes gives an equal config."""
+        base = ServerConfig(max_queue=3)
+        self.assertEqual(base.replace(), base)
+
+    def test_unknown_names(self) -> None:
+        """Unknown names are a ConfigError naming each of them, sorted."""
+        exc = self.assertRaises(
+            ConfigError, ServerConfig().replace, max_size=1, bogus=2, max_headers=3
+        )
+        self.assertIn("unknown option(s): bogus, max_size;", str(exc))
+        self.assertNotIn("max_headers", str(exc))
+
+    def test_config_error_is_value_error(self) -> None:
+        """ConfigError is a ValueError for callers catching that."""
+        self.assertRaises(ValueError, ServerConfig().replace, nope=1)
+
+    def test_replace_validates(self) -> None:
+        """replace validates the new values like the constructor."""
+        exc = self.assertRaises(ConfigError, ServerConfig().replace, max_headers=-1)
+        self.assertIn("max_headers", str(exc))
+
+    def test_replace_validates_combination(self) -> None:
+        """replace checks cross-field rules against the existing values."""
+        base = ServerConfig(split_message=True, frame_size=3)
+        self.assertRaises(ConfigError, base.replace, frame_size=2)
+        heartbeat = ServerConfig(heartbeat_interval=5, heartbeat_timeout=2)
+        self.assertRaises(ConfigError, heartbeat.replace, heartbeat_interval=0)
+
+    def test_from_options(self) -> None:
+        """from_options builds a config and rejects unknown names."""
+        self.assertEqual(ServerConfig.from_options(max_queue=9).max_queue, 9)
+        exc = self.assertRaises(ConfigError, ServerConfig.from_options, maxqueue=9)
+        self.assertIn("maxqueue", str(exc))
+
+    def test_unknown_constructor_keyword(self) -> None:
+        """The constructor rejects unknown keywords (TypeError)."""
+        self.assertRaises(TypeError, ServerConfig, bogus=1)
+
+
+class BoolFieldTests(SynchronousTestCase):
+    """Boolean options take only True or False."""
+
+    def test_accept_bools(self) -> None:
+        """True and False are kept as given."""
+        for name in BOOL_FIELDS:
+            for value in (True, False):
+                self.assertIs(getattr(ServerConfig(**{name: value}), name), value)
+
+    def test_reject_non_bools(self) -> None:
+        """1, 0, "yes" and None are a ConfigError naming the option."""
+        for name in BOOL_FIELDS:
+            for value in (1, 0, "yes", None):
+                exc = self.assertRaises(ConfigError, ServerConfig, **{name: value})
+                self.assertIn(name, str(exc))
+
+
+class IntFieldTests(SynchronousTestCase):
+    """Integer options take integers >= 0, not bools or floats."""
+
+    def test_accept_zero_and_positive(self) -> None:
+        """0 (limit off) and positive integers are kept."""
+        for name in INT_FIELDS:
+            for value in (0, 1, 10**12):
+                config = ServerConfig(**{name: value})
+                self.assertEqual(getattr(config, name), value)
+                self.assertIs(type(getattr(config, name)), int)
+
+    def test_reject_negative(self) -> None:
+        """A negative integer is a ConfigError naming the option."""
+        for name in INT_FIELDS:
+            exc = self.assertRaises(ConfigError, ServerConfig, **{name: -1})
+            self.assertIn(name, str(exc))
+
+    def test_reject_bool(self) -> None:
+        """True and False are not integers here."""
+        for name in INT_FIELDS:
+            for value in (True, False):
+                self.assertRaises(ConfigError, ServerConfig, **{name: value})
+
+    def test_reject_float_and_other(self) -> None:
+        """Floats (even integral ones), strings and None are rejected."""
+        for name in INT_FIELDS:
+            for value in (1.0, 1.5, "10", None):
+                self.assertRaises(ConfigError, ServerConfig, **{name: value})
+
+
+class FloatFieldTests(SynchronousTestCase):
+    """Number-of-seconds options take ints or floats >= 0, stored as float."""
+
+    def test_accept_int(self) -> None:
+        """An int is accepted and stored as a float."""
+        for name in FLOAT_FIELDS:
+            # heartbeat_timeout needs an interval
+            config = ServerConfig(**{"heartbeat_interval": 1, name: 3})
+            self.assertEqual(getattr(config, name), 3.0)
+            self.assertIs(type(getattr(config, name)), float)
+
+    def test_accept_float_and_zero(self) -> None:
+        """Floats and 0 are kept."""
+        for name in FLOAT_FIELDS:
+            for value in (0, 0.0, 0.25):
+                config = ServerConfig(**{"heartbeat_interval": 1, name: value})
+                self.assertEqual(getattr(config, name), float(value))
+
+    def test_reject_nan(self) -> None:
+        """NaN is a ConfigError naming the option."""
+        for name in FLOAT_FIELDS:
+            exc = self.assertRaises(ConfigError, ServerConfig, **{name: math.nan})
+            self.assertIn(name, str(exc))
+
+    def test_reject_negative(self) -> None:
+        """Negative numbers are a ConfigError naming the option."""
+        for name in FLOAT_FIELDS:
+            for value in (-1, -0.5, -math.inf):
+                exc = self.assertRaises(ConfigError, ServerConfig, **{name: value})
+                self.assertIn(name, str(exc))
+
+    def test_reject_bool_and_other(self) -> None:
+        """Bools, strings and None are not numbers here."""
+        for name in FLOAT_FIELDS:
+            for value in (True, False, "1", None):
+                self.assertRaises(ConfigError, ServerConfig, **{name: value})
+
+    def test_huge_int_is_config_error(self) -> None:
+        """An int too large for a float is a ConfigError (the documented error
+        for a bad value), not an OverflowError."""
+        exc = self.assertRaises(
+            ConfigError, ServerConfig().replace, open_handshake_timeout=10**400
+        )
+        self.assertIn("open_handshake_timeout", str(exc))
+
+
+class CrossFieldTests(SynchronousTestCase):
+    """Rules between options."""
+
+    def test_split_message_frame_size(self) -> None:
+        """split_message needs a frame_size of at least 3."""
+        for size in (0, 1, 2):
+            exc = self.assertRaises(
+                ConfigError, ServerConfig, split_message=True, frame_size=size
+            )
+            self.assertIn("frame_size", str(exc))
+        self.assertEqual(ServerConfig(split_message=True, frame_size=3).frame_size, 3)
+
+    def test_small_frame_size_without_split(self) -> None:
+        """frame_size is not checked against 3 while split_message is off."""
+        self.assertEqual(ServerConfig(frame_size=0).frame_size, 0)
+
+    def test_heartbeat_timeout_needs_interval(self) -> None:
+        """heartbeat_timeout without heartbeat_interval is a ConfigError."""
+        exc = self.assertRaises(ConfigError, ServerConfig, heartbeat_timeout=5)
+        self.assertIn("heartbeat_interval", str(exc))
+        config = ServerConfig(heartbeat_interval=10, heartbeat_timeout=5)
+        self.assertEqual((config.heartbeat_interval, config.heartbeat_timeout), (10, 5))
+
+    def test_heartbeat_interval_alone(self) -> None:
+        """An interval without a timeout is fine (ping, never drop)."""
+        self.assertEqual(ServerConfig(heartbeat_interval=2).heartbeat_timeout, 0.0)
+
+
+class StringListTests(SynchronousTestCase):
+    """allowed_origins and subprotocols take lists of non-empty strings."""
+
+    def test_bare_string_rejected(self) -> None:
+        """A bare string is a ConfigError (it would be a list of characters)."""
+        for name in ("allowed_origins", "subprotocols"):
+            exc = self.assertRaises(ConfigError, ServerConfig, **{name: "chat"})
+            self.assertIn(name, str(exc))
+
+    def test_list_coerced_to_tuple(self) -> None:
+        """A list (or any iterable) becomes a tuple, order kept."""
+        config = ServerConfig(
+            allowed_origins=["https://a", "https://b"],
+            subprotocols=iter(["v2", "v1"]),
+        )
+        self.assertEqual(config.allowed_origins, ("https://a", "https://b"))
+        self.assertEqual(config.subprotocols, ("v2", "v1"))
+
+    def test_replace_coerces(self) -> None:
+        """replace coerces lists too."""
+        config = ServerConfig().replace(subprotocols=["x"])
+        self.assertEqual(config.subprotocols, ("x",))
+
+    def test_empty_allowed(self) -> None:
+        """An empty list is an empty tuple."""
+        self.assertEqual(ServerConfig(allowed_origins=[]).allowed_origins, ())
+
+    def test_bad_items_rejected(self) -> None:
+        """Empty strings and non-strings inside the list are rejected."""
+        for value in ([""], ["ok", 3], [None], [b"bytes"]):
+            self.assertRaises(ConfigError, ServerConfig, subprotocols=value)
+            self.assertRaises(ConfigError, ServerConfig, allowed_origins=value)
+
+    def test_non_iterable_rejected(self) -> None:
+        """A non-iterable is a ConfigError naming the option."""
+        exc = self.assertRaises(ConfigError, ServerConfig, allowed_origins=None)
+        self.assertIn("allowed_origins", str(exc))
+        self.assertRaises(ConfigError, ServerConfig, subprotocols=5)
+
+
+class ServerHeaderTests(SynchronousTestCase):
+    """server_header is one line of text."""
+
+    def test_crlf_rejected(self) -> None:
+        """CR or LF anywhere in server_header is a ConfigError."""
+        for value in ("a\r\nX-Evil: 1", "a\nb", "a\rb", "\n"):
+            exc = self.assertRaises(ConfigError, ServerConfig, server_header=value)
+            self.assertIn("server_header", str(exc))
+
+    def test_non_string_rejected(self) -> None:
+        """A non-string server_header is a ConfigError."""
+        for value in (None, 1, b"wsplugin"):
+            self.assertRaises(ConfigError, ServerConfig, server_header=value)
+
+    def test_empty_and_custom_accepted(self) -> None:
+        """ "" (omit the header) and ordinary values are kept."""
+        self.assertEqual(ServerConfig(server_header="").server_header, "")
+        self.assertEqual(ServerConfig(server_header="x/1.0").server_header, "x/1.0")

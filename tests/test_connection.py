@@ -1,0 +1,216 @@
+"""The Connection facade: user data, sending rules, awaitable receive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.helpers import Recorder, make
+from wsplugin import (
+    ConnectionClosed,
+    ConnectionState,
+    Fragment,
+    FragmentedSendError,
+    InvalidCloseCode,
+)
+
+
+class Resource:
+    """User data that records being released."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class UserDataTests(SynchronousTestCase):
+    """user_data with owns_user_data (TMS UserData/OwnsUserData)."""
+
+    def test_owned_released(self) -> None:
+        """Owned data has close() called once when the connection ends."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        data = Resource()
+        client.connection.user_data = data
+        client.connection.owns_user_data = True
+        client.drop()
+        self.assertEqual(data.closed, 1)
+        self.assertIsNone(client.connection.user_data)
+
+    def test_not_owned_left_alone(self) -> None:
+        """Data not owned is neither closed nor cleared."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        data = Resource()
+        client.connection.user_data = data
+        client.drop()
+        self.assertEqual(data.closed, 0)
+        self.assertIs(client.connection.user_data, data)
+
+    def test_assigned_in_handshake_response_sent(self) -> None:
+        """The seed's pattern: assign an id object in on_handshake_response_sent."""
+
+        class Assign(Recorder):
+            def on_handshake_response_sent(self, conn: Any) -> None:
+                conn.owns_user_data = True
+                conn.user_data = Resource()
+
+        _, harness = make(Assign())
+        client = harness.open()
+        data = client.connection.user_data
+        self.assertIsInstance(data, Resource)
+        client.send_close(1000)
+        harness.flush()
+        self.assertEqual(data.closed, 1)
+
+
+class StateAndSendingTests(SynchronousTestCase):
+    """State transitions and what may be sent when."""
+
+    def test_states(self) -> None:
+        """open after the handshake, closing after our close, closed at the end."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        conn = client.connection
+        self.assertEqual(conn.state, ConnectionState.OPEN)
+        conn.close(1000, "done")
+        self.assertEqual(conn.state, ConnectionState.CLOSING)
+        self.assertEqual(
+            [(f.close_code, f.close_reason) for f in client.frames()], [(1000, "done")]
+        )
+        client.send_close(1000)
+        self.assertEqual(conn.state, ConnectionState.CLOSED)
+        self.assertEqual(conn.close_code, 1000)
+
+    def test_send_after_close_raises(self) -> None:
+        """Sending on a closed connection raises ConnectionClosed."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        client.drop()
+        self.assertRaises(ConnectionClosed, client.connection.send_text, "x")
+        self.assertRaises(ConnectionClosed, client.connection.send_binary, b"x")
+
+    def test_close_codes(self) -> None:
+        """Codes RFC 6455 forbids sending are refused; 1011 and 4000 are fine."""
+        _, harness = make(Recorder())
+        conn = harness.open().connection
+        for bad in (999, 1004, 1005, 1006, 1015, 2000, 5000):
+            self.assertRaises(InvalidCloseCode, conn.close, bad)
+        self.assertRaises(InvalidCloseCode, conn.close, None, "reason without code")
+        conn.close(1011)
+
+    def test_send_frame_fragments(self) -> None:
+        """send_frame opens a message, continues it, and fin ends it; a whole
+        message in between is refused."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        conn = client.connection
+        conn.send_frame(b"ab", is_binary=True, fin=False)
+        self.assertRaises(FragmentedSendError, conn.send_text, "no")
+        conn.send_frame(b"cd", fin=True)
+        conn.send_text("after")
+        frames = client.frames()
+        self.assertEqual(
+            [(f.opcode, f.fin, f.payload) for f in frames],
+            [(2, False, b"ab"), (0, True, b"cd"), (1, True, b"after")],
+        )
+
+    def test_ping_payload_limit(self) -> None:
+        """A ping payload over 125 bytes is a ValueError."""
+        _, harness = make(Recorder())
+        conn = harness.open().connection
+        self.assertRaises(ValueError, conn.ping, b"x" * 126)
+
+
+class ReceiveTests(SynchronousTestCase):
+    """await conn.receive() and async for, when the handler has no on_message."""
+
+    def test_receive_queue(self) -> None:
+        """Messages queue in order; receive() returns them, then waits."""
+
+        class Quiet:
+            pass
+
+        _, harness = make(Quiet())
+        client = harness.open()
+        client.send_text("one")
+        client.send_binary(b"two")
+        conn = client.connection
+        self.assertEqual(self.successResultOf(conn.receive()), "one")
+        self.assertEqual(self.successResultOf(conn.receive()), b"two")
+        pending = conn.receive()
+        self.assertNoResult(pending)
+        client.send_text("three")
+        self.assertEqual(self.successResultOf(pending), "three")
+
+    def test_receive_after_close(self) -> None:
+        """A pending receive fails with ConnectionClosed carrying the code."""
+
+        class Quiet:
+            pass
+
+        _, harness = make(Quiet())
+        client = harness.open()
+        pending = client.connection.receive()
+        client.send_close(4001, "x")
+        failure = self.failureResultOf(pending, ConnectionClosed)
+        self.assertEqual(failure.value.code, 4001)
+
+    def test_async_for_loop(self) -> None:
+        """The Sparkle echo loop: async for echoes until the peer closes."""
+        done: list[str] = []
+
+        class Loop:
+            def on_open(self, conn: Any) -> Deferred[None]:
+                async def run() -> None:
+                    async for message in conn:
+                        conn.send_text("echo: " + message)
+                    done.append("loop ended")
+
+                return Deferred.fromCoroutine(run())
+
+        _, harness = make(Loop())
+        client = harness.open()
+        client.send_text("a")
+        client.send_text("b")
+        self.assertEqual(client.messages(), ["echo: a", "echo: b"])
+        client.send_close(1000)
+        self.assertEqual(done, ["loop ended"])
+
+    def test_backpressure_pauses_reading(self) -> None:
+        """A full receive queue pauses the transport; draining resumes it."""
+
+        class Quiet:
+            pass
+
+        _, harness = make(Quiet(), max_queue=4)
+        client = harness.open()
+        for i in range(4):
+            client.send_text(str(i))
+        self.assertEqual(client.transport.producerState, "paused")
+        conn = client.connection
+        for i in range(4):
+            self.assertEqual(self.successResultOf(conn.receive()), str(i))
+        self.assertEqual(client.transport.producerState, "producing")
+
+    def test_fragments_queue(self) -> None:
+        """In frame mode without on_fragment, frames queue as Fragment objects."""
+
+        class Quiet:
+            pass
+
+        _, harness = make(Quiet(), frame_by_frame=True)
+        client = harness.open()
+        client.send_frame(1, b"a", fin=False)
+        client.send_frame(0, b"b", fin=True)
+        conn = client.connection
+        self.assertEqual(
+            self.successResultOf(conn.receive()), Fragment(b"a", False, False)
+        )
+        self.assertEqual(
+            self.successResultOf(conn.receive()), Fragment(b"b", False, True)
+        )

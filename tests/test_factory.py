@@ -1,0 +1,152 @@
+"""Sending to many: broadcast, send_to, write_data, ping_all, disconnect_all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.helpers import Recorder, make
+from wsplugin import UnknownConnection
+
+
+class BroadcastTests(SynchronousTestCase):
+    """broadcast() and its filters."""
+
+    def setUp(self) -> None:
+        self.server, self.harness = make(Recorder(), subprotocols=["v1", "v2"])
+        self.a = self.harness.open(headers=[("Sec-WebSocket-Protocol", "v1")])
+        self.b = self.harness.open(headers=[("Sec-WebSocket-Protocol", "v2")])
+        self.c = self.harness.open()
+
+    def test_text_and_binary(self) -> None:
+        """str goes out as a text frame, bytes as binary, to every client."""
+        self.assertEqual(self.server.broadcast("hello"), 3)
+        self.assertEqual(self.server.broadcast(b"\x00"), 3)
+        for client in (self.a, self.b, self.c):
+            self.assertEqual(client.messages(), ["hello", b"\x00"])
+
+    def test_frame_built_once(self) -> None:
+        """The frame is prepared once for all receivers (prepareMessage)."""
+        calls = []
+        factory = self.server.factory
+        original = factory.prepareMessage
+
+        def counting(*args: Any, **kw: Any) -> Any:
+            calls.append(args)
+            return original(*args, **kw)
+
+        factory.prepareMessage = counting  # type: ignore[method-assign]
+        self.server.broadcast("once")
+        self.assertEqual(len(calls), 1)
+
+    def test_filters(self) -> None:
+        """channel, protocol, ids and exclude narrow the receivers."""
+        self.a.connection.subscribe("news")
+        self.c.connection.subscribe("news")
+        self.assertEqual(self.server.broadcast("n", channel="news"), 2)
+        self.assertEqual(self.server.broadcast("p", protocol="v2"), 1)
+        self.assertEqual(
+            self.server.broadcast("i", ids=[self.c.connection.id, "nope"]), 1
+        )
+        self.assertEqual(self.server.broadcast("x", exclude=[self.a.connection]), 2)
+        self.c.connection.unsubscribe("news")
+        self.assertEqual(self.server.broadcast("n2", channel="news"), 1)
+        self.assertEqual(self.a.messages(), ["n", "n2"])
+        self.assertEqual(self.b.messages(), ["p", "x"])
+        self.assertEqual(self.c.messages(), ["n", "i", "x"])
+
+    def test_send_to_selector(self) -> None:
+        """send_to sends to the connections the selector picks (TMS SendMessageTo)."""
+        sender = self.a.connection
+        count = self.server.send_to("not you", lambda conn: conn is not sender)
+        self.assertEqual(count, 2)
+        self.assertEqual(self.a.messages(), [])
+        self.assertEqual(self.b.messages(), ["not you"])
+
+    def test_closed_connections_skipped(self) -> None:
+        """A connection that is closing or gone receives nothing."""
+        self.a.drop()
+        self.b.connection.close(1000)
+        self.b.frames()
+        self.assertEqual(self.server.broadcast("late"), 1)
+        self.assertEqual(self.b.messages(), [])
+        self.assertEqual(self.c.messages(), ["late"])
+
+    def test_wrong_type(self) -> None:
+        """A message that is neither str nor bytes is a TypeError at once."""
+        self.assertRaises(TypeError, self.server.broadcast, 42)
+
+
+class SplitBroadcastTests(SynchronousTestCase):
+    """Broadcast honours each route's frame size."""
+
+    def test_split_and_plain_routes(self) -> None:
+        """Clients on a split route get frames within the size; others one frame."""
+        server, harness = make(None)
+        server.register_handler(
+            "*",
+            "/split",
+            Recorder(),
+            default_host=True,
+            split_message=True,
+            frame_size=40,
+        )
+        server.register_handler("*", "/plain", Recorder())
+        split, plain = harness.open("/split"), harness.open("/plain")
+        server.broadcast("y" * 500)
+        frames = split.frames()
+        self.assertTrue(all(f.size <= 40 for f in frames))
+        self.assertEqual(b"".join(f.payload for f in frames), b"y" * 500)
+        self.assertEqual(len(plain.frames()), 1)
+
+
+class DirectSendTests(SynchronousTestCase):
+    """write_data, ping_all, disconnect_all and the connections registry."""
+
+    def setUp(self) -> None:
+        self.rec = Recorder()
+        self.server, self.harness = make(self.rec)
+        self.a = self.harness.open()
+        self.b = self.harness.open()
+
+    def test_connections_registry(self) -> None:
+        """connections iterates, has a length, and looks up by id."""
+        ids = {self.a.connection.id, self.b.connection.id}
+        self.assertEqual(len(self.server.connections), 2)
+        self.assertEqual({c.id for c in self.server.connections}, ids)
+        self.assertIs(self.server.connections[self.a.connection.id], self.a.connection)
+        self.assertIn(self.a.connection.id, self.server.connections)
+        self.a.drop()
+        self.assertEqual(len(self.server.connections), 1)
+        self.assertNotIn(self.a.connection, self.server.connections)
+
+    def test_write_data(self) -> None:
+        """write_data reaches the one connection with that GUID."""
+        self.server.write_data(self.b.connection.id, "only b")
+        self.assertEqual(self.a.messages(), [])
+        self.assertEqual(self.b.messages(), ["only b"])
+
+    def test_write_data_unknown(self) -> None:
+        """An unknown id raises UnknownConnection naming it."""
+        e = self.assertRaises(UnknownConnection, self.server.write_data, "no-such", "x")
+        self.assertIn("no-such", str(e))
+        self.assertRaises(LookupError, self.server.connections.__getitem__, "x")
+
+    def test_ping_all(self) -> None:
+        """ping_all pings every open connection."""
+        self.assertEqual(self.server.ping_all(b"hb"), 2)
+        for client in (self.a, self.b):
+            self.assertEqual(
+                [(f.opcode, f.payload) for f in client.frames()], [(9, b"hb")]
+            )
+
+    def test_disconnect_all(self) -> None:
+        """disconnect_all sends close 1001 to everyone; after the replies every
+        connection ends and on_disconnect fires once each."""
+        self.assertEqual(self.server.disconnect_all(), 2)
+        for client in (self.a, self.b):
+            self.assertEqual([f.close_code for f in client.frames()], [1001])
+            client.send_close(1001)
+        self.assertEqual(self.rec.names().count("on_disconnect"), 2)
+        self.assertEqual(len(self.server.connections), 0)

@@ -1,0 +1,225 @@
+"""Frame arithmetic and encoding of server frames (wsplugin.frames)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from wsplugin.frames import (
+    MIN_FRAME_SIZE,
+    OP_BINARY,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_TEXT,
+    encode_frame,
+    encode_message,
+    header_size,
+    payload_size_for_frame,
+)
+from wsplugin.testing import parse_frames
+
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, derandomize=True, database=None
+)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+class HeaderSizeTests(SynchronousTestCase):
+    """header_size gives 2, 4 or 10 bytes around the 125/65535 boundaries."""
+
+    def test_small_payloads(self) -> None:
+        """Payloads of 0 to 125 bytes have a 2-byte header."""
+        self.assertEqual(header_size(0), 2)
+        self.assertEqual(header_size(1), 2)
+        self.assertEqual(header_size(125), 2)
+
+    def test_16_bit_lengths(self) -> None:
+        """Payloads of 126 to 65535 bytes have a 4-byte header."""
+        self.assertEqual(header_size(126), 4)
+        self.assertEqual(header_size(1000), 4)
+        self.assertEqual(header_size(65535), 4)
+
+    def test_64_bit_lengths(self) -> None:
+        """Payloads of 65536 bytes and more have a 10-byte header."""
+        self.assertEqual(header_size(65536), 10)
+        self.assertEqual(header_size(2**32), 10)
+
+    def test_negative_length(self) -> None:
+        """A negative payload length is a ValueError."""
+        self.assertRaises(ValueError, header_size, -1)
+
+    def test_matches_encoded_header(self) -> None:
+        """header_size equals the header encode_frame actually writes."""
+        for length in (0, 125, 126, 65535, 65536):
+            frame = encode_frame(OP_BINARY, b"x" * length)
+            self.assertEqual(len(frame) - length, header_size(length), length)
+
+
+class PayloadSizeForFrameTests(SynchronousTestCase):
+    """payload_size_for_frame turns a frame size (header included) into payload."""
+
+    def test_boundary_values(self) -> None:
+        """Exact payload sizes at every header-size boundary."""
+        expected = {
+            3: 1,
+            127: 125,
+            128: 125,
+            129: 125,
+            130: 126,
+            65539: 65535,
+            65540: 65535,
+            65545: 65535,
+            65546: 65536,
+        }
+        actual = {f: payload_size_for_frame(f) for f in expected}
+        self.assertEqual(actual, expected)
+
+    def test_min_frame_size_constant(self) -> None:
+        """MIN_FRAME_SIZE is 3: 2 header bytes and one payload byte."""
+        self.assertEqual(MIN_FRAME_SIZE, 3)
+        self.assertEqual(payload_size_for_frame(MIN_FRAME_SIZE), 1)
+
+    def test_below_minimum(self) -> None:
+        """Frame sizes below 3 (including 0 and negatives) are a ValueError."""
+        for size in (2, 1, 0, -1):
+            self.assertRaises(ValueError, payload_size_for_frame, size)
+
+    def test_frame_of_computed_payload_fits(self) -> None:
+        """A frame carrying the computed payload is at most the frame size."""
+        for size in (3, 127, 128, 129, 130, 65539, 65540, 65546, 100000):
+            payload = b"a" * payload_size_for_frame(size)
+            self.assertLessEqual(len(encode_frame(OP_TEXT, payload)), size, size)
+
+    @given(st.integers(min_value=MIN_FRAME_SIZE, max_value=200000))
+    def test_largest_payload_that_fits(self, frame_size: int) -> None:
+        """For any frame size, p fits with its header and p + 1 does not."""
+        p = payload_size_for_frame(frame_size)
+        self.assertGreaterEqual(p, 1)
+        self.assertLessEqual(p + header_size(p), frame_size)
+        self.assertGreater(p + 1 + header_size(p + 1), frame_size)
+
+
+class EncodeFrameTests(SynchronousTestCase):
+    """encode_frame writes unmasked frames that parse back to what went in."""
+
+    def test_small_frame_bytes(self) -> None:
+        """A short text frame is FIN|opcode, the length, then the payload."""
+        self.assertEqual(encode_frame(OP_TEXT, b"hi"), b"\x81\x02hi")
+
+    def test_not_fin(self) -> None:
+        """fin=False clears the top bit of the first byte."""
+        self.assertEqual(encode_frame(OP_BINARY, b"", fin=False), b"\x02\x00")
+
+    def test_rsv_bits(self) -> None:
+        """rsv lands in bits 4-6 of the first byte (4 is RSV1)."""
+        self.assertEqual(encode_frame(OP_TEXT, b"", rsv=4), b"\xc1\x00")
+        frames, rest = parse_frames(encode_frame(OP_TEXT, b"z", rsv=5))
+        self.assertEqual(rest, b"")
+        self.assertEqual(frames[0].rsv, 5)
+
+    def test_16_bit_length_encoding(self) -> None:
+        """A 126-byte payload uses the 126 marker and a 2-byte length."""
+        frame = encode_frame(OP_BINARY, b"b" * 126)
+        self.assertEqual(frame[:4], b"\x82\x7e" + struct.pack("!H", 126))
+        self.assertEqual(len(frame), 130)
+
+    def test_64_bit_length_encoding(self) -> None:
+        """A 65536-byte payload uses the 127 marker and an 8-byte length."""
+        frame = encode_frame(OP_BINARY, b"b" * 65536)
+        self.assertEqual(frame[:10], b"\x82\x7f" + struct.pack("!Q", 65536))
+        self.assertEqual(len(frame), 65546)
+
+    def test_round_trip(self) -> None:
+        """parse_frames reads back opcode, fin, payload and wire size."""
+        for length in (0, 1, 125, 126, 65535, 65536):
+            payload = bytes(i % 251 for i in range(length))
+            data = encode_frame(OP_PING if length <= 125 else OP_BINARY, payload)
+            frames, rest = parse_frames(data)
+            self.assertEqual(rest, b"")
+            self.assertEqual(len(frames), 1)
+            frame = frames[0]
+            self.assertEqual(frame.opcode, OP_PING if length <= 125 else OP_BINARY)
+            self.assertTrue(frame.fin)
+            self.assertEqual(frame.rsv, 0)
+            self.assertEqual(frame.payload, payload)
+            self.assertEqual(frame.size, len(data))
+
+
+class EncodeMessageTests(SynchronousTestCase):
+    """encode_message splits a message into fragments of a payload size."""
+
+    def test_unfragmented_text(self) -> None:
+        """Without a fragment size a text message is one FIN text frame."""
+        self.assertEqual(encode_message(b"hello", False), b"\x81\x05hello")
+
+    def test_unfragmented_binary(self) -> None:
+        """is_binary selects opcode 2."""
+        self.assertEqual(encode_message(b"\x00", True), b"\x82\x01\x00")
+
+    def test_payload_that_fits_is_one_frame(self) -> None:
+        """A payload no longer than the fragment size is a single frame."""
+        self.assertEqual(encode_message(b"abcd", False, 4), b"\x81\x04abcd")
+
+    def test_empty_payload(self) -> None:
+        """An empty message is one empty FIN frame, even with a fragment size."""
+        self.assertEqual(encode_message(b"", True, 3), b"\x82\x00")
+
+    def test_fragmented_bytes(self) -> None:
+        """Five bytes in fragments of 2: text, continuation, final continuation."""
+        self.assertEqual(
+            encode_message(b"abcde", False, 2),
+            b"\x01\x02ab" + b"\x00\x02cd" + b"\x80\x01e",
+        )
+
+    def test_exact_multiple(self) -> None:
+        """A payload that is an exact multiple gives full frames, the last FIN."""
+        frames, rest = parse_frames(encode_message(b"abcdef", True, 3))
+        self.assertEqual(rest, b"")
+        self.assertEqual(
+            [(f.opcode, f.fin, f.payload) for f in frames],
+            [(OP_BINARY, False, b"abc"), (OP_CONTINUATION, True, b"def")],
+        )
+
+    def test_fragments_from_frame_size(self) -> None:
+        """Fragments sized by payload_size_for_frame never exceed the frame size."""
+        frame_size = 130
+        payload = b"q" * 1000
+        data = encode_message(payload, True, payload_size_for_frame(frame_size))
+        frames, rest = parse_frames(data)
+        self.assertEqual(rest, b"")
+        self.assertEqual([f.size for f in frames], [130] * 7 + [2 + 1000 - 7 * 126])
+        self.assertEqual(b"".join(f.payload for f in frames), payload)
+
+    @given(
+        payload=st.binary(max_size=5000),
+        fragment_size=st.integers(min_value=1, max_value=6000),
+        is_binary=st.booleans(),
+    )
+    def test_fragmentation_round_trip(
+        self, payload: bytes, fragment_size: int, is_binary: bool
+    ) -> None:
+        """Any payload and fragment size parse back to the original message:
+        first frame text/binary, then continuations, FIN only on the last,
+        each frame at most the fragment size plus its header."""
+        data = encode_message(payload, is_binary, fragment_size)
+        frames, rest = parse_frames(data)
+        self.assertEqual(rest, b"")
+        self.assertEqual(b"".join(f.payload for f in frames), payload)
+        self.assertEqual(frames[0].opcode, OP_BINARY if is_binary else OP_TEXT)
+        self.assertEqual(
+            [f.opcode for f in frames[1:]], [OP_CONTINUATION] * (len(frames) - 1)
+        )
+        self.assertEqual([f.fin for f in frames], [False] * (len(frames) - 1) + [True])
+        self.assertEqual([f.rsv for f in frames], [0] * len(frames))
+        expected_count = max(1, -(-len(payload) // fragment_size))
+        self.assertEqual(len(frames), expected_count)
+        for frame in frames:
+            self.assertLessEqual(len(frame.payload), fragment_size)
+            self.assertLessEqual(
+                frame.size, fragment_size + header_size(len(frame.payload))
+            )

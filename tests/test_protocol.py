@@ -1,0 +1,508 @@
+"""The protocol adapter: event order and the component options, in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.helpers import Recorder, make
+from wsplugin import Reject
+
+
+class EventOrderTests(SynchronousTestCase):
+    """Events fire in the order the seed manuals give."""
+
+    def test_full_life_cycle(self) -> None:
+        """allow, response sent, open, message, binary, ping, pong, close,
+        disconnect: in that order, each once."""
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open("/chat")
+        client.send_text("hi")
+        client.send_binary(b"\x00\xff")
+        client.send_ping(b"p1")
+        client.send_pong(b"p2")
+        client.send_close(1000, "bye")
+        self.assertEqual(
+            rec.events,
+            [
+                ("allow", "/chat"),
+                ("on_handshake_response_sent",),
+                ("on_open",),
+                ("on_message", "hi"),
+                ("on_binary", b"\x00\xff"),
+                ("on_ping", b"p1"),
+                ("on_pong", b"p2"),
+                ("on_close", 1000, "bye"),
+                ("on_disconnect", True, 1000),
+            ],
+        )
+
+    def test_disconnect_once_after_tcp_drop(self) -> None:
+        """A TCP drop without a close frame fires on_disconnect once, unclean,
+        with 1006, and no on_close."""
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        client.drop()
+        client.drop()
+        self.assertEqual(rec.names().count("on_disconnect"), 1)
+        self.assertNotIn("on_close", rec.names())
+        self.assertEqual(rec.events[-1], ("on_disconnect", False, 1006))
+
+    def test_no_disconnect_without_open(self) -> None:
+        """A handshake refused by allow never opens, so neither on_open nor
+        on_disconnect fires."""
+
+        class Deny(Recorder):
+            def allow(self, conn: Any) -> Any:
+                return False
+
+        rec = Deny()
+        _, harness = make(rec)
+        client = harness.connect()
+        self.assertEqual(client.handshake().status, 403)
+        harness.flush()
+        self.assertEqual(rec.names(), [])
+
+    def test_automatic_pong(self) -> None:
+        """By default a ping is answered with a pong carrying its payload."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        client.send_ping(b"abc")
+        frames = client.frames()
+        self.assertEqual([(f.opcode, f.payload) for f in frames], [(10, b"abc")])
+
+    def test_automatic_close_reply(self) -> None:
+        """By default a close frame is answered and the TCP connection closed."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        client.send_close(1001, "away")
+        frames = client.frames()
+        self.assertEqual([f.opcode for f in frames], [8])
+        self.assertTrue(client.closed)
+
+
+class OnConnectTests(SynchronousTestCase):
+    """on_connect screens TCP connections before any handshake byte."""
+
+    def test_refuse(self) -> None:
+        """on_connect returning False closes the TCP connection unanswered."""
+        seen = []
+
+        class Gate(Recorder):
+            def on_connect(self, peer: Any) -> bool:
+                seen.append(peer.host)
+                return False
+
+        _, harness = make(Gate())
+        client = harness.connect()
+        harness.flush()
+        self.assertEqual(seen, ["127.0.0.1"])
+        self.assertTrue(client.transport.lost)
+        self.assertEqual(client.transport.value(), b"")
+
+    def test_deferred_decision_holds_reading(self) -> None:
+        """While a Deferred on_connect is pending, reading is paused; True
+        resumes it and the handshake proceeds."""
+        pending: Deferred[bool] = Deferred()
+
+        class Gate(Recorder):
+            def on_connect(self, peer: Any) -> Deferred[bool]:
+                return pending
+
+        _, harness = make(Gate())
+        client = harness.connect()
+        self.assertEqual(client.transport.producerState, "paused")
+        pending.callback(True)
+        self.assertEqual(client.transport.producerState, "producing")
+        self.assertEqual(client.handshake().status, 101)
+
+
+class AllowTests(SynchronousTestCase):
+    """allow() inspects the request and decides the upgrade."""
+
+    def test_reject_with_status_and_headers(self) -> None:
+        """A Reject answers with its status, reason and headers; no 101."""
+
+        class Auth(Recorder):
+            def allow(self, conn: Any) -> Any:
+                return Reject(
+                    401, "Unauthorized", [("WWW-Authenticate", 'Basic realm="x"')]
+                )
+
+        _, harness = make(Auth())
+        response = harness.connect().handshake()
+        self.assertEqual(response.status, 401)
+        self.assertEqual(response.header("WWW-Authenticate"), 'Basic realm="x"')
+
+    def test_raise_reject(self) -> None:
+        """Raising a Reject works like returning it."""
+
+        class Auth(Recorder):
+            def allow(self, conn: Any) -> Any:
+                raise Reject(429, "Too Many Requests")
+
+        _, harness = make(Auth())
+        self.assertEqual(harness.connect().handshake().status, 429)
+
+    def test_request_details_and_response_headers(self) -> None:
+        """allow sees path, query, headers (case-insensitive), cookies, origin
+        and offered subprotocols; it can add headers and pick a subprotocol."""
+        seen: dict[str, Any] = {}
+
+        class Inspect(Recorder):
+            def allow(self, conn: Any) -> Any:
+                r = conn.request
+                seen.update(
+                    path=r.path,
+                    token=r.param("token"),
+                    agent=r.headers["user-agent"],
+                    cookie=r.cookies.get("sid"),
+                    origin=r.origin,
+                    protocols=r.protocols,
+                    peer=r.peer_address,
+                )
+                conn.response_headers.append(("Set-Cookie", "seen=1"))
+                conn.protocol = "b"
+                return True
+
+        _, harness = make(Inspect())
+        response = harness.connect().handshake(
+            "/room?token=abc",
+            headers=[
+                ("User-Agent", "tester"),
+                ("Cookie", "sid=42; other=x"),
+                ("Origin", "https://example.com"),
+                ("Sec-WebSocket-Protocol", "a, b"),
+            ],
+        )
+        self.assertEqual(response.status, 101)
+        self.assertEqual(response.header("Set-Cookie"), "seen=1")
+        self.assertEqual(response.header("Sec-WebSocket-Protocol"), "b")
+        self.assertEqual(
+            seen,
+            {
+                "path": "/room",
+                "token": "abc",
+                "agent": "tester",
+                "cookie": "42",
+                "origin": "https://example.com",
+                "protocols": ("a", "b"),
+                "peer": "127.0.0.1",
+            },
+        )
+
+    def test_deferred_and_coroutine_allow(self) -> None:
+        """allow may return a Deferred or be a coroutine; the handshake waits."""
+        pending: Deferred[bool] = Deferred()
+
+        class Later(Recorder):
+            def allow(self, conn: Any) -> Any:
+                return pending
+
+        _, harness = make(Later())
+        client = harness.connect()
+        client.send_raw(__import__("wsplugin.testing").testing.handshake_request())
+        self.assertIsNone(client.read_response())
+        pending.callback(True)
+        self.assertEqual(client.read_response().status, 101)
+
+        class Async(Recorder):
+            async def allow(self, conn: Any) -> Any:
+                return False
+
+        _, harness = make(Async())
+        self.assertEqual(harness.connect().handshake().status, 403)
+
+    def test_allow_raises(self) -> None:
+        """An allow that raises answers 500 and reports to on_error."""
+
+        class Broken(Recorder):
+            def allow(self, conn: Any) -> Any:
+                raise RuntimeError("bug")
+
+        rec = Broken()
+        _, harness = make(rec)
+        self.assertEqual(harness.connect().handshake().status, 500)
+        self.assertEqual(rec.events, [("on_error", "RuntimeError")])
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_subprotocol_negotiation(self) -> None:
+        """The first client-offered subprotocol the server speaks is chosen."""
+        _, harness = make(Recorder(), subprotocols=["v2", "v1"])
+        response = harness.connect().handshake(
+            headers=[("Sec-WebSocket-Protocol", "v1, v2")]
+        )
+        self.assertEqual(response.header("Sec-WebSocket-Protocol"), "v1")
+
+
+class ErrorIsolationTests(SynchronousTestCase):
+    """A handler that raises closes its own connection with 1011, only."""
+
+    def test_raise_closes_1011_and_reports(self) -> None:
+        """on_message raising: on_error fires, close 1011 goes out, the other
+        connection keeps working."""
+
+        class Fragile(Recorder):
+            def on_message(self, conn: Any, text: str) -> None:
+                if text == "boom":
+                    raise ValueError("boom")
+                conn.send_text(text)
+
+        rec = Fragile()
+        _, harness = make(rec)
+        bad, good = harness.open(), harness.open()
+        bad.send_text("boom")
+        self.assertEqual([f.close_code for f in bad.frames()], [1011])
+        self.assertIn(("on_error", "ValueError"), rec.events)
+        good.send_text("still here")
+        self.assertEqual(good.messages(), ["still here"])
+        self.flushLoggedErrors(ValueError)
+
+    def test_async_raise(self) -> None:
+        """A coroutine handler that fails is handled the same way."""
+
+        class Fragile(Recorder):
+            async def on_message(self, conn: Any, text: str) -> None:
+                raise KeyError(text)
+
+        rec = Fragile()
+        _, harness = make(rec)
+        client = harness.open()
+        client.send_text("x")
+        self.assertEqual([f.close_code for f in client.frames()], [1011])
+        self.assertIn(("on_error", "KeyError"), rec.events)
+        self.flushLoggedErrors(KeyError)
+
+    def test_protocol_violation_reported(self) -> None:
+        """Invalid UTF-8 closes with 1007 and reaches on_error as ProtocolError."""
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        client.send_frame(1, b"\xff\xfe")
+        self.assertEqual([f.close_code for f in client.frames()], [1007])
+        self.assertIn(("on_error", "ProtocolError"), rec.events)
+
+
+class FrameByFrameTests(SynchronousTestCase):
+    """frame_by_frame delivers frames unassembled, UTF-8 still validated."""
+
+    def test_frames_delivered(self) -> None:
+        """Each frame reaches on_fragment with its fin flag; no on_message."""
+        rec = Recorder()
+        _, harness = make(rec, frame_by_frame=True)
+        client = harness.open()
+        client.send_frame(1, b"ab", fin=False)
+        client.send_frame(0, b"cd", fin=False)
+        client.send_frame(0, b"e", fin=True)
+        client.send_frame(2, b"\x01", fin=True)
+        self.assertEqual(
+            [e for e in rec.events if e[0].startswith("on_fragment")],
+            [
+                ("on_fragment", b"ab", False, False),
+                ("on_fragment", b"cd", False, False),
+                ("on_fragment", b"e", False, True),
+                ("on_fragment", b"\x01", True, True),
+            ],
+        )
+        self.assertNotIn("on_message", rec.names())
+
+    def test_utf8_split_across_frames(self) -> None:
+        """A code point split across frames is valid and delivered as bytes."""
+        rec = Recorder()
+        _, harness = make(rec, frame_by_frame=True)
+        client = harness.open()
+        euro = "€".encode()
+        client.send_frame(1, euro[:1], fin=False)
+        client.send_frame(0, euro[1:], fin=True)
+        self.assertEqual(client.frames(), [])
+        got = b"".join(e[1] for e in rec.events if e[0] == "on_fragment")
+        self.assertEqual(got, euro)
+
+    def test_utf8_invalid_across_frames(self) -> None:
+        """Invalid UTF-8 in a later frame closes 1007; a message ending inside
+        a code point closes 1007 before its final frame is delivered."""
+        for frames in ([b"ok", b"\xff"], [b"ok", "€".encode()[:2]]):
+            rec = Recorder()
+            _, harness = make(rec, frame_by_frame=True)
+            client = harness.open()
+            client.send_frame(1, frames[0], fin=False)
+            client.send_frame(0, frames[1], fin=True)
+            self.assertEqual([f.close_code for f in client.frames()], [1007])
+            fragments = [e for e in rec.events if e[0] == "on_fragment"]
+            self.assertEqual(fragments, [("on_fragment", b"ok", False, False)])
+
+    def test_assembled_without_option(self) -> None:
+        """Without the option the same frames arrive as one message."""
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        client.send_frame(1, b"ab", fin=False)
+        client.send_frame(0, b"c", fin=True)
+        self.assertIn(("on_message", "abc"), rec.events)
+        self.assertNotIn("on_fragment", rec.names())
+
+
+class SkipChecksTests(SynchronousTestCase):
+    """skip_upgrade_check and skip_version_check relax the handshake."""
+
+    def test_upgrade_check(self) -> None:
+        """Without Upgrade/Connection headers: 426 by default, 101 with the option."""
+        _, harness = make(Recorder())
+        self.assertEqual(harness.connect().handshake(upgrade=False).status, 426)
+        _, harness = make(Recorder(), skip_upgrade_check=True)
+        self.assertEqual(harness.connect().handshake(upgrade=False).status, 101)
+
+    def test_version_check(self) -> None:
+        """Version 99 or none: 400 by default, 101 with the option."""
+        for version in ("99", None):
+            _, harness = make(Recorder())
+            self.assertEqual(harness.connect().handshake(version=version).status, 400)
+            _, harness = make(Recorder(), skip_version_check=True)
+            self.assertEqual(harness.connect().handshake(version=version).status, 101)
+
+
+class ManualPongTests(SynchronousTestCase):
+    """manual_pong leaves answering pings to the application."""
+
+    def test_no_automatic_pong(self) -> None:
+        """With manual_pong a ping gets no pong unless on_ping sends one."""
+        rec = Recorder()
+        _, harness = make(rec, manual_pong=True)
+        client = harness.open()
+        client.send_ping(b"x")
+        self.assertEqual(client.frames(), [])
+        self.assertIn(("on_ping", b"x"), rec.events)
+
+    def test_on_ping_answers(self) -> None:
+        """on_ping can answer with conn.pong (with any payload)."""
+
+        class Ponger(Recorder):
+            def on_ping(self, conn: Any, payload: bytes) -> None:
+                conn.pong(payload + b"!")
+
+        _, harness = make(Ponger(), manual_pong=True)
+        client = harness.open()
+        client.send_ping(b"x")
+        self.assertEqual(
+            [(f.opcode, f.payload) for f in client.frames()], [(10, b"x!")]
+        )
+
+
+class ManualCloseTests(SynchronousTestCase):
+    """manual_close leaves answering close frames to the application."""
+
+    def test_no_automatic_reply(self) -> None:
+        """A close frame gets no reply; after close_handshake_timeout the
+        connection is dropped uncleanly."""
+        rec = Recorder()
+        _, harness = make(rec, manual_close=True, close_handshake_timeout=3)
+        client = harness.open()
+        client.send_close(1000)
+        self.assertEqual(client.frames(), [])
+        self.assertFalse(client.closed)
+        harness.advance(3)
+        self.assertTrue(client.transport.lost)
+        self.assertEqual(rec.events[-1], ("on_disconnect", False, 1006))
+
+    def test_app_answers(self) -> None:
+        """conn.close from on_close answers; the connection ends cleanly."""
+
+        class Closer(Recorder):
+            def on_close(self, conn: Any, code: int | None, reason: str) -> None:
+                super().on_close(conn, code, reason)
+                conn.close(4000, "my answer")
+
+        rec = Closer()
+        _, harness = make(rec, manual_close=True)
+        client = harness.open()
+        client.send_close(1000, "bye")
+        frames = client.frames()
+        self.assertEqual(
+            [(f.close_code, f.close_reason) for f in frames], [(4000, "my answer")]
+        )
+        self.assertTrue(client.transport.lost)
+        self.assertEqual(
+            rec.events[-2:], [("on_close", 1000, "bye"), ("on_disconnect", True, 1000)]
+        )
+
+    def test_invalid_close_still_failed(self) -> None:
+        """An invalid close code is a protocol error (1002) even in manual mode."""
+        _, harness = make(Recorder(), manual_close=True)
+        client = harness.open()
+        client.send_close(999)
+        self.assertEqual([f.close_code for f in client.frames()], [1002])
+
+
+class SplitMessageTests(SynchronousTestCase):
+    """split_message sends frames of at most frame_size bytes, header included."""
+
+    def test_every_frame_within_size(self) -> None:
+        """Each frame on the wire is <= frame_size and the payload is intact."""
+        for frame_size, length in [
+            (3, 10),
+            (64, 1000),
+            (127, 500),
+            (128, 500),
+            (200, 70000),
+        ]:
+            _, harness = make(None, split_message=True, frame_size=frame_size)
+            harness.factory.register_handler("*", "/", Recorder(), default_host=True)
+            client = harness.open("/")
+            client.connection.send_binary(bytes(range(256)) * (length // 256 + 1))
+            frames = client.frames()
+            self.assertTrue(all(f.size <= frame_size for f in frames), frame_size)
+            self.assertGreater(len(frames), 1)
+            self.assertEqual(frames[0].opcode, 2)
+            self.assertEqual({f.opcode for f in frames[1:]}, {0})
+            self.assertEqual(
+                [f.fin for f in frames], [False] * (len(frames) - 1) + [True]
+            )
+            payload = b"".join(f.payload for f in frames)
+            self.assertEqual(payload, (bytes(range(256)) * (length // 256 + 1)))
+
+    def test_single_frame_by_default(self) -> None:
+        """Without split_message a message is one frame, whatever its size."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        client.connection.send_text("x" * 10000)
+        self.assertEqual(len(client.frames()), 1)
+
+
+class RoutingTests(SynchronousTestCase):
+    """Handlers by host and path; unknown paths get 404 before the upgrade."""
+
+    def test_404_without_default(self) -> None:
+        """A path nobody registered gets 404 and no upgrade."""
+        server, harness = make(None)
+        server.register_handler("*", "/chat", Recorder(), default_host=True)
+        self.assertEqual(harness.connect().handshake("/other").status, 404)
+        self.assertEqual(harness.connect().handshake("/chat").status, 101)
+
+    def test_host_routing(self) -> None:
+        """Each host gets its handler; unknown hosts go to the default host."""
+        a, b = Recorder(), Recorder()
+        server, harness = make(None)
+        server.register_handler("a.example", "/", a, default_host=True)
+        server.register_handler("b.example", "/", b)
+        harness.open("/", host="b.example:8080")
+        harness.open("/", host="unknown.example")
+        self.assertEqual(a.names().count("on_open"), 1)
+        self.assertEqual(b.names().count("on_open"), 1)
+
+    def test_route_overrides(self) -> None:
+        """Options given to register_handler apply to that route only."""
+        server, harness = make(None)
+        server.register_handler(
+            "*", "/small", Recorder(), default_host=True, max_message_size=4
+        )
+        server.register_handler("*", "/big", Recorder())
+        small = harness.open("/small")
+        small.send_text("12345")
+        self.assertEqual([f.close_code for f in small.frames()], [1009])
+        big = harness.open("/big")
+        big.send_text("12345")
+        self.assertEqual(big.frames(), [])
