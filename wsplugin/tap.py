@@ -46,7 +46,7 @@ _HELP = {
     "allowed_origins": "Allowed Origin pattern (repeatable; * wildcards).",
     "subprotocols": "Subprotocol the server speaks (repeatable, preference order).",
     "compression": "Accept permessage-deflate (RFC 7692).",
-    "utf8_validation": "Validate incoming text as UTF-8.",
+    "utf8_validation": "Do not validate incoming text as UTF-8 (trusted peers only).",
     "server_header": "Server response header value ('' omits it).",
 }
 
@@ -68,7 +68,7 @@ def _config_options() -> tuple[list[list[Any]], list[list[Any]]]:
         text = _HELP[f.name]
         if f.type == "bool":
             if default:
-                flags.append([f"no-{_flag(f.name)}", None, f"Do not: {text}"])
+                flags.append([f"no-{_flag(f.name)}", None, text])
             else:
                 flags.append([_flag(f.name), None, text])
         else:

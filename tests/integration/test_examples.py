@@ -1,0 +1,165 @@
+"""Every program in examples/ runs and does what its docstring says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+from websockets.sync.client import connect
+
+from tests.integration.support import (
+    ROOT,
+    VENV_BIN,
+    free_port,
+    in_thread,
+    wait_for_port,
+)
+
+EXAMPLES = ROOT / "examples"
+
+
+class Example:
+    """An example program running as a subprocess on a free port."""
+
+    def __init__(
+        self,
+        test: TestCase,
+        *cmd: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        endpoint = f"tcp:{self.port}:interface=127.0.0.1"
+        args = [a.replace("{endpoint}", endpoint) for a in cmd]
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, **(env or {}), "WSPLUGIN_ENDPOINT": endpoint},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        test.addCleanup(self.stop)
+
+    def stop(self) -> str:
+        """SIGTERM the program (bounded wait); returns all it printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            output, _ = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+        except ValueError:  # already collected by an earlier stop()
+            output = ""
+        return output or ""
+
+
+def python(name: str) -> tuple[str, str, str]:
+    return (sys.executable, str(EXAMPLES / name), "{endpoint}")
+
+
+class ExamplesTests(TestCase):
+    """Run each example against a real client."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_echo_server(self) -> None:
+        """echo_server.py echoes text and binary."""
+        example = Example(self, *python("echo_server.py"))
+
+        def client() -> tuple[Any, Any]:
+            wait_for_port(example.port)
+            with connect(example.url, open_timeout=10) as ws:
+                ws.send("hi")
+                ws.send(b"\x00")
+                return ws.recv(timeout=10), ws.recv(timeout=10)
+
+        self.assertEqual((yield in_thread(client)), ("hi", b"\x00"))
+
+    @inlineCallbacks
+    def test_broadcast_server(self) -> None:
+        """broadcast_server.py sends a message to the others, not the sender,
+        and announces joins and leaves."""
+        example = Example(self, *python("broadcast_server.py"))
+
+        def client() -> tuple[list[str], list[str]]:
+            wait_for_port(example.port)
+            with connect(example.url, open_timeout=10) as a:
+                a_seen = [a.recv(timeout=10)]  # its own join
+                with connect(example.url, open_timeout=10) as b:
+                    b_seen = [b.recv(timeout=10)]
+                    a_seen.append(a.recv(timeout=10))  # b joined
+                    a.send("hello")
+                    b_seen.append(b.recv(timeout=10))
+                a_seen.append(a.recv(timeout=10))  # b left
+            return a_seen, b_seen
+
+        a_seen, b_seen = yield in_thread(client)
+        self.assertTrue(all(line.startswith("* ") for line in a_seen), a_seen)
+        self.assertEqual([s.split()[-1] for s in a_seen], ["joined", "joined", "left"])
+        self.assertTrue(b_seen[1].endswith(": hello"), b_seen)
+
+    @inlineCallbacks
+    def test_user_data(self) -> None:
+        """user_data.py keeps a session per connection and releases it."""
+        example = Example(self, *python("user_data.py"))
+
+        def client() -> list[str]:
+            wait_for_port(example.port)
+            with connect(example.url, open_timeout=10) as ws:
+                ws.send("whoami")
+                first = ws.recv(timeout=10)
+                ws.send("name ada")
+                ws.recv(timeout=10)
+                ws.send("whoami")
+                return [first, ws.recv(timeout=10)]
+
+        replies = yield in_thread(client)
+        self.assertTrue(replies[0].startswith("guest-"), replies)
+        self.assertEqual(replies[1], "ada")
+        output = yield in_thread(self._stop_after_release, example)
+        self.assertIn("(ada) released", output)
+
+    def _stop_after_release(self, example: Example) -> str:
+        time.sleep(0.5)  # let the server process the close before SIGTERM
+        return example.stop()
+
+    @inlineCallbacks
+    def test_awaitable_echo(self) -> None:
+        """awaitable_echo.py answers through an async for loop."""
+        example = Example(self, *python("awaitable_echo.py"))
+
+        def client() -> str:
+            wait_for_port(example.port)
+            with connect(example.url, open_timeout=10) as ws:
+                ws.send("loop")
+                return ws.recv(timeout=10)
+
+        self.assertEqual((yield in_thread(client)), "Echo: loop")
+
+    @inlineCallbacks
+    def test_tac(self) -> None:
+        """twistd -ny examples/echo.tac serves the echo."""
+        example = Example(
+            self,
+            str(VENV_BIN / "twistd"),
+            "-ny",
+            str(EXAMPLES / "echo.tac"),
+            "--pidfile=",
+        )
+
+        def client() -> str:
+            wait_for_port(example.port)
+            with connect(example.url, open_timeout=10) as ws:
+                ws.send("tac")
+                return ws.recv(timeout=10)
+
+        self.assertEqual((yield in_thread(client)), "tac")
