@@ -90,6 +90,9 @@ class WebSocketServer(MultiService):
         self._start_result: Any = None
         self._start_waiters: list[Deferred[WebSocketServer]] = []
         self._stopping: Deferred[None] | None = None
+        self._attempts = 0
+        self._start_pending = False
+        self._watchdog_call: Any = None
         if handler is not None:
             if path is None:
                 self.register_handler(
@@ -146,15 +149,18 @@ class WebSocketServer(MultiService):
     def start(self) -> Deferred[WebSocketServer]:
         """Start listening; fires with the server once every endpoint listens.
 
-        Fails with the listening error when an endpoint cannot listen.
+        Fails with the listening error when an endpoint cannot listen. With
+        ``watchdog_interval`` set (sgc ``WatchDog``), a failed listen is tried
+        again every interval, up to ``watchdog_attempts`` times (0: forever),
+        and the Deferred fires when one succeeds or the attempts run out.
         """
         if not self.running:
             self.startService()
         d: Deferred[WebSocketServer] = Deferred()
-        if self._starting is None:
-            self._deliver_start(d)
-        else:
+        if self._start_pending:
             self._start_waiters.append(d)
+        else:
+            self._deliver_start(d)
         return d
 
     def stop(self) -> Deferred[None]:
@@ -173,6 +179,8 @@ class WebSocketServer(MultiService):
     def startService(self) -> None:
         """Start child services and listen on every endpoint."""
         super().startService()
+        self._start_pending = True
+        self._attempts = 0
         self._starting = Deferred.fromCoroutine(self._listen_all())
         self._starting.addBoth(self._started)
 
@@ -207,14 +215,44 @@ class WebSocketServer(MultiService):
     def _started(self, result: Any) -> None:
         self._starting = None
         if isinstance(result, Failure):
+            if self._watch(result):
+                return
             self._start_result = result
+            self._start_pending = False
         else:
+            self._start_pending = False
             self.ports = list(result)
             self._start_result = None
             self._fire_server_event("on_startup")
         waiters, self._start_waiters = self._start_waiters, []
         for d in waiters:
             self._deliver_start(d)
+
+    def _watch(self, failure: Failure) -> bool:
+        """The sgc WatchDog: schedule another attempt to listen, if allowed."""
+        interval = self.config.watchdog_interval
+        limit = self.config.watchdog_attempts
+        if not interval or not self.running or (limit and self._attempts >= limit):
+            if interval:
+                self.log.error(
+                    "watchdog: giving up after {attempts} attempt(s)",
+                    attempts=self._attempts,
+                )
+            return False
+        self._attempts += 1
+        self.log.warn(
+            "watchdog: listening failed ({error}); attempt {attempt} in {interval}s",
+            error=failure.getErrorMessage(),
+            attempt=self._attempts,
+            interval=interval,
+        )
+        self._watchdog_call = self.reactor.callLater(interval, self._listen_again)
+        return True
+
+    def _listen_again(self) -> None:
+        self._watchdog_call = None
+        self._starting = Deferred.fromCoroutine(self._listen_all())
+        self._starting.addBoth(self._started)
 
     def _deliver_start(self, d: Deferred[WebSocketServer]) -> None:
         if isinstance(self._start_result, Failure):
@@ -223,6 +261,16 @@ class WebSocketServer(MultiService):
             d.callback(self)
 
     async def _shutdown(self, children: Deferred[Any] | None) -> None:
+        if self._watchdog_call is not None and self._watchdog_call.active():
+            self._watchdog_call.cancel()
+            self._watchdog_call = None
+            self._start_pending = False
+            self._start_result = Failure(
+                RuntimeError("the server was stopped before it could listen")
+            )
+            waiters, self._start_waiters = self._start_waiters, []
+            for d in waiters:
+                self._deliver_start(d)
         if self._starting is not None:
             await DeferredList([self._starting])
         ports, self.ports = self.ports, []

@@ -152,3 +152,50 @@ class LifeCycleTests(ServerTestCase):
         code = yield result
         self.assertEqual(code, 1001)
         self.assertEqual(handler.names().count("on_disconnect"), 1)
+
+
+class WatchdogTests(ServerTestCase):
+    """watchdog_interval / watchdog_attempts retry a failed listen (sgc WatchDog)."""
+
+    def _blocked_port(self) -> socket.socket:
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        self.addCleanup(blocker.close)
+        return blocker
+
+    @inlineCallbacks
+    def test_retries_until_free(self) -> None:
+        """While the port is taken the server retries; once freed it listens
+        and fires on_startup once."""
+        blocker = self._blocked_port()
+        port = blocker.getsockname()[1]
+        handler = Echo()
+        server = WebSocketServer(
+            handler,
+            endpoints=[f"tcp:{port}:interface=127.0.0.1"],
+            watchdog_interval=0.05,
+        )
+        self.addCleanup(server.stop)
+        started = server.start()
+        yield self.when(lambda: server._attempts >= 2)
+        self.assertNoResult(started)
+        blocker.close()
+        yield started
+        self.assertEqual(handler.names(), ["on_startup"])
+        echoed = yield in_thread(echo_once, f"ws://127.0.0.1:{port}")
+        self.assertEqual(echoed, "ping")
+
+    @inlineCallbacks
+    def test_gives_up_after_attempts(self) -> None:
+        """With watchdog_attempts=2, start() fails after two retries."""
+        blocker = self._blocked_port()
+        server = WebSocketServer(
+            Echo(),
+            endpoints=[f"tcp:{blocker.getsockname()[1]}:interface=127.0.0.1"],
+            watchdog_interval=0.02,
+            watchdog_attempts=2,
+        )
+        self.addCleanup(server.stop)
+        yield self.assertFailure(server.start(), CannotListenError)
+        self.assertEqual(server._attempts, 2)
