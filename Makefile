@@ -38,8 +38,9 @@ format: $(TSTAMP)
 	$(VENV)/bin/ruff format wsplugin tests examples conformance twisted
 	$(VENV)/bin/ruff check --fix wsplugin tests examples conformance twisted
 
+# make conformance CONFORMANCE_ARGS="--mode split --cases '6.*'" runs a subset
 conformance: $(TSTAMP)
-	$(PY) conformance/run.py
+	$(PY) conformance/run.py $(CONFORMANCE_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info _trial_temp

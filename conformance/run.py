@@ -191,10 +191,21 @@ def select_cases(patterns: Iterable[str], case_ids: Sequence[str]) -> list[str]:
 
 
 def all_case_ids() -> list[str]:
-    """Every case id kosoku knows, in suite order (imports ``kosoku.cases``)."""
-    from kosoku.cases import CASES
+    """Every case id kosoku knows, in suite order.
 
-    return list(CASES)
+    Read in a child interpreter: ``kosoku.cases`` installs its own
+    ``autobahn`` shim on import, which breaks (and is broken by) a process
+    that has already imported the real Autobahn, as wsplugin's tests have.
+    """
+    code = "import json\nfrom kosoku.cases import CASES\nprint(json.dumps(list(CASES)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return list(json.loads(result.stdout))
 
 
 def case_sort_key(case_id: str) -> tuple[int, ...]:
@@ -508,8 +519,13 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(mode: Mode, port: int, logfile: Path) -> list[str]:
-    """The ``twistd`` command line that serves the echo app for ``mode``."""
+def server_command(
+    mode: Mode, port: int, logfile: Path, extra: Sequence[str] = ()
+) -> list[str]:
+    """The ``twistd`` command line that serves the echo app for ``mode``.
+
+    ``extra`` options (``--server-arg``) are appended after the mode's own.
+    """
     return [
         str(venv_script("twistd")),
         "-n",
@@ -521,6 +537,7 @@ def server_command(mode: Mode, port: int, logfile: Path) -> list[str]:
         "--app",
         "echo",
         *mode.server_args,
+        *extra,
     ]
 
 
@@ -621,6 +638,7 @@ def run_mode(
     out_root: Path,
     parallel: int,
     run_timeout: float = RUN_TIMEOUT,
+    server_extra: Sequence[str] = (),
 ) -> ModeResult:
     """Serve ``mode``, run the selected cases against it, and judge the run."""
     report_dir = out_root / mode.name
@@ -630,7 +648,7 @@ def run_mode(
     server_log = report_dir / "server.log"
     result = ModeResult(mode, selected, {}, report_dir=report_dir)
     port = free_port()
-    command = server_command(mode, port, server_log)
+    command = server_command(mode, port, server_log, server_extra)
     print(f"== {mode.name}: {len(selected)} case(s) against {' '.join(command[1:])}")
     sys.stdout.flush()
 
@@ -769,6 +787,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"limit for one mode's kosoku run (default: {RUN_TIMEOUT:.0f})",
     )
     parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra 'twistd ws' option for every mode, e.g."
+        " --server-arg=--max-message-size=0 (repeatable)",
+    )
+    parser.add_argument(
         "--list-modes", action="store_true", help="print the modes and exit"
     )
     args = parser.parse_args(argv)
@@ -803,7 +829,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[ModeResult] = []
     for mode, patterns, selected in plan:
         result = run_mode(
-            mode, patterns, selected, args.out.resolve(), args.parallel, args.timeout
+            mode,
+            patterns,
+            selected,
+            args.out.resolve(),
+            args.parallel,
+            args.timeout,
+            args.server_arg,
         )
         results.append(result)
         report = describe_failures(result)

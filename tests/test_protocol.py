@@ -377,6 +377,16 @@ class ManualPongTests(SynchronousTestCase):
         self.assertEqual(client.frames(), [])
         self.assertIn(("on_ping", b"x"), rec.events)
 
+    def test_invalid_ping_not_delivered(self) -> None:
+        """A ping with a 126-byte payload fails the connection (1002) and is
+        never handed to on_ping (Autobahn case 2.5)."""
+        rec = Recorder()
+        _, harness = make(rec, manual_pong=True)
+        client = harness.open()
+        client.send_raw(b"\x89\xfe\x00\x7e\x00\x00\x00\x00" + b"x" * 126)
+        self.assertEqual([f.close_code for f in client.frames()], [1002])
+        self.assertNotIn("on_ping", rec.names())
+
     def test_on_ping_answers(self) -> None:
         """on_ping can answer with conn.pong (with any payload)."""
 

@@ -417,13 +417,21 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     # -- control frames ----------------------------------------------------
 
     def onPing(self, payload: bytes) -> None:
-        """Answer (unless ``manual_pong``), then fire ``on_ping``."""
+        """Answer (unless ``manual_pong``), then fire ``on_ping``.
+
+        A ping Autobahn has already failed the connection for (e.g. a payload
+        over 125 bytes) is neither answered nor handed to the application.
+        """
+        if self.failedByMe or self.state != _WSP.STATE_OPEN:
+            return
         if not self._manual_pong:
             self.sendPong(payload)
         self._fire("on_ping", payload)
 
     def onPong(self, payload: bytes) -> None:
-        """Fire ``on_pong``."""
+        """Fire ``on_pong`` (not for a pong the connection was failed for)."""
+        if self.failedByMe:
+            return
         self._fire("on_pong", payload)
 
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> Any:
