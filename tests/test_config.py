@@ -27,15 +27,18 @@ INT_FIELDS = (
     "max_request_head",
     "max_headers",
     "max_connections",
-    "max_queue",
+    "max_send_buffer",
     "watchdog_attempts",
 )
+# ints that must be at least 1 (0 would not mean "off")
+POSITIVE_INT_FIELDS = ("max_queue",)
 FLOAT_FIELDS = (
     "open_handshake_timeout",
     "close_handshake_timeout",
     "shutdown_timeout",
     "heartbeat_interval",
     "heartbeat_timeout",
+    "idle_timeout",
     "watchdog_interval",
 )
 
@@ -80,16 +83,16 @@ class DefaultsTests(SynchronousTestCase):
         )
 
     def test_options_off_by_default(self) -> None:
-        """Component options are off; UTF-8 validation is on; keep-alive and the
-        watchdog are off; any origin; no subprotocols; "wsplugin" Server header."""
+        """Component options are off; UTF-8 validation is on; the watchdog and
+        idle timeout are off; any origin; no subprotocols; "wsplugin" Server
+        header."""
         config = ServerConfig()
         self.assertEqual(
             {name: getattr(config, name) for name in BOOL_FIELDS},
             {name: name == "utf8_validation" for name in BOOL_FIELDS},
         )
-        self.assertEqual(config.heartbeat_interval, 0.0)
-        self.assertEqual(config.heartbeat_timeout, 0.0)
         self.assertEqual(config.watchdog_interval, 0.0)
+        self.assertEqual(config.idle_timeout, 0.0)
         self.assertEqual(config.watchdog_attempts, 0)
         self.assertEqual(config.allowed_origins, ("*",))
         self.assertEqual(config.subprotocols, ())
@@ -100,8 +103,13 @@ class DefaultsTests(SynchronousTestCase):
         check every field."""
         self.assertEqual(
             set(ServerConfig.option_names()),
-            set(BOOL_FIELDS + INT_FIELDS + FLOAT_FIELDS)
-            | {"allowed_origins", "subprotocols", "server_header"},
+            set(BOOL_FIELDS + INT_FIELDS + POSITIVE_INT_FIELDS + FLOAT_FIELDS)
+            | {
+                "allowed_origins",
+                "subprotocols",
+                "server_header",
+                "send_buffer_policy",
+            },
         )
 
     def test_option_names_in_order(self) -> None:
@@ -254,7 +262,8 @@ class FloatFieldTests(SynchronousTestCase):
         """Floats and 0 are kept."""
         for name in FLOAT_FIELDS:
             for value in (0, 0.0, 0.25):
-                config = ServerConfig(**{"heartbeat_interval": 1, name: value})
+                options = {"heartbeat_interval": 1, "heartbeat_timeout": 0, name: value}
+                config = ServerConfig(**options)
                 self.assertEqual(getattr(config, name), float(value))
 
     def test_reject_nan(self) -> None:
@@ -303,14 +312,48 @@ class CrossFieldTests(SynchronousTestCase):
 
     def test_heartbeat_timeout_needs_interval(self) -> None:
         """heartbeat_timeout without heartbeat_interval is a ConfigError."""
-        exc = self.assertRaises(ConfigError, ServerConfig, heartbeat_timeout=5)
+        exc = self.assertRaises(
+            ConfigError, ServerConfig, heartbeat_interval=0, heartbeat_timeout=5
+        )
         self.assertIn("heartbeat_interval", str(exc))
         config = ServerConfig(heartbeat_interval=10, heartbeat_timeout=5)
         self.assertEqual((config.heartbeat_interval, config.heartbeat_timeout), (10, 5))
 
     def test_heartbeat_interval_alone(self) -> None:
         """An interval without a timeout is fine (ping, never drop)."""
-        self.assertEqual(ServerConfig(heartbeat_interval=2).heartbeat_timeout, 0.0)
+        config = ServerConfig(heartbeat_interval=2, heartbeat_timeout=0)
+        self.assertEqual(config.heartbeat_timeout, 0.0)
+
+    def test_max_queue_at_least_one(self) -> None:
+        """max_queue 0 would pause reading after every message: refused."""
+        for name in POSITIVE_INT_FIELDS:
+            self.assertRaises(ConfigError, ServerConfig, **{name: 0})
+            self.assertEqual(getattr(ServerConfig(**{name: 1}), name), 1)
+
+    def test_send_buffer_policy(self) -> None:
+        """The policy is close, drop or wait; anything else names the choices."""
+        for policy in ("close", "drop", "wait"):
+            self.assertEqual(
+                ServerConfig(send_buffer_policy=policy).send_buffer_policy, policy
+            )
+        exc = self.assertRaises(ConfigError, ServerConfig, send_buffer_policy="block")
+        self.assertIn("close, drop, wait", str(exc))
+
+    def test_route_cannot_override_server_only(self) -> None:
+        """for_route refuses options that act before routing, naming them."""
+        exc = self.assertRaises(
+            ConfigError, ServerConfig().for_route, max_connections=5, max_headers=3
+        )
+        self.assertIn("max_connections", str(exc))
+        self.assertIn("max_headers", str(exc))
+        self.assertEqual(ServerConfig().for_route(max_queue=3).max_queue, 3)
+
+    def test_heartbeat_on_by_default(self) -> None:
+        """Keep-alive is on by default: a ping every 20 s, 20 s to answer."""
+        config = ServerConfig()
+        self.assertEqual(
+            (config.heartbeat_interval, config.heartbeat_timeout), (20.0, 20.0)
+        )
 
 
 class StringListTests(SynchronousTestCase):

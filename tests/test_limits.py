@@ -128,17 +128,67 @@ class KeepAliveTests(SynchronousTestCase):
         harness.advance(5)
         self.assertEqual([f.opcode for f in client.frames()], [9])
 
-    def test_heartbeat_timeout_drops(self) -> None:
-        """A peer not answering within heartbeat_timeout is dropped, uncleanly."""
+    def test_heartbeat_timeout_closes(self) -> None:
+        """A peer not answering within heartbeat_timeout gets close 1011
+        "heartbeat timeout"; if it stays silent it is dropped after the close
+        timeout, and on_disconnect says why."""
         rec = Recorder()
-        _, harness = make(rec, heartbeat_interval=5, heartbeat_timeout=2)
+        _, harness = make(
+            rec, heartbeat_interval=5, heartbeat_timeout=2, close_handshake_timeout=1
+        )
         client = harness.open()
         harness.advance(5)
         self.assertEqual([f.opcode for f in client.frames()], [9])
         harness.advance(2)
+        self.assertEqual(
+            [(f.close_code, f.close_reason) for f in client.frames()],
+            [(1011, "heartbeat timeout")],
+        )
+        harness.advance(1)
         harness.flush()
         self.assertTrue(client.transport.lost)
-        self.assertEqual(rec.events[-1], ("on_disconnect", False, 1006))
+        self.assertEqual(rec.events[-1], ("on_disconnect", False, 1011))
+
+    def test_any_traffic_answers_heartbeat(self) -> None:
+        """Data from the peer counts as an answer, like a pong."""
+        _, harness = make(Recorder(), heartbeat_interval=5, heartbeat_timeout=2)
+        client = harness.open()
+        harness.advance(5)
+        client.frames()
+        client.send_text("alive")
+        harness.advance(2)
+        self.assertEqual([f.opcode for f in client.frames()], [])
+        self.assertFalse(client.closed)
+
+    def test_before_heartbeat_replaces_ping(self) -> None:
+        """before_heartbeat returning True sends the app's keep-alive instead."""
+
+        class Custom(Recorder):
+            def before_heartbeat(self, conn: object) -> bool:
+                conn.send_text("keep-alive")  # type: ignore[attr-defined]
+                return True
+
+        _, harness = make(Custom(), heartbeat_interval=5, heartbeat_timeout=0)
+        client = harness.open()
+        harness.advance(5)
+        self.assertEqual(
+            [(f.opcode, f.payload) for f in client.frames()], [(1, b"keep-alive")]
+        )
+
+    def test_idle_timeout(self) -> None:
+        """A connection that sends nothing for idle_timeout is closed 1001."""
+        _, harness = make(
+            Recorder(), heartbeat_interval=0, heartbeat_timeout=0, idle_timeout=10
+        )
+        quiet, chatty = harness.open(), harness.open()
+        for _ in range(4):  # the check runs every 10 s: closed within 10-20 s
+            harness.advance(6)
+            chatty.send_text("x")
+        self.assertEqual(
+            [(f.close_code, f.close_reason) for f in quiet.frames()],
+            [(1001, "idle timeout")],
+        )
+        self.assertEqual(chatty.frames(), [])
 
     def test_close_handshake_timeout(self) -> None:
         """A peer that never answers our close is dropped after the timeout."""

@@ -1,8 +1,9 @@
 """Server configuration: one frozen, keyword-only, validated object.
 
 :class:`ServerConfig` holds every server-wide option. A route can override
-any of them (``server.register_handler(..., max_message_size=1024)``): the
-route then gets ``config.replace(**overrides)``, validated the same way.
+most of them (``server.register_handler(..., max_message_size=1024)``): the
+route then gets ``config.for_route(**overrides)``, validated the same way;
+the few in :data:`SERVER_ONLY` act before a route is known and are refused.
 
 Defaults are safe: the handshake, each message, each frame, the request head
 and the number of connections are all bounded. A limit is switched off only on
@@ -19,9 +20,25 @@ from typing import Any
 from wsplugin.errors import ConfigError
 from wsplugin.frames import MIN_FRAME_SIZE
 
-__all__ = ["MiB", "ServerConfig"]
+__all__ = ["SEND_BUFFER_POLICIES", "SERVER_ONLY", "MiB", "ServerConfig"]
 
 MiB = 1024 * 1024
+
+SEND_BUFFER_POLICIES = ("close", "drop", "wait")
+
+SERVER_ONLY = frozenset(
+    {
+        "open_handshake_timeout",
+        "max_request_head",
+        "max_headers",
+        "max_connections",
+        "shutdown_timeout",
+        "watchdog_interval",
+        "watchdog_attempts",
+        "server_header",
+    }
+)
+"""Options a route cannot override: they act before routing, or server-wide."""
 
 
 def _tuple_of_str(name: str, value: Any) -> tuple[str, ...]:
@@ -73,15 +90,32 @@ class ServerConfig:
         close_handshake_timeout: Seconds to wait for the peer's close reply.
         max_connections: Most open connections; over it the upgrade gets 503.
         max_queue: Messages buffered for ``conn.receive()`` before reading from
-            the socket pauses.
+            the socket pauses (at least 1).
+        max_send_buffer: Bytes of outgoing data queued for one connection
+            (beyond what the socket and Twisted's transport hold) before
+            ``send_buffer_policy`` applies. A single message is always
+            accepted while the queue is under the limit.
+        send_buffer_policy: What happens to a connection whose outgoing queue
+            is over ``max_send_buffer`` when another message is sent:
+            ``"close"`` (queue freed, close 1008), ``"drop"`` (the message is
+            skipped for that connection and counted in
+            ``conn.dropped_messages``), or ``"wait"`` (the message is queued,
+            reading from that peer pauses until the queue drains, and
+            ``await conn.drain()`` waits; past 8 times the limit the
+            connection is closed as with ``"close"``).
+        idle_timeout: Close (1001) a connection that sent nothing at all, not
+            even a pong, for this many seconds (0: off). Checked every
+            ``idle_timeout`` seconds, so it acts within one to two periods.
         shutdown_timeout: Seconds ``stop()`` waits for clients to close.
 
-    Keep-alive (sgc ``HeartBeat``):
+    Keep-alive (sgc ``HeartBeat``), on by default as in ``websockets``:
 
     Attributes:
         heartbeat_interval: Seconds between pings to each client (0: off).
-        heartbeat_timeout: Seconds to wait for the pong before dropping the
-            client (0: never drop).
+            A handler's ``before_heartbeat(conn)`` may send its own keep-alive
+            instead: returning True skips the ping.
+        heartbeat_timeout: Seconds to wait for any answer (a pong or any other
+            data) before closing the connection with 1011 (0: never).
 
     Listener restart (sgc ``WatchDog``):
 
@@ -95,8 +129,9 @@ class ServerConfig:
     Attributes:
         allowed_origins: ``Origin`` patterns accepted (``*`` wildcards);
             others get 403. ``("*",)`` accepts any origin.
-        subprotocols: Subprotocols this route speaks, in server preference;
-            the first one the client also offers is chosen, in client order.
+        subprotocols: Subprotocols this route speaks. The first subprotocol in
+            the client's offer that is in this list is chosen (client order,
+            as RFC 6455 expects); ``allow`` may choose another offered one.
         compression: Accept permessage-deflate (RFC 7692) offers.
         utf8_validation: Validate incoming text as UTF-8 (close 1007 if not).
         server_header: Value of the ``Server`` response header; ``""`` omits it.
@@ -118,10 +153,13 @@ class ServerConfig:
     close_handshake_timeout: float = 5.0
     max_connections: int = 20_000
     max_queue: int = 32
+    max_send_buffer: int = 1 * MiB
+    send_buffer_policy: str = "close"
+    idle_timeout: float = 0.0
     shutdown_timeout: float = 5.0
 
-    heartbeat_interval: float = 0.0
-    heartbeat_timeout: float = 0.0
+    heartbeat_interval: float = 20.0
+    heartbeat_timeout: float = 20.0
 
     watchdog_interval: float = 0.0
     watchdog_attempts: int = 0
@@ -160,10 +198,32 @@ class ServerConfig:
             )
         if self.heartbeat_timeout and not self.heartbeat_interval:
             raise ConfigError("heartbeat_timeout needs a heartbeat_interval > 0")
+        if self.max_queue < 1:
+            raise ConfigError(f"max_queue must be at least 1, not {self.max_queue}")
+        if self.send_buffer_policy not in SEND_BUFFER_POLICIES:
+            raise ConfigError(
+                f"send_buffer_policy must be one of {', '.join(SEND_BUFFER_POLICIES)},"
+                f" not {self.send_buffer_policy!r}"
+            )
         if not isinstance(self.server_header, str) or any(
             c in self.server_header for c in "\r\n"
         ):
             raise ConfigError("server_header must be a single-line string")
+
+    def for_route(self, **overrides: Any) -> ServerConfig:
+        """This config with a route's ``overrides`` applied.
+
+        Raises:
+            ConfigError: an option that only the server as a whole can have
+                (see :data:`SERVER_ONLY`), an unknown name, or a bad value.
+        """
+        server_only = sorted(set(overrides) & SERVER_ONLY)
+        if server_only:
+            raise ConfigError(
+                f"{', '.join(server_only)} apply to the whole server (they act "
+                "before a route is known); set them on WebSocketServer instead"
+            )
+        return self.replace(**overrides)
 
     def replace(self, **changes: Any) -> ServerConfig:
         """Return a copy with ``changes`` applied and validated.

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from wsplugin.errors import ConnectionClosed
+from wsplugin.errors import ConnectionClosed, WSPluginError
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress
@@ -194,6 +194,8 @@ class Connection:
         channels: Channels the connection subscribed to.
         close_code: The code the connection ended with (None while open).
         close_reason: The reason it ended with.
+        dropped_messages: Messages skipped by the ``"drop"`` send-buffer
+            policy because this client was not reading fast enough.
     """
 
     log = Logger()
@@ -218,9 +220,11 @@ class Connection:
         self.channels: set[str] = set()
         self.close_code: int | None = None
         self.close_reason: str = ""
+        self.dropped_messages = 0
         self._user_data: Any = None
         self._protocol = protocol
-        self._state = ConnectionState.CONNECTING
+        self._closed = False
+        self._receive_mode = True
         self._queue: deque[Message | Fragment] = deque()
         self._waiters: deque[Deferred[Any]] = deque()
         self._closed_waiters: list[Deferred[Connection]] = []
@@ -230,20 +234,41 @@ class Connection:
     def __repr__(self) -> str:
         return (
             f"<Connection {self.id} {self.request.peer_address} "
-            f"{self.request.path} {self._state.value}>"
+            f"{self.request.path} {self.state.value}>"
         )
 
     # -- state and data ---------------------------------------------------
 
     @property
     def state(self) -> ConnectionState:
-        """``connecting``, ``open``, ``closing`` or ``closed``."""
-        return self._state
+        """``connecting``, ``open``, ``closing`` or ``closed``.
+
+        ``closing`` covers every moment between the first close frame (ours or
+        the peer's) and the end of the TCP connection.
+        """
+        if self._closed:
+            return ConnectionState.CLOSED
+        return self._protocol._ws_state()
 
     @property
     def is_open(self) -> bool:
         """True while messages can be sent."""
-        return self._state is ConnectionState.OPEN
+        return self.state is ConnectionState.OPEN
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes of outgoing data queued for this client and not yet handed to
+        the transport (the browser API's ``bufferedAmount``)."""
+        return self._protocol._ws_buffered()
+
+    def drain(self) -> Deferred[None]:
+        """A Deferred that fires once the outgoing queue is empty.
+
+        ``await conn.drain()`` after sending is how a producer respects a slow
+        reader (the ``"wait"`` policy). Fails with ConnectionClosed if the
+        connection ends first.
+        """
+        return self._protocol._ws_drain()
 
     @property
     def user_data(self) -> Any:
@@ -351,8 +376,13 @@ class Connection:
                 self._reading_paused = False
                 self._protocol._ws_resume_reading()
             return succeed(message)
-        if self._state is ConnectionState.CLOSED:
+        if self._closed:
             return fail(ConnectionClosed(self.close_code, self.close_reason))
+        if not self._receive_mode:
+            raise WSPluginError(
+                "receive() reads connections whose handler has no on_message, "
+                "on_binary or on_fragment; this one's messages go to the handler"
+            )
         d: Deferred[Any] = Deferred(self._cancel_receive)
         self._waiters.append(d)
         return d
@@ -374,16 +404,13 @@ class Connection:
 
     def wait_closed(self) -> Deferred[Connection]:
         """A Deferred that fires with this connection once it has ended."""
-        if self._state is ConnectionState.CLOSED:
+        if self._closed:
             return succeed(self)
         d: Deferred[Connection] = Deferred(self._closed_waiters.remove)
         self._closed_waiters.append(d)
         return d
 
     # -- called by the protocol adapter -----------------------------------
-
-    def _set_state(self, state: ConnectionState) -> None:
-        self._state = state
 
     def _enqueue(self, message: Message | Fragment) -> None:
         if self._waiters:
@@ -394,13 +421,17 @@ class Connection:
             self._reading_paused = True
             self._protocol._ws_pause_reading()
 
-    def _ended(self, code: int | None, reason: str) -> None:
-        self._state = ConnectionState.CLOSED
+    def _mark_closed(self, code: int | None, reason: str) -> None:
+        """The connection is gone: state, code and reason (before on_disconnect)."""
+        self._closed = True
         self.close_code = code
         self.close_reason = reason or ""
+
+    def _finish(self) -> None:
+        """After on_disconnect: end receive loops, release owned user data."""
         waiters, self._waiters = self._waiters, deque()
         for d in waiters:
-            d.errback(ConnectionClosed(code, self.close_reason))
+            d.errback(ConnectionClosed(self.close_code, self.close_reason))
         if self.owns_user_data and self._user_data is not None:
             data, self._user_data = self._user_data, None
             closer = getattr(data, "close", None)

@@ -64,12 +64,19 @@ class HandshakeRejected(WSPluginError):
             raise ConfigError(
                 f"a rejected handshake needs a 4xx or 5xx status, not {status!r}"
             )
-        if "\r" in reason or "\n" in reason:
-            raise ConfigError("the reject reason must be a single line")
+        if not reason.isprintable() or not reason.isascii():
+            raise ConfigError("the reject reason must be one line of printable ASCII")
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
         self.headers = list(headers)
+        from wsplugin.handshake import check_header
+
+        for name, value in self.headers:
+            try:
+                check_header(name, value)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.reason!r})"

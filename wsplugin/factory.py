@@ -16,6 +16,7 @@ from typing import Any
 from autobahn.twisted.websocket import (
     WebSocketServerFactory as _AutobahnServerFactory,
 )
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -31,6 +32,10 @@ __all__ = ["Connections", "WebSocketServerFactory"]
 
 Message = str | bytes
 Selector = Callable[[Connection], bool]
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+LOG_BURST = 20
+LOG_WINDOW = 10.0
 
 
 class _ReactorTimer:
@@ -52,6 +57,9 @@ class _Cancellable:
 
     def __init__(self, call: IDelayedCall) -> None:
         self._call = call
+
+    def active(self) -> bool:
+        return bool(self._call.active())
 
     def cancel(self) -> None:
         if self._call.active():
@@ -137,6 +145,9 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         self.owner = owner if owner is not None else self
         self._on_connect = getattr(server_handler, "on_connect", None)
         self._registry: dict[str, Connection] = {}
+        self._log_window_start = float("-inf")
+        self._log_count = 0
+        self._log_suppressed = 0
         self._route_event_cache: dict[int, dict[str, Any]] = {}
         self.connections = Connections(self._registry)
         self._apply_config()
@@ -152,9 +163,11 @@ class WebSocketServerFactory(_AutobahnServerFactory):
             maxMessagePayloadSize=cfg.max_message_size,
             maxFramePayloadSize=cfg.max_frame_size,
             utf8validateIncoming=cfg.utf8_validation,
-            autoPingInterval=cfg.heartbeat_interval,
-            autoPingTimeout=cfg.heartbeat_timeout,
+            # keep-alive is wsplugin's own (before_heartbeat, 1011 on timeout)
+            autoPingInterval=0,
+            autoPingTimeout=0,
             allowedOrigins=["*"],  # checked per route, with 403, by the protocol
+            versions=[13],  # RFC 6455 only; skip_version_check relaxes it
         )
 
     # -- routes ------------------------------------------------------------
@@ -174,7 +187,7 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         Keyword ``overrides`` are option names of :class:`ServerConfig`
         applied to this route only.
         """
-        config = self.config.replace(**overrides) if overrides else self.config
+        config = self.config.for_route(**overrides) if overrides else self.config
         bind_events(handler, ROUTE_EVENTS)  # fail now on a non-callable event
         return self.router.register(
             host,
@@ -228,7 +241,7 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         """
         payload, is_binary = _payload(message)
         if ids is not None:
-            wanted = [self._registry.get(i) for i in ids]
+            wanted = [self._registry.get(i) for i in dict.fromkeys(ids)]
             targets: Iterable[Connection] = [c for c in wanted if c is not None]
         else:
             targets = list(self._registry.values())
@@ -261,7 +274,11 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         count = 0
         for conn in list(self._registry.values()):
             if conn.is_open:
-                conn.ping(payload)
+                try:
+                    conn.ping(payload)
+                except Exception:
+                    self._log.failure("ping to {conn} failed", conn=conn)
+                    continue
                 count += 1
         return count
 
@@ -274,33 +291,68 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         count = 0
         for conn in list(self._registry.values()):
             if conn.is_open:
-                conn.close(code, reason)
+                try:
+                    conn.close(code, reason)
+                except Exception:
+                    self._log.failure("closing {conn} failed", conn=conn)
+                    continue
                 count += 1
         return count
 
     def _send_many(
         self, payload: bytes, is_binary: bool, targets: Iterable[Connection]
     ) -> int:
-        """Send one message to many: the frame bytes are built once per
-        distinct fragment size and written as they are to every connection
-        without compression; compressed connections each get their own."""
+        """Send one message to many connections.
+
+        The frame bytes are built once per distinct fragment size and written
+        as they are to every connection without compression; a compressed
+        connection compresses for itself. A connection whose transport fails
+        is logged and skipped: the others still get the message.
+        """
         encoded: dict[int, bytes] = {}
         count = 0
         for conn in targets:
             proto = conn._protocol
-            if not conn.is_open or proto._peer_closed or proto._fragmenting:
+            if proto.state != _OPEN or proto._peer_closed:
                 continue
-            if proto._perMessageCompress is not None:
-                proto._ws_send_message(payload, is_binary)
-            else:
-                size = proto._fragment_size
-                data = encoded.get(size)
-                if data is None:
-                    if size:
-                        data = encode_message(payload, is_binary, size)
-                    else:
-                        data = self.prepareMessage(payload, is_binary).payloadHybi
-                    encoded[size] = data
-                proto.sendData(data)
+            try:
+                if proto._queued and not proto._admit():
+                    continue
+                if proto._perMessageCompress is not None and not proto._fragmenting:
+                    proto._send_encoded(payload, is_binary)
+                else:
+                    size = proto._fragment_size
+                    data = encoded.get(size)
+                    if data is None:
+                        if size:
+                            data = encode_message(payload, is_binary, size)
+                        else:
+                            data = self.prepareMessage(payload, is_binary).payloadHybi
+                        encoded[size] = data
+                    proto._send_prepared(data)
+            except Exception:
+                self._log.failure("sending to {conn} failed", conn=conn)
+                continue
             count += 1
         return count
+
+    # -- logging -----------------------------------------------------------
+
+    def _log_limited(self, fmt: str, **fields: Any) -> None:
+        """Log a per-connection problem, at most ``LOG_BURST`` per
+        ``LOG_WINDOW`` seconds; the rest are counted and reported later."""
+        now = self.clock.seconds()
+        if now - self._log_window_start >= LOG_WINDOW:
+            if self._log_suppressed:
+                self._log.warn(
+                    "{count} similar connection problems were not logged",
+                    count=self._log_suppressed,
+                )
+            self._log_window_start = now
+            self._log_count = 0
+            self._log_suppressed = 0
+        if self._log_count < LOG_BURST:
+            self._log_count += 1
+            self._log.info(fmt, **fields)
+        else:
+            self._log_suppressed += 1

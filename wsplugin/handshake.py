@@ -18,6 +18,7 @@ from wsplugin.errors import HandshakeRejected
 
 __all__ = [
     "RequestHead",
+    "check_header",
     "normalize_head",
     "origin_allowed",
     "parse_request_head",
@@ -179,3 +180,36 @@ def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
 def _glob(pattern: str) -> str:
     # only "*" is a wildcard: "[" (IPv6 literals) and "?" match themselves
     return pattern.lower().replace("[", "[[]").replace("?", "[?]")
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+PROTECTED_RESPONSE_HEADERS = frozenset(
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "content-length",
+        "transfer-encoding",
+    }
+)
+"""Headers the server writes itself; an application may not set them."""
+
+
+def check_header(name: str, value: str, *, protected: bool = True) -> None:
+    """Raise ValueError unless ``name: value`` is a safe response header.
+
+    The name must be an HTTP token, the value must hold no control characters
+    (no CR/LF: no header injection), and with ``protected`` the name must not
+    be one the handshake itself sets (:data:`PROTECTED_RESPONSE_HEADERS`).
+    """
+    if not isinstance(name, str) or not _TOKEN.match(name):
+        raise ValueError(f"invalid response header name {name!r}")
+    if not isinstance(value, str) or _BAD_VALUE.search(value):
+        raise ValueError(
+            f"response header {name!r} has a control character in its value"
+        )
+    if protected and name.lower() in PROTECTED_RESPONSE_HEADERS:
+        raise ValueError(f"response header {name!r} is set by the server itself")

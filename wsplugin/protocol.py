@@ -14,15 +14,28 @@ Event order for one connection::
     on_handshake_response_sent  101 written
     on_open
     on_message / on_binary / on_fragment / on_ping / on_pong   any number
-    on_close(code, reason)      when the peer's close frame arrives
+    on_close(code, reason)      when the peer's close frame arrives (first
+                                or in reply to ours)
     on_disconnect(was_clean, code, reason)   exactly once, for every opened
                                              connection, however it ended
     on_error(failure)           whenever a handler raises or the peer breaks
                                 the protocol
+
+Outgoing data goes straight to the transport until the transport says its
+buffer is full (this protocol is its registered push producer); then it
+queues here, bounded by ``max_send_buffer`` and the send-buffer policy, with
+pings and pongs ahead of queued data so keep-alive is never starved.
+
+Message handlers that return an unfired Deferred or a coroutine run one at a
+time per connection, in order: while one is pending, later messages wait and
+reading from the socket pauses, so a slow async handler is backpressure, not
+an unbounded pile of concurrent calls.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import (
@@ -36,8 +49,11 @@ from autobahn.websocket.compress import (
 from autobahn.websocket.protocol import WebSocketProtocol as _WSP
 from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from wsplugin._events import as_deferred
 from wsplugin.connection import Connection, ConnectionState, Fragment, Headers, Request
@@ -48,11 +64,14 @@ from wsplugin.errors import (
     ProtocolError,
     Reject,
     RouteNotFound,
+    WSPluginError,
 )
 from wsplugin.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
     OP_TEXT,
     encode_frame,
     encode_message,
@@ -60,6 +79,7 @@ from wsplugin.frames import (
 )
 from wsplugin.handshake import (
     RequestHead,
+    check_header,
     normalize_head,
     origin_allowed,
     parse_request_head,
@@ -74,6 +94,7 @@ __all__ = ["ROUTE_EVENTS", "WebSocketServerProtocol"]
 
 ROUTE_EVENTS = (
     "allow",
+    "before_heartbeat",
     "on_handshake_response_sent",
     "on_open",
     "on_message",
@@ -115,6 +136,11 @@ def close_frame_problem(
     return None
 
 
+_WAIT_HARD_CAP = 8
+"""With the "wait" policy, a queue over this many times the limit closes."""
+
+
+@implementer(IPushProducer)
 class WebSocketServerProtocol(_AutobahnServerProtocol):
     """Autobahn server protocol speaking wsplugin's component events.
 
@@ -134,13 +160,38 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _peer_closed = False
     _manual_close_timer: Any = None
     _fragmenting = False
+    _after_fragment: list[bytes] | None = None
     _fragment_size = 0
     _frame_by_frame = False
     _manual_pong = False
     _manual_close = False
     _last_fragment = b""
     _reject_headers: list[tuple[str, str]] | None = None
+    _reject_reason: str | None = None
     _events: dict[str, Any]
+    _end_code: int | None = None
+    _end_reason: str | None = None
+    # outgoing queue (this protocol is the transport's push producer)
+    _write_paused = False
+    _queue: deque[bytes] | None = None
+    _ctrl: deque[bytes] | None = None
+    _queued = 0
+    _send_limit = 0
+    _send_policy = "close"
+    _unregister_after_flush = False
+    _drain_waiters: list[Deferred[None]] | None = None
+    # reading pauses, by reason
+    _read_pauses: set[str] | None = None
+    # ordered async message handlers
+    _busy = False
+    _backlog: deque[tuple[Any, tuple[Any, ...]]] | None = None
+    # keep-alive
+    _hb_call: Any = None
+    _hb_timeout_call: Any = None
+    _hb_seq = 0
+    _idle_call: Any = None
+    _rx_seen = False
+    _linger_call: Any = None
 
     # -- TCP ---------------------------------------------------------------
 
@@ -148,6 +199,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         """TCP accepted: set Autobahn up, then ask the server's ``on_connect``."""
         self._events = {}
         super().connectionMade()
+        self.transport.registerProducer(self, True)
         hook = self.factory._on_connect
         if hook is None:
             return
@@ -155,7 +207,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             result = hook(self.transport.getPeer())
         except Exception:
             self._log.failure("on_connect raised; dropping {peer}", peer=self.peer)
-            self.transport.abortConnection()
+            self._abort_tcp()
             return
         if isinstance(result, bool) or result is None:
             if result is False:
@@ -163,23 +215,37 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             return
         d = as_deferred(result)
         if not d.called:
-            self.transport.pauseProducing()
+            self._pause_reading("on_connect")
         d.addCallbacks(self._on_connect_decided, self._on_connect_failed)
 
     def _on_connect_decided(self, allowed: Any) -> None:
         if allowed is False:
             self._refuse_tcp()
-        elif self.state != _WSP.STATE_CLOSED:
-            self.transport.resumeProducing()
+        else:
+            self._resume_reading("on_connect")
 
     def _on_connect_failed(self, failure: Failure) -> None:
         self._log.failure("on_connect failed; dropping {peer}", failure, peer=self.peer)
-        self.transport.abortConnection()
+        self._abort_tcp()
 
     def _refuse_tcp(self) -> None:
         self._log.info("on_connect refused {peer}", peer=self.peer)
         self.wasNotCleanReason = "refused by on_connect"
-        self.transport.loseConnection()
+        self._handshake_started = True  # ignore anything the peer still sends
+        self.dropConnection(abort=False)
+
+    def _abort_tcp(self) -> None:
+        self._handshake_started = True
+        self.wasNotCleanReason = "on_connect failed"
+        self.dropConnection(abort=True)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes from the peer: any traffic answers a pending heartbeat."""
+        self._rx_seen = True
+        if self._hb_timeout_call is not None:
+            self._hb_timeout_call.cancel()
+            self._hb_timeout_call = None
+        self._dataReceived(data)
 
     # -- handshake ---------------------------------------------------------
 
@@ -187,7 +253,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         """Bound and route the request head, then let Autobahn validate it."""
         if self._handshake_started:
             # Autobahn calls this for every read while allow() is pending;
-            # the head was consumed already, the rest is frame data.
+            # the head was consumed already (and reading is paused).
             return
         factory = self.factory
         try:
@@ -199,10 +265,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         except HandshakeRejected as e:
             self._handshake_started = True
             self._log.info(
-                "rejecting handshake from {peer}: {status} {reason}",
+                "rejecting handshake from {peer}: {status}",
                 peer=self.peer,
                 status=e.status,
-                reason=e.reason,
             )
             self.failHandshake(e.reason, e.status)
             return
@@ -237,6 +302,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         )
         if normalized is not None:
             self.data = normalized + self.data[head.length :]
+        # Nothing more is read until allow() has decided: frames sent early
+        # wait in the socket, not in memory.
+        self._pause_reading("handshake")
         super().processHandshake()
 
     def _apply_route(self, route: Route) -> None:
@@ -247,8 +315,6 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self.maxFramePayloadSize = cfg.max_frame_size
         self.utf8validateIncoming = cfg.utf8_validation
         self.closeHandshakeTimeout = cfg.close_handshake_timeout
-        self.autoPingInterval = cfg.heartbeat_interval
-        self.autoPingTimeout = cfg.heartbeat_timeout
         self.perMessageCompressionAccept = (
             _accept_deflate if cfg.compression else _accept_nothing
         )
@@ -258,6 +324,8 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self._fragment_size = (
             payload_size_for_frame(cfg.frame_size) if cfg.split_message else 0
         )
+        self._send_limit = cfg.max_send_buffer
+        self._send_policy = cfg.send_buffer_policy
         self._events = self.factory._route_events(route)
 
     def onConnect(self, request: Any) -> Any:
@@ -315,8 +383,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             )
         headers: dict[str, list[str]] = {}
         for name, value in conn.response_headers:
-            if any(c in name + value for c in "\r\n"):
-                raise ValueError(f"response header {name!r} contains a line break")
+            check_header(name, value)
             headers.setdefault(name, []).append(value)
         return (conn.protocol, headers)
 
@@ -331,20 +398,52 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
                 reason=rejected.reason,
             )
             self._reject_headers = rejected.headers
+            self._reject_reason = rejected.reason
             raise ConnectionDeny(rejected.status, rejected.reason)
         self._report_error(failure, "allow() raised")
         raise ConnectionDeny(500, "Internal Server Error")
 
+    def succeedHandshake(self, res: Any) -> None:
+        """Send the 101, unless the client left while ``allow`` was deciding."""
+        if self.state != _WSP.STATE_CONNECTING or self._ended:
+            return
+        self._resume_reading("handshake")
+        super().succeedHandshake(res)
+
     def failHandshake(
         self, reason: str, code: int = 400, responseHeaders: Any = None
     ) -> None:
-        """Answer the upgrade with an HTTP error (adds headers from ``Reject``)."""
+        """Answer the upgrade with an HTTP error and close.
+
+        The status line carries the standard reason phrase (or a ``Reject``'s
+        own): Autobahn's detailed reason may quote request bytes, so it goes
+        to the log only.
+        """
+        if self.state != _WSP.STATE_CONNECTING or self._ended:
+            return
         headers = list(responseHeaders or []) + (self._reject_headers or [])
         if code == 426:
             headers.append(("Upgrade", "websocket"))
+        elif code == 405:
+            headers.append(("Allow", "GET"))
         headers.append(("Content-Length", "0"))
         headers.append(("Connection", "close"))
-        super().failHandshake(reason, code, headers)
+        if self._reject_reason is not None:
+            phrase = self._reject_reason
+        else:
+            try:
+                phrase = HTTPStatus(code).phrase
+            except ValueError:
+                phrase = "Error"
+        self.wasNotCleanReason = reason
+        self._log.info(
+            "failing handshake from {peer} with {code}: {reason}",
+            peer=self.peer,
+            code=code,
+            reason=reason,
+        )
+        self.sendHttpErrorResponse(code, phrase, headers)
+        self.dropConnection(abort=False)
 
     # -- open --------------------------------------------------------------
 
@@ -353,13 +452,27 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         conn = self.connection
         assert conn is not None
         self._opened = True
-        conn._set_state(ConnectionState.OPEN)
+        events = self._events
+        if self._frame_by_frame:
+            conn._receive_mode = "on_fragment" not in events
+        else:
+            conn._receive_mode = (
+                "on_message" not in events and "on_binary" not in events
+            )
         self.factory._register(conn)
+        self._start_keepalive()
         self._fire("on_handshake_response_sent")
         if conn.is_open:
             self._fire("on_open")
 
     # -- messages ----------------------------------------------------------
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        """In frame-by-frame mode the message limit bounds each frame, since
+        messages are never assembled (deflate inflation stays bounded)."""
+        if self._frame_by_frame:
+            self.message_data_total_length = 0
+        super().onMessageFrameBegin(length)
 
     def onMessageFrameEnd(self) -> None:
         """Frame-by-frame mode hands every non-final frame out as it ends."""
@@ -393,26 +506,70 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         conn = self.connection
         if conn is None or self._peer_closed:
             return
-        if is_binary:
-            handler = self._events.get("on_binary")
-            message: str | bytes = payload
-        else:
-            handler = self._events.get("on_message")
-            message = payload.decode("utf-8", "replace")
-        if handler is None:
+        message: str | bytes = (
+            payload if is_binary else payload.decode("utf-8", "replace")
+        )
+        if conn._receive_mode:
             conn._enqueue(message)
-        else:
-            self._call(handler, conn, message)
+            return
+        handler = self._events.get("on_binary" if is_binary else "on_message")
+        if handler is None:
+            kind = "binary" if is_binary else "text"
+            self._fail_connection(
+                _WSP.CLOSE_STATUS_CODE_UNSUPPORTED_DATA,
+                f"this endpoint takes no {kind} messages",
+            )
+            return
+        self._call_in_order(handler, (conn, message))
 
     def _deliver_fragment(self, data: bytes, fin: bool) -> None:
         conn = self.connection
         if conn is None or self._peer_closed:
             return
-        handler = self._events.get("on_fragment")
-        if handler is None:
+        if conn._receive_mode:
             conn._enqueue(Fragment(data, self.message_is_binary, fin))
         else:
-            self._call(handler, conn, data, self.message_is_binary, fin)
+            handler = self._events["on_fragment"]
+            self._call_in_order(handler, (conn, data, self.message_is_binary, fin))
+
+    def _call_in_order(self, handler: Any, args: tuple[Any, ...]) -> None:
+        """Run a message handler now, or after the pending async one."""
+        if self._busy:
+            assert self._backlog is not None
+            self._backlog.append((handler, args))
+            return
+        self._run_handler(handler, args)
+
+    def _run_handler(self, handler: Any, args: tuple[Any, ...]) -> None:
+        try:
+            result = handler(*args)
+        except Exception:
+            self._handler_failed(Failure())
+            return
+        if result is None or isinstance(result, bool):
+            return
+        d = as_deferred(result)
+        if d.called:
+            d.addErrback(self._handler_failed)
+            return
+        self._busy = True
+        if self._backlog is None:
+            self._backlog = deque()
+        self._pause_reading("handler")
+        d.addErrback(self._handler_failed)
+        d.addBoth(self._handler_done)
+
+    def _handler_done(self, _: Any) -> None:
+        self._busy = False
+        backlog = self._backlog
+        while backlog and not self._busy:
+            handler, args = backlog.popleft()
+            if self._ended or self._peer_closed:
+                backlog.clear()
+                break
+            self._run_handler(handler, args)
+        if not self._busy:
+            self._resume_reading("handler")
 
     # -- control frames ----------------------------------------------------
 
@@ -420,12 +577,12 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         """Answer (unless ``manual_pong``), then fire ``on_ping``.
 
         A ping Autobahn has already failed the connection for (e.g. a payload
-        over 125 bytes) is neither answered nor handed to the application.
+        over 125 bytes), or one after the peer's close, is ignored.
         """
-        if self.failedByMe or self.state != _WSP.STATE_OPEN:
+        if self.failedByMe or self.state != _WSP.STATE_OPEN or self._peer_closed:
             return
         if not self._manual_pong:
-            self.sendPong(payload)
+            self._send_control(OP_PONG, payload)
         self._fire("on_ping", payload)
 
     def onPong(self, payload: bytes) -> None:
@@ -436,11 +593,14 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> Any:
         """A close frame arrived: reply (unless ``manual_close``), fire ``on_close``."""
+        if self._peer_closed:
+            return False  # a second close frame: ignored
         if not (self._manual_close and self.state == _WSP.STATE_OPEN):
-            opened = self.state == _WSP.STATE_OPEN
             stop = super().onCloseFrame(code, reasonRaw)
-            if opened and not self.failedByMe:
-                self._fire("on_close", code, self.remoteCloseReason or "")
+            if not self.failedByMe and self._opened:
+                self._fire(
+                    "on_close", self._code_or_none(code), self.remoteCloseReason or ""
+                )
             return stop
         problem = close_frame_problem(code, reasonRaw)
         if problem is not None:
@@ -454,8 +614,12 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             self._manual_close_timer = self.factory.clock.callLater(
                 timeout, self._manual_close_expired
             )
-        self._fire("on_close", code, self.remoteCloseReason or "")
+        self._fire("on_close", self._code_or_none(code), self.remoteCloseReason or "")
         return False
+
+    @staticmethod
+    def _code_or_none(code: int | None) -> int:
+        return _WSP.CLOSE_STATUS_CODE_NULL if code is None else code
 
     def _manual_close_expired(self) -> None:
         self._manual_close_timer = None
@@ -463,6 +627,70 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             self.wasClean = False
             self.wasNotCleanReason = "the application did not answer the close frame"
             self.dropConnection(abort=True)
+
+    # -- keep-alive --------------------------------------------------------
+
+    def _start_keepalive(self) -> None:
+        cfg = self.route.config if self.route is not None else self.factory.config
+        clock = self.factory.clock
+        if cfg.heartbeat_interval:
+            self._hb_call = clock.callLater(cfg.heartbeat_interval, self._heartbeat)
+        if cfg.idle_timeout:
+            self._idle_call = clock.callLater(cfg.idle_timeout, self._idle_check)
+
+    def _heartbeat(self) -> None:
+        """sgc HeartBeat: ping (or the app's own keep-alive), then wait."""
+        self._hb_call = None
+        if self.state != _WSP.STATE_OPEN or self._peer_closed:
+            return
+        assert self.route is not None
+        cfg = self.route.config
+        clock = self.factory.clock
+        self._hb_call = clock.callLater(cfg.heartbeat_interval, self._heartbeat)
+        handled = False
+        hook = self._events.get("before_heartbeat")
+        if hook is not None:
+            try:
+                handled = bool(hook(self.connection))
+            except Exception:
+                self._handler_failed(Failure())
+                return
+        if not handled:
+            self._hb_seq += 1
+            self._send_control(OP_PING, b"wsplugin-hb-%d" % self._hb_seq)
+        if cfg.heartbeat_timeout and self._hb_timeout_call is None:
+            self._hb_timeout_call = clock.callLater(
+                cfg.heartbeat_timeout, self._heartbeat_expired
+            )
+
+    def _heartbeat_expired(self) -> None:
+        self._hb_timeout_call = None
+        if self.state != _WSP.STATE_OPEN:
+            return
+        self.factory._log_limited(
+            "closing {peer}: no answer to the heartbeat in {timeout}s",
+            peer=self.peer,
+            timeout=self.route.config.heartbeat_timeout if self.route else 0,
+        )
+        self._close_with(_WSP.CLOSE_STATUS_CODE_INTERNAL_ERROR, "heartbeat timeout")
+
+    def _idle_check(self) -> None:
+        self._idle_call = None
+        if self.state != _WSP.STATE_OPEN or self._peer_closed:
+            return
+        assert self.route is not None
+        if self._rx_seen:
+            self._rx_seen = False
+            self._idle_call = self.factory.clock.callLater(
+                self.route.config.idle_timeout, self._idle_check
+            )
+            return
+        self._close_with(_WSP.CLOSE_STATUS_CODE_GOING_AWAY, "idle timeout")
+
+    def _close_with(self, code: int, reason: str) -> None:
+        """Close from our side, remembering why for ``on_disconnect``."""
+        self._end_code, self._end_reason = code, reason
+        self.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
 
     # -- errors ------------------------------------------------------------
 
@@ -473,29 +701,32 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     ) -> None:
         """Autobahn fails the connection: tell ``on_error`` once, then close."""
         if self.state != _WSP.STATE_CLOSED and not self.failedByMe and self._opened:
+            self.factory._log_limited(
+                "failing connection from {peer} with {code}: {reason}",
+                peer=self.peer,
+                code=code,
+                reason=reason,
+            )
+            self._end_code, self._end_reason = code, reason
             self._report_error(Failure(ProtocolError(code, reason)), None)
         super()._fail_connection(code, reason)
 
-    def _call(self, handler: Any, *args: Any) -> None:
+    def _fire(self, name: str, *args: Any) -> None:
+        handler = self._events.get(name)
+        if handler is None:
+            return
         try:
-            result = handler(*args)
+            result = handler(self.connection, *args)
         except Exception:
             self._handler_failed(Failure())
             return
         if result is not None and not isinstance(result, bool):
             as_deferred(result).addErrback(self._handler_failed)
 
-    def _fire(self, name: str, *args: Any) -> None:
-        handler = self._events.get(name)
-        if handler is not None:
-            self._call(handler, self.connection, *args)
-
     def _handler_failed(self, failure: Failure) -> None:
         self._report_error(failure, "an event handler raised")
         if self.state == _WSP.STATE_OPEN and not self._peer_closed:
-            self.sendCloseFrame(
-                _WSP.CLOSE_STATUS_CODE_INTERNAL_ERROR, b"internal error"
-            )
+            self._close_with(_WSP.CLOSE_STATUS_CODE_INTERNAL_ERROR, "internal error")
         elif self._peer_closed and self.state != _WSP.STATE_CLOSED:
             self._ws_close(_WSP.CLOSE_STATUS_CODE_INTERNAL_ERROR, "internal error")
 
@@ -503,12 +734,6 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         if what is not None:
             self._log.failure(
                 "{what} on connection from {peer}", failure, what=what, peer=self.peer
-            )
-        else:
-            self._log.info(
-                "failing connection from {peer}: {error}",
-                peer=self.peer,
-                error=failure.getErrorMessage(),
             )
         on_error = self._events.get("on_error")
         if on_error is None or self.connection is None:
@@ -525,26 +750,198 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     # -- end ---------------------------------------------------------------
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        """The connection is gone: ``on_disconnect`` fires, exactly once."""
+        """The connection is gone: timers stop, ``on_disconnect`` fires once."""
         if self._ended:
             return
         self._ended = True
-        if self._manual_close_timer is not None and self._manual_close_timer.active():
-            self._manual_close_timer.cancel()
+        for name in (
+            "_manual_close_timer",
+            "_hb_call",
+            "_hb_timeout_call",
+            "_idle_call",
+            "_linger_call",
+            "closeHandshakeTimeoutCall",
+        ):
+            call = getattr(self, name, None)
+            if call is not None:
+                if call.active():
+                    call.cancel()
+                setattr(self, name, None)
+        self._drop_queue()
+        if self._backlog:
+            self._backlog.clear()
         conn = self.connection
-        if conn is None or not self._opened:
-            if conn is not None:
-                conn._ended(code, reason or "")
+        if conn is None:
             return
-        if code is None and wasClean:
+        if not wasClean and self._end_code is not None and self.remoteCloseCode is None:
+            code, reason = self._end_code, self._end_reason
+        elif code is None and wasClean:
             code = _WSP.CLOSE_STATUS_CODE_NULL
-        self.factory._unregister(conn)
-        conn._ended(code, reason or "")
-        self._fire("on_disconnect", wasClean, code, reason or "")
+        conn._mark_closed(code, reason or "")
+        if self._opened:
+            self.factory._unregister(conn)
+            self._fire("on_disconnect", wasClean, code, reason or "")
+        conn._finish()
+
+    # -- the outgoing queue (IPushProducer for the transport) ---------------
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: queue further writes here."""
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport drained: write what is queued."""
+        self._write_paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        """The transport is gone: free the queue."""
+        self._write_paused = True
+        self._drop_queue()
+
+    def sendData(
+        self, data: bytes, sync: bool = False, chopsize: int | None = None
+    ) -> None:
+        """Write to the transport, or queue while it is full."""
+        if self._queue is None and not self._write_paused:
+            self.transport.write(data)
+            return
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(data)
+        self._queued += len(data)
+
+    def _send_control(self, opcode: int, payload: bytes) -> None:
+        """A ping or pong: ahead of queued data, so keep-alive is not starved."""
+        data = encode_frame(opcode, payload)
+        if self._queue is None and not self._write_paused:
+            self.transport.write(data)
+            return
+        if self._ctrl is None:
+            self._ctrl = deque()
+        self._ctrl.append(data)
+        if self._queue is None:
+            self._queue = deque()
+
+    def _flush(self) -> None:
+        write = self.transport.write
+        ctrl, queue = self._ctrl, self._queue
+        while not self._write_paused:
+            if ctrl:
+                write(ctrl.popleft())
+            elif queue:
+                data = queue.popleft()
+                self._queued -= len(data)
+                write(data)
+            else:
+                break
+        if queue is not None and not queue and not ctrl:
+            self._queue = self._ctrl = None
+            self._queued = 0
+            self._resume_reading("send buffer")
+            waiters, self._drain_waiters = self._drain_waiters, None
+            for d in waiters or ():
+                d.callback(None)
+            if self._unregister_after_flush:
+                self._unregister_after_flush = False
+                self.transport.unregisterProducer()
+
+    def _drop_queue(self) -> None:
+        self._queue = self._ctrl = None
+        self._queued = 0
+        waiters, self._drain_waiters = self._drain_waiters, None
+        conn = self.connection
+        for d in waiters or ():
+            d.errback(
+                ConnectionClosed(
+                    conn.close_code if conn else None, conn.close_reason if conn else ""
+                )
+            )
+
+    def unregisterProducer(self) -> None:
+        """Autobahn unregisters when it closes; wait until the queue is out."""
+        if self._queue is not None and self._queued:
+            self._unregister_after_flush = True
+        else:
+            self.transport.unregisterProducer()
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        if abort:
+            self._drop_queue()
+        elif self._linger_call is None:
+            # A graceful close waits for queued data to reach the peer; one
+            # that never reads is aborted after the close-handshake timeout.
+            self._linger_call = self.factory.clock.callLater(
+                max(self.closeHandshakeTimeout, 1.0), self._linger_expired
+            )
+        super()._closeConnection(abort)
+
+    def _linger_expired(self) -> None:
+        self._linger_call = None
+        if not self._ended:
+            self._drop_queue()
+            self.transport.abortConnection()
+
+    def _admit(self) -> bool:
+        """Whether one more data message may be queued for this connection."""
+        limit = self._send_limit
+        if not limit or self._queued <= limit:
+            return True
+        policy = self._send_policy
+        if policy == "drop":
+            if self.connection is not None:
+                self.connection.dropped_messages += 1
+            return False
+        if policy == "wait" and self._queued <= _WAIT_HARD_CAP * limit:
+            self._pause_reading("send buffer")
+            return True
+        self.factory._log_limited(
+            "closing {peer}: {queued} bytes queued, over max_send_buffer {limit}",
+            peer=self.peer,
+            queued=self._queued,
+            limit=limit,
+        )
+        if self._queue is not None:
+            self._queue.clear()
+        self._queued = 0
+        self._close_with(
+            _WSP.CLOSE_STATUS_CODE_POLICY_VIOLATION, "send buffer overflow"
+        )
+        return False
+
+    # -- reading pauses ------------------------------------------------------
+
+    def _pause_reading(self, reason: str) -> None:
+        if self._read_pauses is None:
+            self._read_pauses = set()
+        if not self._read_pauses and not self._ended:
+            self.transport.pauseProducing()
+        self._read_pauses.add(reason)
+
+    def _resume_reading(self, reason: str) -> None:
+        pauses = self._read_pauses
+        if not pauses or reason not in pauses:
+            return
+        pauses.discard(reason)
+        if not pauses and not self._ended and self.state != _WSP.STATE_CLOSED:
+            self.transport.resumeProducing()
 
     # -- used by Connection ------------------------------------------------
 
+    def _ws_state(self) -> ConnectionState:
+        state = self.state
+        if state == _WSP.STATE_OPEN and not self._peer_closed:
+            return ConnectionState.OPEN
+        if state == _WSP.STATE_CONNECTING:
+            return ConnectionState.CONNECTING
+        return ConnectionState.CLOSING
+
     def _check_can_send(self) -> None:
+        if self.state == _WSP.STATE_CONNECTING:
+            raise WSPluginError(
+                "the connection is not open yet: send from on_open or later "
+                "(allow() and on_connect() run before the handshake completes)"
+            )
         if self.state != _WSP.STATE_OPEN or self._peer_closed:
             conn = self.connection
             raise ConnectionClosed(
@@ -557,6 +954,11 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             raise FragmentedSendError(
                 "finish the message started with send_frame() (fin=True) first"
             )
+        if self._queued and not self._admit():
+            return
+        self._send_encoded(payload, is_binary)
+
+    def _send_encoded(self, payload: bytes, is_binary: bool) -> None:
         if self._perMessageCompress is None:
             self.sendData(encode_message(payload, is_binary, self._fragment_size))
             return
@@ -570,34 +972,55 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         finally:
             self.maxMessagePayloadSize = limit
 
+    def _send_prepared(self, data: bytes) -> None:
+        """A broadcast's ready-made frames: sent now, or after the message
+        this connection is in the middle of (``send_frame``)."""
+        if self._fragmenting:
+            if self._after_fragment is None:
+                self._after_fragment = []
+            self._after_fragment.append(data)
+        else:
+            self.sendData(data)
+
     def _ws_send_frame(self, payload: bytes, is_binary: bool, fin: bool) -> None:
-        self._check_can_send()
+        if not (self._peer_closed and self._fragmenting):
+            # after the peer's close (manual_close) only the message already
+            # under way may be finished (RFC 6455 5.5.1)
+            self._check_can_send()
         if self._fragmenting:
             opcode = OP_CONTINUATION
         else:
             opcode = OP_BINARY if is_binary else OP_TEXT
         self.sendData(encode_frame(opcode, payload, fin))
         self._fragmenting = not fin
+        if fin and self._after_fragment:
+            pending, self._after_fragment = self._after_fragment, None
+            for data in pending:
+                self.sendData(data)
 
     def _ws_ping(self, payload: bytes) -> None:
         self._check_can_send()
         if len(payload) > 125:
             raise ValueError("a ping payload is at most 125 bytes")
-        self.sendPing(payload or None)
+        self._send_control(OP_PING, payload)
 
     def _ws_pong(self, payload: bytes) -> None:
         if len(payload) > 125:
             raise ValueError("a pong payload is at most 125 bytes")
         if self.state == _WSP.STATE_OPEN:
-            self.sendPong(payload or None)
+            self._send_control(OP_PONG, payload)
 
     def _ws_close(self, code: int | None, reason: str) -> None:
-        reason_utf8 = encode_truncate(reason, 123) if reason else None
         if self.state == _WSP.STATE_CONNECTING:
-            raise ConnectionClosed(None, "the handshake has not completed; use Reject")
+            raise WSPluginError(
+                "the handshake has not completed: refuse it from allow() with Reject"
+            )
         if self.state != _WSP.STATE_OPEN:
             return
+        reason_utf8 = encode_truncate(reason, 123) if reason else None
         if not self._peer_closed:
+            if code is not None:
+                self._end_code, self._end_reason = code, reason
             self.sendCloseFrame(code, reason_utf8, isReply=False)
             return
         # manual_close: this is the application's answer to the peer's close
@@ -620,21 +1043,23 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             self.wasNotCleanReason = "aborted by the application"
             self.dropConnection(abort=True)
 
+    def _ws_buffered(self) -> int:
+        return self._queued
+
+    def _ws_drain(self) -> Deferred[None]:
+        if self._queue is None:
+            return succeed(None)
+        if self._ended:
+            conn = self.connection
+            return fail(ConnectionClosed(conn.close_code if conn else None))
+        d: Deferred[None] = Deferred()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(d)
+        return d
+
     def _ws_pause_reading(self) -> None:
-        if self.state != _WSP.STATE_CLOSED:
-            self.transport.pauseProducing()
+        self._pause_reading("receive queue")
 
     def _ws_resume_reading(self) -> None:
-        if self.state != _WSP.STATE_CLOSED:
-            self.transport.resumeProducing()
-
-    def sendCloseFrame(
-        self,
-        code: int | None = None,
-        reasonUtf8: bytes | None = None,
-        isReply: bool = False,
-    ) -> None:
-        """Send a close frame and keep the facade's state in step."""
-        super().sendCloseFrame(code, reasonUtf8, isReply)
-        if self.connection is not None and self.state == _WSP.STATE_CLOSING:
-            self.connection._set_state(ConnectionState.CLOSING)
+        self._resume_reading("receive queue")

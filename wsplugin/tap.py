@@ -38,13 +38,16 @@ _HELP = {
     "close_handshake_timeout": "Seconds to wait for a close reply (0: forever).",
     "max_connections": "Most connections; over it upgrades get 503 (0: no limit).",
     "max_queue": "Messages queued for receive() before reads pause.",
+    "max_send_buffer": "Outgoing bytes queued per connection before the policy.",
+    "send_buffer_policy": "Over max-send-buffer: close, drop or wait.",
+    "idle_timeout": "Close connections silent for this many seconds (0: off).",
     "shutdown_timeout": "Seconds a stop waits for clients to close.",
     "heartbeat_interval": "Seconds between pings to each client (0: off).",
-    "heartbeat_timeout": "Seconds to wait for a pong before dropping (0: never).",
+    "heartbeat_timeout": "Seconds to wait for an answer, then close 1011 (0: never).",
     "watchdog_interval": "Seconds between re-listen attempts after a failure.",
     "watchdog_attempts": "Re-listen attempts before giving up (0: forever).",
     "allowed_origins": "Allowed Origin pattern (repeatable; * wildcards).",
-    "subprotocols": "Subprotocol the server speaks (repeatable, preference order).",
+    "subprotocols": "Subprotocol the server speaks (repeatable).",
     "compression": "Accept permessage-deflate (RFC 7692).",
     "utf8_validation": "Do not validate incoming text as UTF-8 (trusted peers only).",
     "server_header": "Server response header value ('' omits it).",
@@ -124,7 +127,7 @@ class Options(usage.Options):
         self["allowed_origins"].append(pattern)
 
     def opt_subprotocol(self, name: str) -> None:
-        """A subprotocol the server speaks (repeatable, preference order)."""
+        """A subprotocol the server speaks (repeatable; the client's order wins)."""
         self["subprotocols"].append(name)
 
     def postOptions(self) -> None:
