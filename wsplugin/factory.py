@@ -103,6 +103,17 @@ class Connections:
         return list(self._registry)
 
 
+def _transport_buffered(transport: Any) -> int:
+    """Bytes a Twisted transport holds unwritten (TCP, or TLS over TCP)."""
+    size = 0
+    while transport is not None:
+        size += len(getattr(transport, "dataBuffer", b"")) + getattr(
+            transport, "_tempDataLen", 0
+        )
+        transport = getattr(transport, "transport", None)
+    return size
+
+
 def _payload(message: Message) -> tuple[bytes, bool]:
     if isinstance(message, str):
         return message.encode("utf-8"), False
@@ -215,6 +226,16 @@ class WebSocketServerFactory(_AutobahnServerFactory):
     def _unregister(self, conn: Connection) -> None:
         if self._registry.get(conn.id) is conn:
             del self._registry[conn.id]
+
+    def buffered_bytes(self) -> int:
+        """Outgoing bytes the server holds for all its connections: each
+        connection's send queue plus what its transport has not yet written
+        to the socket. A bounded number, whatever clients do."""
+        total = 0
+        for conn in list(self._registry.values()):
+            proto = conn._protocol
+            total += proto._queued + _transport_buffered(proto.transport)
+        return total
 
     # -- sending -----------------------------------------------------------
 

@@ -139,6 +139,9 @@ def close_frame_problem(
 _WAIT_HARD_CAP = 8
 """With the "wait" policy, a queue over this many times the limit closes."""
 
+_MAX_CONTROL_QUEUE = 16
+"""Pings and pongs held while the transport is full (each at most 127 bytes)."""
+
 
 @implementer(IPushProducer)
 class WebSocketServerProtocol(_AutobahnServerProtocol):
@@ -812,14 +815,23 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self._queued += len(data)
 
     def _send_control(self, opcode: int, payload: bytes) -> None:
-        """A ping or pong: ahead of queued data, so keep-alive is not starved."""
+        """A ping or pong: ahead of queued data, so keep-alive is not starved.
+
+        While the transport is full, only the most recent pong is kept (RFC
+        6455 5.5.3 allows answering just the latest ping), so a ping flood
+        from a peer that never reads cannot grow memory.
+        """
         data = encode_frame(opcode, payload)
         if self._queue is None and not self._write_paused:
             self.transport.write(data)
             return
         if self._ctrl is None:
             self._ctrl = deque()
-        self._ctrl.append(data)
+        ctrl = self._ctrl
+        if opcode == OP_PONG and ctrl and ctrl[-1][0] & 0x0F == OP_PONG:
+            ctrl[-1] = data
+        elif len(ctrl) < _MAX_CONTROL_QUEUE:
+            ctrl.append(data)
         if self._queue is None:
             self._queue = deque()
 

@@ -92,6 +92,7 @@ class WebSocketServer(MultiService):
         self._stopping: Deferred[None] | None = None
         self._attempts = 0
         self._start_pending = False
+        self._wanted = False
         self._watchdog_call: Any = None
         if handler is not None:
             if path is None:
@@ -176,9 +177,21 @@ class WebSocketServer(MultiService):
         d.addCallback(lambda _: self.start())
         return d
 
+    def privilegedStartService(self) -> None:
+        """Listen while still privileged, as twistd runs it before ``--uid``
+        drops root: ports below 1024 work."""
+        super().privilegedStartService()
+        self._begin_listening()
+
     def startService(self) -> None:
-        """Start child services and listen on every endpoint."""
+        """Start child services and listen on every endpoint (unless
+        :meth:`privilegedStartService` already began)."""
         super().startService()
+        if not self._start_pending and not self.ports:
+            self._begin_listening()
+
+    def _begin_listening(self) -> None:
+        self._wanted = True
         self._start_pending = True
         self._attempts = 0
         self._starting = Deferred.fromCoroutine(self._listen_all())
@@ -186,6 +199,7 @@ class WebSocketServer(MultiService):
 
     def stopService(self) -> Deferred[None]:
         """Stop child services, stop listening and close connections."""
+        self._wanted = False
         children = super().stopService()
         self._stopping = Deferred.fromCoroutine(self._shutdown(children))
         return self._stopping
@@ -219,6 +233,10 @@ class WebSocketServer(MultiService):
                 return
             self._start_result = result
             self._start_pending = False
+            # like the seeds' Active, a server that could not listen is not
+            # active; start() (or active = True) tries again
+            self.running = False
+            self._wanted = False
         else:
             self._start_pending = False
             self.ports = list(result)
@@ -232,7 +250,7 @@ class WebSocketServer(MultiService):
         """The sgc WatchDog: schedule another attempt to listen, if allowed."""
         interval = self.config.watchdog_interval
         limit = self.config.watchdog_attempts
-        if not interval or not self.running or (limit and self._attempts >= limit):
+        if not interval or not self._wanted or (limit and self._attempts >= limit):
             if interval:
                 self.log.error(
                     "watchdog: giving up after {attempts} attempt(s)",
@@ -296,13 +314,16 @@ class WebSocketServer(MultiService):
         try:
             await everything
         except (TimeoutError, CancelledError):
+            pass
+        stragglers = [c for c in conns if c.state is not ConnectionState.CLOSED]
+        if stragglers:
             self.log.info(
-                "shutdown: aborting connections still open after {timeout}s",
+                "shutdown: aborting {count} connection(s) still open after {timeout}s",
+                count=len(stragglers),
                 timeout=timeout,
             )
-        for conn in conns:
-            if conn.state is not ConnectionState.CLOSED:
-                conn.abort()
+        for conn in stragglers:
+            conn.abort()
 
     def _fire_server_event(self, name: str) -> None:
         hook: Callable[..., Any] | None = getattr(self.handler, name, None)

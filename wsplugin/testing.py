@@ -26,6 +26,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime
@@ -82,7 +83,7 @@ def client_frame(
         head = struct.pack("!BBH", b0, 0x80 | 126, length)
     else:
         head = struct.pack("!BBQ", b0, 0x80 | 127, length)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    masked = create_xor_masker(mask, length).process(payload) if length else b""
     return head + mask + masked
 
 

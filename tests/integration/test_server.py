@@ -199,3 +199,39 @@ class WatchdogTests(ServerTestCase):
         self.addCleanup(server.stop)
         yield self.assertFailure(server.start(), CannotListenError)
         self.assertEqual(server._attempts, 2)
+
+
+class PrivilegedStartTests(ServerTestCase):
+    """twistd's two-phase start, and a start that fails."""
+
+    @inlineCallbacks
+    def test_listens_in_privileged_phase(self) -> None:
+        """privilegedStartService binds (before --uid drops root); the later
+        startService does not bind again."""
+        server = WebSocketServer(Echo(), endpoints=["tcp:0:interface=127.0.0.1"])
+        self.addCleanup(server.stop)
+        server.privilegedStartService()
+        yield self.when(lambda: bool(server.ports))
+        port = server.ports[0]
+        server.startService()
+        yield server.start()
+        self.assertEqual(server.ports, [port])
+        url = f"ws://127.0.0.1:{port.getHost().port}"
+        self.assertEqual((yield in_thread(echo_once, url)), "ping")
+
+    @inlineCallbacks
+    def test_failed_start_is_inactive_and_retryable(self) -> None:
+        """A start that cannot listen leaves the server inactive; once the
+        port is free, start() again succeeds."""
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        server = WebSocketServer(Echo(), endpoints=[f"tcp:{port}:interface=127.0.0.1"])
+        self.addCleanup(server.stop)
+        yield self.assertFailure(server.start(), CannotListenError)
+        self.assertFalse(server.active)
+        blocker.close()
+        yield server.start()
+        self.assertTrue(server.active)
+        self.assertEqual((yield in_thread(echo_once, f"ws://127.0.0.1:{port}")), "ping")
