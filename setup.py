@@ -28,7 +28,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
-    package_data={"wsplugin": ["py.typed", "apps/static/*"]},
+    package_data={"wsplugin": ["py.typed"]},
     include_package_data=True,
     install_requires=[
         "twisted[tls]>=23.10",

@@ -150,3 +150,32 @@ class DirectSendTests(SynchronousTestCase):
             client.send_close(1001)
         self.assertEqual(self.rec.names().count("on_disconnect"), 2)
         self.assertEqual(len(self.server.connections), 0)
+
+
+class MutationGuardTests(SynchronousTestCase):
+    """Behaviour the review's mutation run showed untested."""
+
+    def test_split_broadcast_encoded_once(self) -> None:
+        """Split frames for a broadcast are encoded once per frame size."""
+        from wsplugin import factory as factory_module
+
+        calls = []
+        original = factory_module.encode_message
+
+        def counting(*args: Any) -> bytes:
+            calls.append(args[2])
+            return original(*args)
+
+        self.patch(factory_module, "encode_message", counting)
+        server, harness = make(Recorder(), split_message=True, frame_size=50)
+        for _ in range(3):
+            harness.open()
+        self.assertEqual(server.broadcast("w" * 500), 3)
+        self.assertEqual(len(calls), 1)
+
+    def test_factory_disconnect_all_default_1001(self) -> None:
+        """The factory's disconnect_all defaults to 1001 too."""
+        server, harness = make(Recorder())
+        client = harness.open()
+        server.factory.disconnect_all()
+        self.assertEqual([f.close_code for f in client.frames()], [1001])

@@ -516,3 +516,66 @@ class RoutingTests(SynchronousTestCase):
         big = harness.open("/big")
         big.send_text("12345")
         self.assertEqual(big.frames(), [])
+
+
+class RouteOptionTests(SynchronousTestCase):
+    """Per-route overrides reach the connection, not just the config object."""
+
+    def test_route_frame_limit_and_utf8(self) -> None:
+        """max_frame_size and utf8_validation set on a route apply there only."""
+        server, harness = make(None)
+        server.register_handler(
+            "*", "/strict", Recorder(), default_host=True, max_frame_size=10
+        )
+        server.register_handler("*", "/lax", Recorder(), utf8_validation=False)
+        strict = harness.open("/strict")
+        strict.send_binary(b"x" * 11)
+        self.assertEqual([f.close_code for f in strict.frames()], [1009])
+        lax = harness.open("/lax")
+        lax.send_frame(1, b"\xff")
+        self.assertEqual(lax.frames(), [])
+
+    def test_route_heartbeat(self) -> None:
+        """A route's heartbeat_interval decides when its clients are pinged."""
+        server, harness = make(None, heartbeat_interval=0, heartbeat_timeout=0)
+        server.register_handler(
+            "*", "/hb", Recorder(), default_host=True, heartbeat_interval=3
+        )
+        server.register_handler("*", "/quiet", Recorder())
+        hb, quiet = harness.open("/hb"), harness.open("/quiet")
+        harness.advance(3)
+        self.assertEqual([f.opcode for f in hb.frames()], [9])
+        self.assertEqual(quiet.frames(), [])
+
+    def test_on_connect_raising_drops(self) -> None:
+        """on_connect raising drops the TCP connection without an answer."""
+
+        class Broken(Recorder):
+            def on_connect(self, peer: Any) -> bool:
+                raise RuntimeError("bug")
+
+        _, harness = make(Broken())
+        client = harness.connect()
+        harness.flush()
+        self.assertTrue(client.transport.lost)
+        self.assertEqual(client.transport.value(), b"")
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_compressed_split(self) -> None:
+        """With permessage-deflate negotiated, split messages still keep every
+        frame within frame_size."""
+        _, harness = make(
+            Recorder(), compression=True, split_message=True, frame_size=40
+        )
+        client = harness.open(
+            headers=[("Sec-WebSocket-Extensions", "permessage-deflate")]
+        )
+        self.assertIn(
+            "permessage-deflate",
+            client.response.header("Sec-WebSocket-Extensions") or "",
+        )
+        client.connection.send_binary(bytes(range(256)) * 8)
+        frames = client.frames()
+        self.assertGreater(len(frames), 1)
+        self.assertTrue(all(f.size <= 40 for f in frames))
+        self.assertEqual(frames[0].rsv, 4)

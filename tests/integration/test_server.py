@@ -235,3 +235,40 @@ class PrivilegedStartTests(ServerTestCase):
         yield server.start()
         self.assertTrue(server.active)
         self.assertEqual((yield in_thread(echo_once, f"ws://127.0.0.1:{port}")), "ping")
+
+
+class GracefulShutdownTests(ServerTestCase):
+    """stop() delivers what was sent before it, then closes with 1001."""
+
+    @inlineCallbacks
+    def test_queued_data_flushed_before_close(self) -> None:
+        """8 MiB sent just before stop() all reach a reading client, then the
+        close 1001 arrives; on_disconnect fires once."""
+        handler = Echo()
+        server = yield self.start_server(
+            handler, shutdown_timeout=20, max_send_buffer=16 * 1024 * 1024
+        )
+        chunk = b"q" * (256 * 1024)
+        opened: list[bool] = []
+
+        def client() -> tuple[int, int | None]:
+            total = 0
+            with connect(self.url, open_timeout=5, max_size=None) as ws:
+                opened.append(True)
+                try:
+                    while True:
+                        total += len(ws.recv(timeout=20))
+                except ConnectionClosed as e:
+                    return total, e.rcvd.code if e.rcvd else None
+            return total, None
+
+        result = in_thread(client)
+        yield self.when(lambda: bool(opened) and len(server.connections) == 1)
+        (conn,) = list(server.connections)
+        for _ in range(32):
+            conn.send_binary(chunk)
+        self.assertGreater(conn.buffered_amount, 0)
+        yield server.stop()
+        total, code = yield result
+        self.assertEqual((total, code), (32 * len(chunk), 1001))
+        self.assertEqual(handler.names().count("on_disconnect"), 1)
