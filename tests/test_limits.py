@@ -118,7 +118,8 @@ class KeepAliveTests(SynchronousTestCase):
     """Heartbeat pings and timeouts run on the injected clock."""
 
     def test_heartbeat_pings(self) -> None:
-        """heartbeat_interval sends a ping each interval while pongs come back."""
+        """A client silent for heartbeat_interval is pinged; its pong is
+        traffic, so the next ping comes after another silent interval."""
         _, harness = make(Recorder(), heartbeat_interval=5)
         client = harness.open()
         harness.advance(5)
@@ -126,7 +127,20 @@ class KeepAliveTests(SynchronousTestCase):
         self.assertEqual(ping.opcode, 9)
         client.send_pong(ping.payload)
         harness.advance(5)
+        self.assertEqual(client.frames(), [])
+        harness.advance(5)
         self.assertEqual([f.opcode for f in client.frames()], [9])
+
+    def test_busy_client_not_pinged(self) -> None:
+        """A client sending data every interval is never pinged (a ping in the
+        middle of a long exchange is noise; the traffic proves it alive)."""
+        _, harness = make(Recorder(), heartbeat_interval=5, heartbeat_timeout=2)
+        client = harness.open()
+        for _ in range(10):
+            harness.advance(4)
+            client.send_text("busy")
+        self.assertEqual([f.opcode for f in client.frames()], [])
+        self.assertFalse(client.closed)
 
     def test_heartbeat_timeout_closes(self) -> None:
         """A peer not answering within heartbeat_timeout gets close 1011

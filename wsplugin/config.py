@@ -103,16 +103,19 @@ class ServerConfig:
             reading from that peer pauses until the queue drains, and
             ``await conn.drain()`` waits; past 8 times the limit the
             connection is closed as with ``"close"``).
-        idle_timeout: Close (1001) a connection that sent nothing at all, not
-            even a pong, for this many seconds (0: off). Checked every
-            ``idle_timeout`` seconds, so it acts within one to two periods.
+        idle_timeout: Close (1001 "idle timeout") a connection that sent no
+            message for this many seconds (0: off; pings and pongs do not
+            count, so it sheds clients that are alive but unused). Checked
+            every ``idle_timeout`` seconds: it acts within one to two periods.
+            Dead peers are the heartbeat's job.
         shutdown_timeout: Seconds ``stop()`` waits for clients to close.
 
     Keep-alive (sgc ``HeartBeat``), on by default as in ``websockets``:
 
     Attributes:
-        heartbeat_interval: Seconds between pings to each client (0: off).
-            A handler's ``before_heartbeat(conn)`` may send its own keep-alive
+        heartbeat_interval: A client that sent nothing for this many seconds
+            gets a ping (0: off); busy connections are never pinged. A
+            handler's ``before_heartbeat(conn)`` may send its own keep-alive
             instead: returning True skips the ping.
         heartbeat_timeout: Seconds to wait for any answer (a pong or any other
             data) before closing the connection with 1011 (0: never).

@@ -193,7 +193,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _hb_timeout_call: Any = None
     _hb_seq = 0
     _idle_call: Any = None
-    _rx_seen = False
+    _rx_count = 0  # reads from the peer, for the heartbeat
+    _hb_seen = 0
+    _msg_count = 0  # data messages (or frames) from the peer, for idle_timeout
+    _idle_seen = 0
     _linger_call: Any = None
 
     # -- TCP ---------------------------------------------------------------
@@ -244,7 +247,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes from the peer: any traffic answers a pending heartbeat."""
-        self._rx_seen = True
+        self._rx_count += 1
         if self._hb_timeout_call is not None:
             self._hb_timeout_call.cancel()
             self._hb_timeout_call = None
@@ -506,6 +509,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self.message_data = None
 
     def _deliver_message(self, payload: bytes, is_binary: bool) -> None:
+        self._msg_count += 1
         conn = self.connection
         if conn is None or self._peer_closed:
             return
@@ -526,6 +530,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self._call_in_order(handler, (conn, message))
 
     def _deliver_fragment(self, data: bytes, fin: bool) -> None:
+        self._msg_count += 1
         conn = self.connection
         if conn is None or self._peer_closed:
             return
@@ -636,13 +641,16 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     def _start_keepalive(self) -> None:
         cfg = self.route.config if self.route is not None else self.factory.config
         clock = self.factory.clock
+        self._hb_seen = self._rx_count  # the handshake itself is not traffic
         if cfg.heartbeat_interval:
             self._hb_call = clock.callLater(cfg.heartbeat_interval, self._heartbeat)
         if cfg.idle_timeout:
             self._idle_call = clock.callLater(cfg.idle_timeout, self._idle_check)
 
     def _heartbeat(self) -> None:
-        """sgc HeartBeat: ping (or the app's own keep-alive), then wait."""
+        """sgc HeartBeat: a peer silent for a whole interval gets a ping (or
+        the app's own keep-alive) and ``heartbeat_timeout`` to answer. A peer
+        that sent anything during the interval is plainly alive: no ping."""
         self._hb_call = None
         if self.state != _WSP.STATE_OPEN or self._peer_closed:
             return
@@ -650,6 +658,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         cfg = self.route.config
         clock = self.factory.clock
         self._hb_call = clock.callLater(cfg.heartbeat_interval, self._heartbeat)
+        if self._rx_count != self._hb_seen:
+            self._hb_seen = self._rx_count
+            return
         handled = False
         hook = self._events.get("before_heartbeat")
         if hook is not None:
@@ -682,8 +693,8 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         if self.state != _WSP.STATE_OPEN or self._peer_closed:
             return
         assert self.route is not None
-        if self._rx_seen:
-            self._rx_seen = False
+        if self._msg_count != self._idle_seen:
+            self._idle_seen = self._msg_count
             self._idle_call = self.factory.clock.callLater(
                 self.route.config.idle_timeout, self._idle_check
             )
