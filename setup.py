@@ -28,13 +28,14 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
-    package_data={"wsplugin": ["py.typed"]},
+    package_data={"wsplugin": ["py.typed", "apps/static/*"]},
     include_package_data=True,
     install_requires=[
         "twisted[tls]>=23.10",
         "autobahn>=24.4",
         "service-identity>=21.1",
         "pyopenssl>=23.2",
+        "bcrypt>=4.0",  # htpasswd -B password files (wsplugin.auth)
     ],
     extras_require={
         "test": [

@@ -29,6 +29,7 @@ INT_FIELDS = (
     "max_connections",
     "max_send_buffer",
     "watchdog_attempts",
+    "trusted_proxies",
 )
 # ints that must be at least 1 (0 would not mean "off")
 POSITIVE_INT_FIELDS = ("max_queue",)

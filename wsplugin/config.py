@@ -138,6 +138,10 @@ class ServerConfig:
         compression: Accept permessage-deflate (RFC 7692) offers.
         utf8_validation: Validate incoming text as UTF-8 (close 1007 if not).
         server_header: Value of the ``Server`` response header; ``""`` omits it.
+        trusted_proxies: How many reverse proxies in front of the server add
+            to ``X-Forwarded-For``; that many trailing addresses are trusted and
+            ``conn.request.peer_address`` is the client's address before them
+            (0: ignore the header, the default: it is easy to forge).
     """
 
     frame_by_frame: bool = False
@@ -167,6 +171,7 @@ class ServerConfig:
     watchdog_interval: float = 0.0
     watchdog_attempts: int = 0
 
+    trusted_proxies: int = 0
     allowed_origins: tuple[str, ...] = ("*",)
     subprotocols: tuple[str, ...] = field(default=())
     compression: bool = False

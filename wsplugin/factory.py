@@ -191,12 +191,14 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         *,
         default_host: bool = False,
         default_path: bool = False,
+        auth: Any = None,
         **overrides: Any,
     ) -> Route:
         """Serve ``handler`` on ``host`` and ``path`` (FPC ``RegisterHandler``).
 
-        Keyword ``overrides`` are option names of :class:`ServerConfig`
-        applied to this route only.
+        ``auth`` is an authenticator (:mod:`wsplugin.auth`) checked before
+        ``allow``; keyword ``overrides`` are option names of
+        :class:`ServerConfig` applied to this route only.
         """
         config = self.config.for_route(**overrides) if overrides else self.config
         bind_events(handler, ROUTE_EVENTS)  # fail now on a non-callable event
@@ -207,6 +209,7 @@ class WebSocketServerFactory(_AutobahnServerFactory):
             config,
             default_host=default_host,
             default_path=default_path,
+            auth=auth,
         )
 
     def _route_events(self, route: Route) -> dict[str, Any]:

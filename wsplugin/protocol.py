@@ -198,6 +198,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _msg_count = 0  # data messages (or frames) from the peer, for idle_timeout
     _idle_seen = 0
     _linger_call: Any = None
+    # set by wsplugin.web when a twisted.web request is taken over
+    _via_http = False
+    _fixed_route: Route | None = None
 
     # -- TCP ---------------------------------------------------------------
 
@@ -207,7 +210,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         super().connectionMade()
         self.transport.registerProducer(self, True)
         hook = self.factory._on_connect
-        if hook is None:
+        if hook is None or self._via_http:
+            # a connection taken over from twisted.web was accepted (and
+            # screened by before_request) as an HTTP connection already
             return
         try:
             result = hook(self.transport.getPeer())
@@ -281,7 +286,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             return
         self._head = head
         self._handshake_started = True
-        route = factory.router.resolve(head.get("host") or "", head.path)
+        route = self._fixed_route or factory.router.resolve(
+            head.get("host") or "", head.path
+        )
         if route is None:
             e = RouteNotFound(head.host, head.path)
             self._log.info(
@@ -317,6 +324,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         """Carry the route's options into Autobahn's per-connection settings."""
         self.route = route
         cfg: ServerConfig = route.config
+        self.trustXForwardedFor = cfg.trusted_proxies
         self.maxMessagePayloadSize = cfg.max_message_size
         self.maxFramePayloadSize = cfg.max_frame_size
         self.utf8validateIncoming = cfg.utf8_validation
@@ -361,6 +369,23 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         conn.protocol = next(
             (p for p in request.protocols if p in cfg.subprotocols), None
         )
+        auth = self.route.auth
+        if auth is None:
+            return self._ask_allow(conn)
+        try:
+            identity = auth.authenticate(conn)
+        except Exception:
+            return self._allow_failed(Failure(), conn)
+        d = as_deferred(identity)
+        d.addCallback(self._authenticated, conn)
+        d.addErrback(self._allow_failed, conn)
+        return d
+
+    def _authenticated(self, identity: Any, conn: Connection) -> Any:
+        conn.user = identity
+        return self._ask_allow(conn)
+
+    def _ask_allow(self, conn: Connection) -> Any:
         allow = self._events.get("allow")
         if allow is None:
             return self._accepted(None, conn)

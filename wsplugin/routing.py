@@ -34,12 +34,15 @@ class Route:
         path: Path registered.
         handler: The object whose event methods are called.
         config: The server config with this route's overrides applied.
+        auth: An authenticator checked before ``allow`` (see
+            :mod:`wsplugin.auth`), or None for a public route.
     """
 
     host: str
     path: str
     handler: Any
     config: ServerConfig
+    auth: Any = None
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Router:
         *,
         default_host: bool = False,
         default_path: bool = False,
+        auth: Any = None,
     ) -> Route:
         """Register ``handler`` for ``host`` and ``path``.
 
@@ -79,7 +83,7 @@ class Router:
                 f"host {self._default_host!r} is already the default host; "
                 "only one host can be"
             )
-        route = Route(key, path, handler, config)
+        route = Route(key, path, handler, config, auth)
         entry = self._hosts.setdefault(key, _HostEntry())
         replaced = entry.paths.get(path)
         entry.paths[path] = route

@@ -46,6 +46,17 @@ class WebSocketServer(MultiService):
             routes are registered with :meth:`register_handler`.
         path: Serve ``handler`` only on this path, for any host; other paths
             get 404. By default it serves every path.
+        auth: Authenticator for ``handler``'s route (:mod:`wsplugin.auth`).
+        http: A ``twisted.web`` resource for plain HTTP on the same port (seed
+            sgc ``TsgcWebSocketHTTPServer``); upgrades still reach the
+            WebSocket routes.
+        static: A directory served over HTTP on the same port (content types
+            and Range requests by ``twisted.web.static.File``); with ``http``
+            too, ``http`` answers ``/``.
+        before_request: Called with every HTTP request (upgrades included)
+            before dispatch (sgc ``OnBeforeCommand``): return None to go on,
+            or a ``twisted.web`` resource to answer with instead.
+        empty_404: Answer unknown HTTP paths with 404 and an empty body.
         endpoints: Endpoint strings to listen on (``tcp:8888``,
             ``ssl:443:privateKey=key.pem``, ``unix:/run/ws.sock``,
             ``systemd:domain=INET:index=0``...).
@@ -69,6 +80,11 @@ class WebSocketServer(MultiService):
         endpoints: Sequence[str] = ("tcp:8888",),
         config: ServerConfig | None = None,
         reactor: Any = None,
+        auth: Any = None,
+        http: Any = None,
+        static: str | None = None,
+        before_request: Callable[[Any], Any] | None = None,
+        empty_404: bool = False,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -97,10 +113,42 @@ class WebSocketServer(MultiService):
         if handler is not None:
             if path is None:
                 self.register_handler(
-                    "*", "*", handler, default_host=True, default_path=True
+                    "*", "*", handler, default_host=True, default_path=True, auth=auth
                 )
             else:
-                self.register_handler("*", path, handler, default_host=True)
+                self.register_handler("*", path, handler, default_host=True, auth=auth)
+        self.listening_factory: Any = self.factory
+        if http is not None or static is not None or before_request or empty_404:
+            self.listening_factory = self._make_site(
+                http, static, before_request, empty_404
+            )
+
+    def _make_site(
+        self,
+        http: Any,
+        static: str | None,
+        before_request: Callable[[Any], Any] | None,
+        empty_404: bool,
+    ) -> Any:
+        from twisted.web.server import Site
+        from twisted.web.static import File
+
+        from wsplugin.web import EmptyPage, site_root
+
+        if static is not None:
+            files = File(static)
+            if empty_404:
+                files.childNotFound = EmptyPage(404)
+            if http is not None:
+                files.putChild(b"", http)  # the resource answers "/"
+            http = files
+        site = Site(
+            site_root(
+                self.factory, http, before_request=before_request, empty_404=empty_404
+            )
+        )
+        site.displayTracebacks = False
+        return site
 
     # -- routes ------------------------------------------------------------
 
@@ -112,6 +160,7 @@ class WebSocketServer(MultiService):
         *,
         default_host: bool = False,
         default_path: bool = False,
+        auth: Any = None,
         **overrides: Any,
     ) -> Route:
         """Serve ``handler`` on ``host`` and ``path`` (FPC ``RegisterHandler``).
@@ -122,6 +171,9 @@ class WebSocketServer(MultiService):
             handler: Object with event methods (all optional).
             default_host: This host serves requests for unknown hosts.
             default_path: This route serves unknown paths on its host.
+            auth: An authenticator (:mod:`wsplugin.auth`) checked before
+                ``allow``: 401/403 before any upgrade; ``conn.user`` carries
+                the identity it returns.
             **overrides: :class:`~wsplugin.ServerConfig` options for this route.
         """
         return self.factory.register_handler(
@@ -130,6 +182,7 @@ class WebSocketServer(MultiService):
             handler,
             default_host=default_host,
             default_path=default_path,
+            auth=auth,
             **overrides,
         )
 
@@ -210,7 +263,7 @@ class WebSocketServer(MultiService):
             for description in self.endpoints:
                 endpoint = serverFromString(self.reactor, description)
                 try:
-                    port = await endpoint.listen(self.factory)
+                    port = await endpoint.listen(self.listening_factory)
                 except Exception as e:
                     self.log.error(
                         "cannot listen on {endpoint}: {error}",

@@ -51,6 +51,7 @@ _HELP = {
     "compression": "Accept permessage-deflate (RFC 7692).",
     "utf8_validation": "Do not validate incoming text as UTF-8 (trusted peers only).",
     "server_header": "Server response header value ('' omits it).",
+    "trusted_proxies": "Proxies whose X-Forwarded-For is trusted (0: none).",
 }
 
 _REPEATABLE = {"allowed_origins": "allowed-origin", "subprotocols": "subprotocol"}
@@ -104,9 +105,15 @@ class Options(usage.Options):
             "Private key (PEM) for --tls-cert (default: same file).",
         ],
         ["tls-chain", None, None, "Intermediate certificates (PEM) for --tls-cert."],
+        ["static", None, None, "Serve this directory over HTTP on the same port."],
+        ["auth-file", None, None, "htpasswd file (bcrypt or {SHA}): HTTP Basic auth."],
+        ["realm", None, "wsplugin", "Realm named in the Basic auth challenge."],
         *_CONFIG_PARAMS,
     ]
-    optFlags = [*_CONFIG_FLAGS]
+    optFlags = [
+        ["empty-404", None, "Answer unknown HTTP paths with an empty 404."],
+        *_CONFIG_FLAGS,
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,6 +122,7 @@ class Options(usage.Options):
         self["subprotocols"] = []
         self.handler: Any = None
         self.config: ServerConfig | None = None
+        self.auth: Any = None
 
     def opt_port(self, endpoint: str) -> None:
         """Listen on a Twisted endpoint string (repeatable; default tcp:8888)."""
@@ -144,6 +152,16 @@ class Options(usage.Options):
             self.handler = load_app(self["app"])
         except AppNotFound as e:
             raise usage.UsageError(str(e)) from None
+        if self["static"] is not None and not Path(self["static"]).is_dir():
+            raise usage.UsageError(f"--static: no such directory: {self['static']}")
+        self.auth = None
+        if self["auth-file"] is not None:
+            from wsplugin.auth import BasicAuth, HtpasswdChecker
+
+            try:
+                self.auth = BasicAuth(HtpasswdChecker(self["auth-file"]), self["realm"])
+            except ConfigError as e:
+                raise usage.UsageError(f"--auth-file: {e}") from None
 
     def _build_config(self) -> ServerConfig:
         values: dict[str, Any] = {}
@@ -197,9 +215,15 @@ def _check_endpoint(description: str) -> None:
 def makeService(options: Options) -> WebSocketServer:
     """Build the server from parsed options (the twistd entry point)."""
     assert options.config is not None
+    handler = options.handler
+    page = getattr(handler, "resource", None)
     return WebSocketServer(
-        options.handler,
+        handler,
         path=options["path"],
         endpoints=options["ports"],
         config=options.config,
+        auth=options.auth,
+        static=options["static"],
+        http=page() if callable(page) and options["static"] is None else None,
+        empty_404=options["empty-404"],
     )

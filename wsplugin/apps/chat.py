@@ -1,12 +1,21 @@
 """The chat app: every message goes to every connected client.
 
 The FPC ``broadcastServer`` example, rebuilt: a text or binary message from
-any client is broadcast, sender included, so every open page shows it.
+any client is broadcast, sender included, so every open page shows it. Its
+browser test page (``static/chat.html``) is served over HTTP on the same port
+at ``/``; the page connects back to its own path.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from twisted.web.resource import Resource
+from twisted.web.static import File
+
 from wsplugin.connection import Connection
+
+PAGE = Path(__file__).with_name("static") / "chat.html"
 
 
 class Chat:
@@ -19,3 +28,7 @@ class Chat:
     def on_binary(self, conn: Connection, data: bytes) -> None:
         """Broadcast a binary message to everyone."""
         conn.server.broadcast(data)
+
+    def resource(self) -> Resource:
+        """The test page, for HTTP requests on the same port."""
+        return File(str(PAGE), defaultType="text/html")
