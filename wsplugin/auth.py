@@ -75,7 +75,8 @@ class BasicAuth:
         realm: The realm named in ``WWW-Authenticate``.
 
     Missing or wrong credentials answer 401 with
-    ``WWW-Authenticate: Basic realm="..."`` and an empty body.
+    ``WWW-Authenticate: Basic realm="..."`` and an empty body. The identity
+    is the checker's avatar id, as ``str``.
     """
 
     def __init__(self, checker: ICredentialsChecker, realm: str = "wsplugin") -> None:
@@ -116,8 +117,13 @@ class BasicAuth:
             _failed(conn, "basic", "wrong user name or password")
             return Failure(self._reject())
 
-        d.addErrback(denied)
+        d.addCallbacks(_text, denied)
         return d
+
+
+def _text(avatar_id: Any) -> Any:
+    """A checker's avatar id as ``str`` (``twisted.cred`` checkers give bytes)."""
+    return avatar_id.decode("utf-8") if isinstance(avatar_id, bytes) else avatar_id
 
 
 @implementer(ICredentialsChecker)
@@ -380,8 +386,7 @@ class LoginResource(Resource):
         )
 
         def ok(avatar_id: Any) -> None:
-            identity = avatar_id.decode() if isinstance(avatar_id, bytes) else avatar_id
-            token = self.store.create(identity)
+            token = self.store.create(_text(avatar_id))
             cookie = (
                 f"{self.cookie}={token}; Path={self.path}; HttpOnly; SameSite=Strict;"
                 f" Max-Age={int(self.store.timeout)}"

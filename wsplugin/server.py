@@ -131,9 +131,8 @@ class WebSocketServer(MultiService):
         empty_404: bool,
     ) -> Any:
         from twisted.web.server import Site
-        from twisted.web.static import File
 
-        from wsplugin.web import EmptyPage, site_root
+        from wsplugin.web import EmptyPage, File, site_root
 
         if static is not None:
             files = File(static)

@@ -10,14 +10,17 @@ Three ways in (seeds: sgc ``TsgcWebSocketHTTPServer``, TMS Sparkle):
   :class:`~wsplugin.Connection` to read with ``await conn.receive()`` /
   ``async for``, or None (after answering 400) for a non-WebSocket request.
 * :func:`site_root` — what :class:`~wsplugin.WebSocketServer` listens with
-  when it serves HTTP too: upgrade requests go to the WebSocket routes,
-  everything else to the HTTP resource tree (static files, the built-in test
-  page, user resources); a ``before_request`` hook screens every request
-  first (sgc ``OnBeforeCommand``).
+  when it serves HTTP too: an upgrade request that a WebSocket route takes
+  goes to it; everything else goes to the HTTP resource tree (static files,
+  the built-in test page, user resources, resources calling ``upgrade``); a
+  plain GET to a path that only a WebSocket route serves gets 426; a
+  ``before_request`` hook screens every request first (sgc
+  ``OnBeforeCommand``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EmptyPage",
+    "File",
     "WebSocketResource",
     "is_websocket_request",
     "site_root",
@@ -42,6 +46,16 @@ __all__ = [
 ]
 
 _log = Logger()
+
+with warnings.catch_warnings():
+    # twisted.web.static builds its default 404/403 pages with classes Twisted
+    # itself deprecated, at import time; nothing of ours uses them.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"twisted\.web\.resource\._Unsafe",
+        category=DeprecationWarning,
+    )
+    from twisted.web.static import File
 
 BeforeRequest = Callable[[Request], Any]
 
@@ -219,19 +233,35 @@ class _Root(Resource):
                 return EmptyPage(500)
             if answer is not None:
                 return IResource(answer)
-        if is_websocket_request(request):
+        path = request.path.decode("latin-1")
+        route = self._factory.router.resolve(
+            (request.getHeader(b"host") or b"").decode("latin-1"), path
+        )
+        if route is not None and is_websocket_request(request):
             return self._ws
         if self._http is not None:
-            child = self._http.getChildWithDefault(name, request)
-            if getattr(child, "code", None) != 404:
+            # an upgrade no route takes may still be for a resource that
+            # calls upgrade(request) itself
+            child = self._http_child(name, request)
+            if child is not None:
                 return child
-        route = self._factory.router.resolve(
-            (request.getHeader(b"host") or b"").decode("latin-1"),
-            request.path.decode("latin-1"),
-        )
-        if route is not None and route.path == request.path.decode("latin-1"):
+        if route is not None and route.path == path:
             return self._ws  # a WebSocket path asked for without upgrade: 426
         return self._not_found
+
+    def _http_child(self, name: bytes, request: Request) -> Any:
+        """The HTTP tree's resource for ``name``, or None for "not found"."""
+        http = self._http
+        if getattr(http, "isLeaf", False):
+            return http
+        children = getattr(http, "children", {})
+        if name in children:
+            return children[name]
+        if type(http).getChild is Resource.getChild:
+            return None  # a plain Resource has nothing else to offer
+        child = http.getChildWithDefault(name, request)
+        code = getattr(child, "code", getattr(child, "_code", None))
+        return None if code == 404 else child
 
     def render(self, request: Request) -> Any:
         return self.getChildWithDefault(b"", request).render(request)
@@ -254,7 +284,7 @@ def site_root(
             redirect) instead.
         empty_404: Answer unknown paths with 404 and an empty body.
     """
-    from twisted.web.resource import NoResource
+    from twisted.web.pages import notFound
 
-    not_found: IResource = EmptyPage(404) if empty_404 else NoResource()
+    not_found: IResource = EmptyPage(404) if empty_404 else notFound()
     return _Root(factory, http, before_request, not_found)

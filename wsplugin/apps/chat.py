@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from twisted.web.resource import Resource
-from twisted.web.static import File
 
 from wsplugin.connection import Connection
+from wsplugin.web import File
 
 PAGE = Path(__file__).with_name("static") / "chat.html"
 
@@ -30,5 +30,7 @@ class Chat:
         conn.server.broadcast(data)
 
     def resource(self) -> Resource:
-        """The test page, for HTTP requests on the same port."""
-        return File(str(PAGE), defaultType="text/html")
+        """The test page at ``/``, for HTTP requests on the same port."""
+        root = Resource()
+        root.putChild(b"", File(str(PAGE), defaultType="text/html"))
+        return root
