@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.integration.support import (
@@ -163,3 +166,71 @@ class ExamplesTests(TestCase):
                 return ws.recv(timeout=10)
 
         self.assertEqual((yield in_thread(client)), "tac")
+
+
+class WebExamplesTests(TestCase):
+    """The same-port, Sparkle and authentication examples."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_chat_server(self) -> None:
+        """chat_server.py serves chat_client.html at / and a named chat at /chat."""
+        example = Example(self, *python("chat_server.py"))
+        base = f"127.0.0.1:{example.port}"
+
+        def client() -> tuple[bytes, list[str]]:
+            wait_for_port(example.port)
+            with urllib.request.urlopen(f"http://{base}/", timeout=10) as page:
+                html = page.read()
+            with connect(f"ws://{base}/chat?name=ann", open_timeout=10) as ann:
+                seen = [ann.recv(timeout=10)]
+                with connect(f"ws://{base}/chat?name=ben", open_timeout=10) as ben:
+                    seen.append(ann.recv(timeout=10))
+                    ben.send("hi ann")
+                    seen.append(ann.recv(timeout=10))
+            return html, seen
+
+        html, seen = yield in_thread(client)
+        self.assertIn(b"new WebSocket", html)
+        self.assertEqual(seen, ["* ann joined", "* ben joined", "ben: hi ann"])
+
+    @inlineCallbacks
+    def test_sparkle_echo(self) -> None:
+        """sparkle_echo.py upgrades inside a resource; plain GET gets 400."""
+        example = Example(self, *python("sparkle_echo.py"))
+
+        def client() -> tuple[str, int]:
+            wait_for_port(example.port)
+            with connect(f"ws://127.0.0.1:{example.port}/echo", open_timeout=10) as ws:
+                ws.send("hello")
+                echoed = ws.recv(timeout=10)
+            try:
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{example.port}/echo", timeout=10
+                )
+            except urllib.error.HTTPError as e:
+                return echoed, e.code
+            return echoed, 200
+
+        self.assertEqual((yield in_thread(client)), ("Echo: hello", 400))
+
+    @inlineCallbacks
+    def test_auth_basic(self) -> None:
+        """auth_basic.py lets alice in and refuses a wrong password with 401."""
+        example = Example(self, *python("auth_basic.py"))
+
+        def client() -> tuple[str, int]:
+            wait_for_port(example.port)
+            url = f"ws://alice:secret@127.0.0.1:{example.port}/"
+            with connect(url, open_timeout=10) as ws:
+                welcome = ws.recv(timeout=10)
+            try:
+                with connect(
+                    f"ws://alice:nope@127.0.0.1:{example.port}/", open_timeout=10
+                ):
+                    return welcome, 101
+            except InvalidStatus as e:
+                return welcome, e.response.status_code
+
+        self.assertEqual((yield in_thread(client)), ("welcome, alice", 401))
