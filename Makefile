@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint format conformance clean venv
+.PHONY: run test lint format conformance clean venv system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ format: $(TSTAMP)
 # make conformance CONFORMANCE_ARGS="--mode split --cases '6.*'" runs a subset
 conformance: $(TSTAMP)
 	$(PY) conformance/run.py $(CONFORMANCE_ARGS)
+
+# Debian packages some tests need (headless Chromium); needs root or sudo.
+# Without them those tests skip locally (CI always installs them).
+system-deps:
+	bash .ci/install-system-deps
 
 clean:
 	rm -rf build dist *.egg-info _trial_temp

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import Recorder, make
@@ -146,3 +147,38 @@ class PolicyTests(SynchronousTestCase):
         drained = client.connection.drain()
         client.drop()
         self.failureResultOf(drained, ConnectionClosed)
+
+
+class LingerAndLogTests(SynchronousTestCase):
+    """A graceful close cannot hang on a non-reader; problem logs are bounded."""
+
+    def test_linger_abort(self) -> None:
+        """The peer starts the close but never reads the data queued ahead of
+        our reply: the TCP connection is aborted after close_handshake_timeout
+        instead of waiting for ever."""
+        _, client = stalled(limit=0, close_handshake_timeout=2)
+        closing: list[bool] = []
+        # a real transport finishes loseConnection only once its buffer is
+        # written, which never happens for a peer that does not read
+        client.transport.loseConnection = lambda: closing.append(True)  # type: ignore[method-assign]
+        client.connection.send_text("x" * 1000)
+        client.send_close(1000)
+        self.assertEqual((closing, client.transport.aborted), ([True], False))
+        client.harness.advance(1.9)
+        self.assertFalse(client.transport.aborted)
+        client.harness.advance(0.2)
+        client.harness.flush()
+        self.assertTrue(client.transport.aborted)
+
+    def test_problem_logs_rate_limited(self) -> None:
+        """50 protocol violations in a burst log 20 lines, then one summary."""
+        server, harness = make(Recorder())
+        with capturedLogs() as events:
+            for _ in range(50):
+                harness.open().send_frame(1, b"\xff")
+            harness.advance(11)
+            harness.open().send_frame(1, b"\xff")
+        texts = [formatEvent(e) for e in events]
+        failing = [t for t in texts if t.startswith("failing connection")]
+        self.assertEqual(len(failing), 21)
+        self.assertIn("30 similar connection problems were not logged", texts)

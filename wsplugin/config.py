@@ -118,7 +118,8 @@ class ServerConfig:
             handler's ``before_heartbeat(conn)`` may send its own keep-alive
             instead: returning True skips the ping.
         heartbeat_timeout: Seconds to wait for any answer (a pong or any other
-            data) before closing the connection with 1011 (0: never).
+            data) before closing the connection with 1011 (0: never). Unused
+            when ``heartbeat_interval`` is 0.
 
     Listener restart (sgc ``WatchDog``):
 
@@ -139,9 +140,10 @@ class ServerConfig:
         utf8_validation: Validate incoming text as UTF-8 (close 1007 if not).
         server_header: Value of the ``Server`` response header; ``""`` omits it.
         trusted_proxies: How many reverse proxies in front of the server add
-            to ``X-Forwarded-For``; that many trailing addresses are trusted and
-            ``conn.request.peer_address`` is the client's address before them
-            (0: ignore the header, the default: it is easy to forge).
+            to ``X-Forwarded-For``. ``conn.request.peer_address`` is then the
+            address that many entries from the end of the header (the one the
+            outermost trusted proxy added); entries before it may be forged.
+            0 (the default) ignores the header.
     """
 
     frame_by_frame: bool = False
@@ -204,8 +206,6 @@ class ServerConfig:
                 f"frame_size must be at least {MIN_FRAME_SIZE} bytes (a 2-byte "
                 f"header and 1 payload byte), not {self.frame_size}"
             )
-        if self.heartbeat_timeout and not self.heartbeat_interval:
-            raise ConfigError("heartbeat_timeout needs a heartbeat_interval > 0")
         if self.max_queue < 1:
             raise ConfigError(f"max_queue must be at least 1, not {self.max_queue}")
         if self.send_buffer_policy not in SEND_BUFFER_POLICIES:

@@ -38,6 +38,7 @@ from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+import txaio
 from autobahn.twisted.websocket import (
     WebSocketServerProtocol as _AutobahnServerProtocol,
 )
@@ -153,6 +154,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
     factory: WebSocketServerFactory
     _log = Logger()
+    # Autobahn logs every dropped or failed connection at warn level; under
+    # attack that floods the log. wsplugin logs those events itself, rate
+    # limited, so Autobahn's own logger keeps errors only.
+    log = txaio.make_logger(level="error")
 
     connection: Connection | None = None
     route: Route | None = None
@@ -347,7 +352,11 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         assert self.route is not None and self._head is not None
         cfg = self.route.config
         head = self._head
-        forwarded = request.peer if self.trustXForwardedFor else None
+        forwarded = (
+            request.peer
+            if self.trustXForwardedFor and "x-forwarded-for" in self.http_headers
+            else None
+        )
         conn = Connection(
             self,
             Request(
@@ -467,11 +476,11 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             except ValueError:
                 phrase = "Error"
         self.wasNotCleanReason = reason
-        self._log.info(
-            "failing handshake from {peer} with {code}: {reason}",
+        self.factory._log_limited(
+            "failing handshake from {peer} with {code}: {reason!r}",
             peer=self.peer,
             code=code,
-            reason=reason,
+            reason=reason[:200],
         )
         self.sendHttpErrorResponse(code, phrase, headers)
         self.dropConnection(abort=False)
@@ -690,10 +699,16 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         hook = self._events.get("before_heartbeat")
         if hook is not None:
             try:
-                handled = bool(hook(self.connection))
+                result = hook(self.connection)
             except Exception:
                 self._handler_failed(Failure())
                 return
+            if isinstance(result, bool) or result is None:
+                handled = bool(result)
+            else:
+                # a Deferred or coroutine sends the app's own keep-alive
+                as_deferred(result).addErrback(self._handler_failed)
+                handled = True
         if not handled:
             self._hb_seq += 1
             self._send_control(OP_PING, b"wsplugin-hb-%d" % self._hb_seq)

@@ -132,7 +132,7 @@ class WebSocketServer(MultiService):
     ) -> Any:
         from twisted.web.server import Site
 
-        from wsplugin.web import EmptyPage, File, site_root
+        from wsplugin.web import BoundedHTTPChannel, EmptyPage, File, site_root
 
         if static is not None:
             files = File(static)
@@ -147,6 +147,14 @@ class WebSocketServer(MultiService):
             )
         )
         site.displayTracebacks = False
+        head_timeout, clock = self.config.open_handshake_timeout, self.reactor
+
+        def channel() -> BoundedHTTPChannel:
+            made = BoundedHTTPChannel()
+            made.head_timeout, made.clock = head_timeout, clock
+            return made
+
+        site.protocol = channel
         return site
 
     # -- routes ------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from wsplugin.factory import WebSocketServerFactory
 
 __all__ = [
+    "BoundedHTTPChannel",
     "EmptyPage",
     "File",
     "WebSocketResource",
@@ -288,3 +290,54 @@ def site_root(
 
     not_found: IResource = EmptyPage(404) if empty_404 else notFound()
     return _Root(factory, http, before_request, not_found)
+
+
+class BoundedHTTPChannel(HTTPChannel):
+    """An HTTP channel whose request heads must arrive within a time limit.
+
+    ``twisted.web``'s own timeout is an idle timeout that every byte resets,
+    so a client trickling a header a byte at a time (slowloris) would hold the
+    connection for ever. Here each request head, from the connection's start
+    or the previous request's end, must be complete within ``head_timeout``
+    seconds, as the WebSocket handshake must be within
+    ``open_handshake_timeout``.
+    """
+
+    head_timeout: float = 10.0
+    clock: Any = None
+    _head_call: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.head_timeout and self.clock is not None and self._head_call is None:
+            self._head_call = self.clock.callLater(self.head_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._head_call is not None:
+            if self._head_call.active():
+                self._head_call.cancel()
+            self._head_call = None
+
+    def allHeadersReceived(self) -> None:
+        self._disarm()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        if self.transport is not None:
+            self._arm()
+
+    def _expired(self) -> None:
+        self._head_call = None
+        if self.transport is not None:
+            _log.info(
+                "dropping {peer}: request head too slow", peer=self.transport.getPeer()
+            )
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._disarm()
+        super().connectionLost(reason)

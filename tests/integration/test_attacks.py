@@ -324,3 +324,34 @@ class OversizeTests(ServerTestCase):
 
         dropped, _ = yield in_thread(trickle)
         self.assertTrue(dropped)
+
+
+class HttpSlowlorisTests(ServerTestCase):
+    """With HTTP on the same port, a trickled request head is still bounded."""
+
+    @inlineCallbacks
+    def test_slowloris_over_http(self) -> None:
+        """twisted.web's idle timeout restarts on every byte; the bounded
+        channel drops a head not complete within open_handshake_timeout."""
+        from twisted.web.resource import Resource
+
+        server = yield self.start_server(
+            Recorder(), http=Resource(), open_handshake_timeout=1
+        )
+        port = server.ports[0].getHost().port
+
+        def trickle() -> bool:
+            c = RawClient(port)
+            c.sock.settimeout(0.05)
+            for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 200:
+                try:
+                    c.sock.sendall(bytes([byte]))
+                    if c.sock.recv(1) == b"":
+                        return True
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return True
+            return False
+
+        self.assertTrue((yield in_thread(trickle)))

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
+import urllib.request
+from pathlib import Path
 from typing import Any
 
+import bcrypt
 import trustme
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.trial.unittest import TestCase
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.integration.support import VENV_BIN, Twistd, free_port, in_thread
@@ -106,13 +110,16 @@ class TwistdTests(TestCase):
         self.assertEqual(echoed, "via options")
 
     def test_bad_options_exit_nonzero(self) -> None:
-        """A bad endpoint, a missing certificate or an unknown app exits 1 with
-        a last line naming the problem and no traceback."""
+        """A bad endpoint, a missing certificate, an unknown app, a missing
+        --static directory or --auth-file exits 1 with a last line naming the
+        problem and no traceback."""
         cases = [
             (["--port", "tcp:notaport"], "bad --port"),
             (["--tls-cert", "/nonexistent/c.pem"], "no such file"),
             (["--port", "ssl:0:privateKey=/nonexistent/k.pem"], "bad --port"),
             (["--app", "no_such_app"], "unknown app"),
+            (["--static", "/nonexistent/dir"], "--static"),
+            (["--auth-file", "/nonexistent/users"], "--auth-file"),
         ]
         for args, fragment in cases:
             result = subprocess.run(
@@ -125,3 +132,55 @@ class TwistdTests(TestCase):
             self.assertEqual(result.returncode, 1, output)
             self.assertIn(fragment, output.strip().splitlines()[-1], output)
             self.assertNotIn("Traceback", output)
+
+
+class TwistdWebTests(TestCase):
+    """twistd ws with --static and --auth-file."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_static_and_auth_file(self) -> None:
+        """Files are served; an upgrade without credentials gets 401; with the
+        right ones it opens; the default chat page is replaced by --static."""
+        site = Path(self.mktemp()).resolve()
+        site.mkdir(parents=True)
+        (site / "index.html").write_text("<p>my site</p>")
+        users = site.parent / "users.htpasswd"
+        users.write_text(
+            "ann:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n"
+        )
+        server = Twistd(
+            self, "--static", str(site), "--auth-file", str(users), "--app", "echo"
+        )
+        yield in_thread(server.wait_listening)
+        base = f"127.0.0.1:{server.port}"
+
+        def check() -> tuple[bytes, Any, str]:
+            with urllib.request.urlopen(f"http://{base}/", timeout=10) as page:
+                body = page.read()
+            try:
+                with connect(f"ws://{base}/", open_timeout=10):
+                    refused: Any = 101
+            except InvalidStatus as e:
+                refused = e.response.status_code
+            with connect(f"ws://ann:pw@{base}/", open_timeout=10) as ws:
+                ws.send("in")
+                echoed = ws.recv(timeout=10)
+            return body, refused, echoed
+
+        self.assertEqual((yield in_thread(check)), (b"<p>my site</p>", 401, "in"))
+
+    @inlineCallbacks
+    def test_default_chat_page(self) -> None:
+        """Plain twistd ws serves the chat test page at / on the same port."""
+        server = Twistd(self)
+        yield in_thread(server.wait_listening)
+
+        def page() -> bytes:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{server.port}/", timeout=10
+            ) as response:
+                return response.read()
+
+        self.assertIn(b"wsplugin chat", (yield in_thread(page)))
