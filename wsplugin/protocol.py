@@ -320,9 +320,6 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         )
         if normalized is not None:
             self.data = normalized + self.data[head.length :]
-        # Nothing more is read until allow() has decided: frames sent early
-        # wait in the socket, not in memory.
-        self._pause_reading("handshake")
         super().processHandshake()
 
     def _apply_route(self, route: Route) -> None:
@@ -348,7 +345,17 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self._events = self.factory._route_events(route)
 
     def onConnect(self, request: Any) -> Any:
-        """Handshake valid: build the Connection and ask the route's ``allow``."""
+        """Handshake valid: build the Connection and ask the route's ``allow``.
+
+        While an async ``allow`` (or authenticator) is deciding, reading
+        pauses: frames sent early wait in the socket, not in memory.
+        """
+        result = self._decide(request)
+        if isinstance(result, Deferred) and not result.called:
+            self._pause_reading("handshake")
+        return result
+
+    def _decide(self, request: Any) -> Any:
         assert self.route is not None and self._head is not None
         cfg = self.route.config
         head = self._head
