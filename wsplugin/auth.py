@@ -11,8 +11,8 @@ one route public, another protected::
     server.register_handler("*", "/admin", Admin(),
                             auth=BasicAuth(HtpasswdChecker("users.htpasswd")))
 
-Secrets are compared in constant time and never logged; failures are logged
-with the peer and the scheme only.
+Secrets are compared in constant time and never logged; a failure is logged
+with the peer, the path (without its query) and the scheme and reason.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import parse_qs
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -132,9 +133,10 @@ class HtpasswdChecker:
 
     Lines are ``user:hash``; ``#`` starts a comment. Supported hashes:
     bcrypt (``htpasswd -B``: ``$2y$``, ``$2b$``, ``$2a$``) and ``{SHA}``
-    (``htpasswd -s``, weak: prefer bcrypt). bcrypt checks run in a thread so
-    they never stall the reactor. Unknown users cost the same time as known
-    ones.
+    (``htpasswd -s``, weak: prefer bcrypt, with ``-C 12``). bcrypt checks run
+    in a thread so they never stall the reactor. An unknown user is checked
+    against a dummy entry of the file's most common scheme and bcrypt cost, so
+    answering it takes as long as answering a typical known user.
 
     Args:
         path: The file. It is read now and again by :meth:`reload`.
@@ -173,6 +175,7 @@ class HtpasswdChecker:
                 )
             users[user] = hashed
         self._users = users
+        self._dummy = _dummy_entry(list(users.values()))
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
         """The user name, if the password matches; else UnauthorizedLogin."""
@@ -180,7 +183,7 @@ class HtpasswdChecker:
         password = credentials.password
         hashed = self._users.get(username)
         if hashed is None:
-            hashed = _DUMMY_BCRYPT  # same work for unknown users
+            hashed = self._dummy  # same work as for a typical known user
         if hashed.startswith("{SHA}"):
             digest = base64.b64encode(hashlib.sha1(password).digest()).decode()
             ok = hmac.compare_digest(digest, hashed[5:]) and username in self._users
@@ -195,8 +198,18 @@ class HtpasswdChecker:
         return d.addCallback(decide)
 
 
-# a real hash, so checking an unknown user costs as much as a known one
-_DUMMY_BCRYPT = "$2b$12$9QqTgoz7nVvlGnF4ji6m5uU60.i37yG9mit2PpteOAPuo0QVp9OaK"
+def _dummy_entry(entries: list[str]) -> str:
+    """A hash of a random password in the most common scheme (and bcrypt cost)
+    among ``entries``, so unknown users take as long as known ones."""
+    import bcrypt
+
+    kinds = ["{SHA}" if e.startswith("{SHA}") else e[:7] for e in entries]
+    common = max(set(kinds), key=kinds.count) if kinds else "$2b$12"
+    secret = secrets.token_bytes(16)
+    if common == "{SHA}":
+        return "{SHA}" + base64.b64encode(hashlib.sha1(secret).digest()).decode()
+    cost = int(common[4:6]) if common[4:6].isdigit() else 12
+    return bcrypt.hashpw(secret, bcrypt.gensalt(cost)).decode()
 
 
 def _bcrypt_check(password: bytes, hashed: str) -> bool:
@@ -376,8 +389,12 @@ class LoginResource(Resource):
         self.path = path
 
     def render_POST(self, request: Request) -> Any:
-        username = (request.args.get(b"username") or [b""])[0]
-        password = (request.args.get(b"password") or [b""])[0]
+        # credentials from the form body only: a query string would put the
+        # password into access logs
+        request.content.seek(0)
+        form = parse_qs(request.content.read())
+        username = (form.get(b"username") or [b""])[0]
+        password = (form.get(b"password") or [b""])[0]
         if not username:
             username = request.getUser() or b""
             password = request.getPassword() or b""
@@ -387,9 +404,10 @@ class LoginResource(Resource):
 
         def ok(avatar_id: Any) -> None:
             token = self.store.create(_text(avatar_id))
+            # a browser-session cookie: the server's sliding expiry decides
+            # how long it is good for, not a Max-Age fixed at login
             cookie = (
-                f"{self.cookie}={token}; Path={self.path}; HttpOnly; SameSite=Strict;"
-                f" Max-Age={int(self.store.timeout)}"
+                f"{self.cookie}={token}; Path={self.path}; HttpOnly; SameSite=Strict"
             )
             if request.isSecure():
                 cookie += "; Secure"
@@ -399,7 +417,8 @@ class LoginResource(Resource):
 
         def denied(failure: Failure) -> None:
             failure.trap(UnauthorizedLogin)
-            _log.info("login failed from {peer}", peer=request.getClientAddress())
+            peer = getattr(request.getClientAddress(), "host", "unix")
+            _log.info("login failed from {peer}", peer=peer)
             request.setResponseCode(401)
             request.setHeader(b"content-length", b"0")
             request.finish()

@@ -438,7 +438,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         if failure.check(HandshakeRejected):
             rejected: HandshakeRejected = failure.value  # type: ignore[assignment]
             self._log.info(
-                "allow() rejected {peer} on {path}: {status} {reason}",
+                "handshake refused for {peer} on {path}: {status} {reason}",
                 peer=self.peer,
                 path=conn.request.path,
                 status=rejected.status,

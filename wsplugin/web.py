@@ -166,9 +166,8 @@ def upgrade(
 
         def render_GET(self, request):
             conn = upgrade(request)
-            if conn is None:
-                return b""          # 400 already set: not a WebSocket request
-            Deferred.fromCoroutine(self.echo(conn))
+            if conn is not None:  # None: the 400 answer is already sent
+                Deferred.fromCoroutine(self.echo(conn))
             return NOT_DONE_YET
 
     Args:
