@@ -46,6 +46,7 @@ setup(
             "kosoku>=0.1",
         ],
     },
+    entry_points={"console_scripts": ["wsplugin-client = wsplugin.client:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

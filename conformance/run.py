@@ -1,6 +1,7 @@
-"""Run the Autobahn TestSuite against ``twistd ws --app echo`` in several modes.
+"""Run the Autobahn TestSuite against ``twistd ws --app echo`` in several modes,
+and against wsplugin's client.
 
-This is what ``make conformance`` runs. For each selected mode it:
+This is what ``make conformance`` runs. For each selected server mode it:
 
 1. picks a free loopback port (bind port 0, close);
 2. starts ``twistd -n ws --port tcp:PORT:interface=127.0.0.1 --app echo`` with the
@@ -11,6 +12,14 @@ This is what ``make conformance`` runs. For each selected mode it:
 5. stops the server with SIGTERM and waits (bounded) for it to exit;
 6. reads the reports' ``index.json`` and decides whether the mode passed.
 
+The mode ``client`` turns the roles around: it starts kosoku as the fuzzing
+*server* (``kosoku -m fuzzingserver HOST:PORT``), runs
+``conformance/echo_client.py`` (an echo client built on ``wsplugin.client``)
+against it, which walks the cases the Autobahn way (``/getCaseCount``, then
+``/runCase?case=N&agent=A`` for each case, then ``/updateReports?agent=A``),
+waits (bounded) for kosoku to write its reports and exit, and judges them the
+same way.
+
 Finally it prints a summary table (mode x OK / NON-STRICT / INFORMATIONAL /
 UNIMPLEMENTED / FAILED) and exits non-zero when any mode failed.
 
@@ -19,13 +28,16 @@ failed closing handshake), when a case is UNIMPLEMENTED although the mode
 supports the feature (only the compression cases 12.* and 13.* may be
 UNIMPLEMENTED, and only in a mode without ``--compression``), when a selected
 case is missing from the report, or when the server could not be started,
-crashed during the run, or did not stop on SIGTERM.
+crashed during the run, or did not stop on SIGTERM (in mode ``client``: when
+kosoku did not listen, the echo client failed or timed out, or kosoku did not
+exit after the reports).
 
 Usage::
 
     .venv/bin/python conformance/run.py                   # every mode
     .venv/bin/python conformance/run.py --mode split      # one mode
     .venv/bin/python conformance/run.py --mode full --cases '12.1.*' --parallel 1
+    .venv/bin/python conformance/run.py --mode client     # wsplugin.client
 
 Only the standard library and ``kosoku`` are used. Case patterns follow the
 Autobahn TestSuite rules, as kosoku does: a pattern without ``*`` is an exact
@@ -152,6 +164,47 @@ MODES: dict[str, Mode] = {
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class ClientMode(Mode):
+    """A mode that tests wsplugin's client instead of its server.
+
+    kosoku serves the cases (``kosoku -m fuzzingserver``) and
+    ``conformance/echo_client.py``, built on ``wsplugin.client``, walks them.
+    ``server_args`` is empty; ``compression`` says whether the client offers
+    permessage-deflate.
+
+    Attributes:
+        client_args: options for ``echo_client.py``.
+    """
+
+    client_args: tuple[str, ...] = ()
+
+
+CLIENT_MODES: dict[str, ClientMode] = {
+    mode.name: mode
+    for mode in (
+        ClientMode(
+            "client",
+            (),
+            ("*",),
+            True,
+            "wsplugin.client echo client against kosoku's fuzzing server, with"
+            " permessage-deflate: the whole suite",
+            client_args=("--compression",),
+        ),
+    )
+}
+
+#: Every mode ``--mode`` accepts, in the order ``make conformance`` runs them.
+ALL_MODES: dict[str, Mode] = {**MODES, **CLIENT_MODES}
+
+#: The echo client mode ``client`` runs, and the agent name it reports as.
+ECHO_CLIENT = ROOT / "conformance" / "echo_client.py"
+CLIENT_AGENT = "wsplugin-client"
+#: Seconds to wait for kosoku to write its reports and exit after the client.
+REPORT_TIMEOUT = 120.0
 
 
 # --------------------------------------------------------------------------
@@ -366,6 +419,7 @@ class ModeResult:
         return {
             "mode": self.mode.name,
             "server_args": list(self.mode.server_args),
+            "client_args": list(getattr(self.mode, "client_args", ())),
             "passed": self.passed,
             "seconds": round(self.seconds, 1),
             "cases": len(self.outcomes),
@@ -679,27 +733,32 @@ def run_mode(
     if stopped is not None:
         result.problems.append(stopped)
 
+    stderr = report_dir / "server.stderr"
+    extra = (
+        f"\n  {stderr}:\n{log_tail(stderr)}"
+        if stderr.exists() and stderr.stat().st_size
+        else ""
+    )
+    return finish_result(result, report_dir, server_log, extra)
+
+
+def finish_result(
+    result: ModeResult, report_dir: Path, log: Path, extra: str = ""
+) -> ModeResult:
+    """Read kosoku's report into ``result``, note tracebacks in ``log``, add
+    the log's tail to any problem, and write ``summary.json``."""
     index = report_dir / "index.json"
     if index.exists():
         result.outcomes = parse_index(json.loads(index.read_text(encoding="utf-8")))
     elif not result.problems:
         result.problems.append(f"kosoku wrote no {index}")
-
-    tracebacks = count_tracebacks(server_log)
+    tracebacks = count_tracebacks(log)
     if tracebacks:
         result.warnings.append(
-            f"{server_log} holds {tracebacks} traceback(s): look for unhandled errors"
+            f"{log} holds {tracebacks} traceback(s): look for unhandled errors"
         )
     if result.problems:
-        stderr = report_dir / "server.stderr"
-        result.problems.append(
-            f"tail of {server_log}:\n{log_tail(server_log)}"
-            + (
-                f"\n  {stderr}:\n{log_tail(stderr)}"
-                if stderr.exists() and stderr.stat().st_size
-                else ""
-            )
-        )
+        result.problems.append(f"tail of {log}:\n{log_tail(log)}{extra}")
     (report_dir / "summary.json").write_text(
         json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8"
     )
@@ -742,6 +801,122 @@ def run_kosoku(
 
 
 # --------------------------------------------------------------------------
+# Client mode: kosoku serves, wsplugin's echo client connects
+# --------------------------------------------------------------------------
+
+
+def fuzzingserver_command(
+    port: int, patterns: Sequence[str], outdir: Path
+) -> list[str]:
+    """The ``kosoku -m fuzzingserver`` command line serving the cases."""
+    command = [
+        str(venv_script("kosoku")),
+        "-m",
+        "fuzzingserver",
+        f"{HOST}:{port}",
+        "-o",
+        str(outdir),
+    ]
+    for pattern in patterns:
+        command += ["-i", pattern]
+    return command
+
+
+def echo_client_command(
+    mode: ClientMode, port: int, agent: str = CLIENT_AGENT
+) -> list[str]:
+    """The command line of the wsplugin echo client walking the cases."""
+    return [
+        sys.executable,
+        str(ECHO_CLIENT),
+        f"ws://{HOST}:{port}",
+        "--agent",
+        agent,
+        *mode.client_args,
+    ]
+
+
+def run_client_mode(
+    mode: ClientMode,
+    patterns: Sequence[str],
+    selected: list[str],
+    out_root: Path,
+    run_timeout: float = RUN_TIMEOUT,
+) -> ModeResult:
+    """Serve the cases with kosoku, walk them with the echo client, judge."""
+    report_dir = out_root / mode.name
+    if report_dir.exists():
+        shutil.rmtree(report_dir)
+    report_dir.mkdir(parents=True)
+    result = ModeResult(mode, selected, {}, report_dir=report_dir)
+    port = free_port()
+    fuzzer_cmd = fuzzingserver_command(port, patterns, report_dir)
+    client_cmd = echo_client_command(mode, port)
+    print(
+        f"== {mode.name}: {len(selected)} case(s) served by"
+        f" {' '.join(fuzzer_cmd[1:])}, client {' '.join(client_cmd[1:])}"
+    )
+    sys.stdout.flush()
+
+    kosoku_log = report_dir / "kosoku.log"
+    client_log = report_dir / "client.log"
+    started = time.monotonic()
+    with kosoku_log.open("wb") as fuzzer_output:
+        fuzzer = subprocess.Popen(
+            fuzzer_cmd,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=fuzzer_output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            problem = wait_for_port(fuzzer, port)
+            if problem is not None:
+                result.problems.append(problem.replace("server", "kosoku", 1))
+            else:
+                problem = run_echo_client(client_cmd, client_log, run_timeout)
+                if problem is not None:
+                    result.problems.append(problem)
+                try:
+                    fuzzer.wait(timeout=REPORT_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    result.problems.append(
+                        f"kosoku did not exit within {REPORT_TIMEOUT:.0f}s of the"
+                        " client's last case"
+                    )
+        finally:
+            if fuzzer.poll() is None:
+                fuzzer.kill()
+                fuzzer.wait()
+            result.seconds = time.monotonic() - started
+
+    return finish_result(
+        result, report_dir, client_log, f"\n  {kosoku_log}:\n{log_tail(kosoku_log)}"
+    )
+
+
+def run_echo_client(command: Sequence[str], log: Path, timeout: float) -> str | None:
+    """Run the echo client, output to ``log``; a description if it failed."""
+    with log.open("wb") as output:
+        try:
+            status = subprocess.run(
+                command,
+                cwd=ROOT,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return f"the echo client did not finish within {timeout:.0f}s (see {log})"
+    if status != 0:
+        return f"the echo client exited with status {status} (see {log})"
+    return None
+
+
+# --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
 
@@ -750,14 +925,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
     parser = argparse.ArgumentParser(
         prog="conformance/run.py",
-        description="Run the Autobahn TestSuite (kosoku) against twistd ws --app echo.",
+        description="Run the Autobahn TestSuite (kosoku) against twistd ws --app echo"
+        " and against wsplugin.client.",
     )
     parser.add_argument(
         "--mode",
         action="append",
-        choices=list(MODES),
+        choices=list(ALL_MODES),
         metavar="NAME",
-        help=f"mode to run (repeatable; default: all of {', '.join(MODES)})",
+        help=f"mode to run (repeatable; default: all of {', '.join(ALL_MODES)})",
     )
     parser.add_argument(
         "--cases",
@@ -791,7 +967,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="ARG",
-        help="extra 'twistd ws' option for every mode, e.g."
+        help="extra 'twistd ws' option for every server mode, e.g."
         " --server-arg=--max-message-size=0 (repeatable)",
     )
     parser.add_argument(
@@ -807,17 +983,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected modes, print the summary, return the exit status."""
     args = parse_args(argv)
     if args.list_modes:
-        for mode in MODES.values():
+        for mode in ALL_MODES.values():
+            flags = getattr(mode, "client_args", ()) or mode.server_args
             print(
-                f"{mode.name:13} {' '.join(mode.server_args):32}"
+                f"{mode.name:13} {' '.join(flags):32}"
                 f" {' '.join(mode.cases):40} {mode.description}"
             )
         return 0
 
     case_ids = all_case_ids()
     plan: list[tuple[Mode, list[str], list[str]]] = []
-    for name in args.mode or list(MODES):
-        mode = MODES[name]
+    for name in args.mode or list(ALL_MODES):
+        mode = ALL_MODES[name]
         patterns = args.cases or list(mode.cases)
         try:
             selected = select_cases(patterns, case_ids)
@@ -828,15 +1005,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: list[ModeResult] = []
     for mode, patterns, selected in plan:
-        result = run_mode(
-            mode,
-            patterns,
-            selected,
-            args.out.resolve(),
-            args.parallel,
-            args.timeout,
-            args.server_arg,
-        )
+        if isinstance(mode, ClientMode):
+            result = run_client_mode(
+                mode, patterns, selected, args.out.resolve(), args.timeout
+            )
+        else:
+            result = run_mode(
+                mode,
+                patterns,
+                selected,
+                args.out.resolve(),
+                args.parallel,
+                args.timeout,
+                args.server_arg,
+            )
         results.append(result)
         report = describe_failures(result)
         if report:

@@ -348,3 +348,18 @@ class AsyncOrderTests(SynchronousTestCase):
         gates[2].callback(None)
         self.assertEqual(seen, ["a", "b", "c"])
         self.assertEqual(client.transport.producerState, "producing")
+
+
+class DisconnectCodeTests(SynchronousTestCase):
+    """on_disconnect reports why the server ended a connection."""
+
+    def test_failed_connection_reports_our_code(self) -> None:
+        """After a 1009 failure answered politely with 1000 by the peer,
+        on_disconnect still says 1009."""
+        rec = Recorder()
+        _, harness = make(rec, max_message_size=4)
+        client = harness.open()
+        client.send_text("12345")
+        self.assertEqual([f.close_code for f in client.frames()], [1009])
+        client.send_close(1000)
+        self.assertEqual(rec.events[-1], ("on_disconnect", True, 1009))

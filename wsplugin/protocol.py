@@ -834,7 +834,11 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         conn = self.connection
         if conn is None:
             return
-        if not wasClean and self._end_code is not None and self.remoteCloseCode is None:
+        if self._end_code is not None and (
+            self.failedByMe or (not wasClean and self.remoteCloseCode is None)
+        ):
+            # we ended it (a protocol error, or a close that was never
+            # answered): our code says why, not the peer's polite 1000
             code, reason = self._end_code, self._end_reason
         elif code is None and wasClean:
             code = _WSP.CLOSE_STATUS_CODE_NULL
