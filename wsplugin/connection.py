@@ -72,11 +72,21 @@ class Headers(Mapping[str, str]):
     repeated header.
     """
 
+    __slots__ = ("_first_map", "_pairs")
+
     def __init__(self, pairs: tuple[tuple[str, str], ...] = ()) -> None:
         self._pairs = tuple(pairs)
-        self._first: dict[str, str] = {}
-        for name, value in self._pairs:
-            self._first.setdefault(name.lower(), value)
+        self._first_map: dict[str, str] | None = None
+
+    @property
+    def _first(self) -> dict[str, str]:
+        # built on first lookup: many connections never read their headers
+        if self._first_map is None:
+            first: dict[str, str] = {}
+            for name, value in self._pairs:
+                first.setdefault(name.lower(), value)
+            self._first_map = first
+        return self._first_map
 
     def __getitem__(self, name: str) -> str:
         return self._first[name.lower()]
@@ -225,9 +235,11 @@ class Connection:
         self._protocol = protocol
         self._closed = False
         self._receive_mode = True
-        self._queue: deque[Message | Fragment] = deque()
-        self._waiters: deque[Deferred[Any]] = deque()
-        self._closed_waiters: list[Deferred[Connection]] = []
+        # created on first use: most connections never need them, and a
+        # server holds thousands of connections
+        self._queue: deque[Message | Fragment] | None = None
+        self._waiters: deque[Deferred[Any]] | None = None
+        self._closed_waiters: list[Deferred[Connection]] | None = None
         self._max_queue = max_queue
         self._reading_paused = False
 
@@ -384,12 +396,15 @@ class Connection:
                 "on_binary or on_fragment; this one's messages go to the handler"
             )
         d: Deferred[Any] = Deferred(self._cancel_receive)
+        if self._waiters is None:
+            self._waiters = deque()
         self._waiters.append(d)
         return d
 
     def _cancel_receive(self, d: Deferred[Any]) -> None:
         try:
-            self._waiters.remove(d)
+            if self._waiters is not None:
+                self._waiters.remove(d)
         except ValueError:
             pass
 
@@ -406,6 +421,8 @@ class Connection:
         """A Deferred that fires with this connection once it has ended."""
         if self._closed:
             return succeed(self)
+        if self._closed_waiters is None:
+            self._closed_waiters = []
         d: Deferred[Connection] = Deferred(self._closed_waiters.remove)
         self._closed_waiters.append(d)
         return d
@@ -416,6 +433,8 @@ class Connection:
         if self._waiters:
             self._waiters.popleft().callback(message)
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(message)
         if not self._reading_paused and len(self._queue) >= self._max_queue:
             self._reading_paused = True
@@ -429,7 +448,7 @@ class Connection:
 
     def _finish(self) -> None:
         """After on_disconnect: end receive loops, release owned user data."""
-        waiters, self._waiters = self._waiters, deque()
+        waiters, self._waiters = self._waiters or (), None
         for d in waiters:
             d.errback(ConnectionClosed(self.close_code, self.close_reason))
         if self.owns_user_data and self._user_data is not None:
@@ -443,6 +462,6 @@ class Connection:
                         "user_data.close() of connection {conn_id} raised",
                         conn_id=self.id,
                     )
-        closed, self._closed_waiters = self._closed_waiters, []
+        closed, self._closed_waiters = self._closed_waiters or [], None
         for d in closed:
             d.callback(self)

@@ -345,7 +345,7 @@ class WebSocketServerFactory(_AutobahnServerFactory):
                 if proto._perMessageCompress is not None and not proto._fragmenting:
                     proto._send_encoded(payload, is_binary)
                 else:
-                    size = proto._fragment_size
+                    size = proto._settings.fragment_size
                     data = encoded.get(size)
                     if data is None:
                         if size:

@@ -35,6 +35,7 @@ an unbounded pile of concurrent calls.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +138,62 @@ def close_frame_problem(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class RouteSettings:
+    """What the protocol needs per message from a route's config, computed
+    once per route and shared by its connections (not copied into each)."""
+
+    frame_by_frame: bool = False
+    manual_pong: bool = False
+    manual_close: bool = False
+    fragment_size: int = 0
+    send_limit: int = 0
+    send_policy: str = "close"
+
+
+_DEFAULT_SETTINGS = RouteSettings()
+_settings_cache: dict[int, tuple[Route, RouteSettings]] = {}
+
+
+def route_settings(route: Route) -> RouteSettings:
+    """The (cached) per-message settings of ``route``."""
+    cached = _settings_cache.get(id(route))
+    if cached is not None and cached[0] is route:
+        return cached[1]
+    cfg = route.config
+    settings = RouteSettings(
+        frame_by_frame=cfg.frame_by_frame,
+        manual_pong=cfg.manual_pong,
+        manual_close=cfg.manual_close,
+        fragment_size=payload_size_for_frame(cfg.frame_size)
+        if cfg.split_message
+        else 0,
+        send_limit=cfg.max_send_buffer,
+        send_policy=cfg.send_buffer_policy,
+    )
+    _settings_cache[id(route)] = (route, settings)
+    return settings
+
+
+_HANDSHAKE_ONLY = (
+    "http_request_data",
+    "http_headers",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_path",
+    "http_request_params",
+    "http_request_host",
+    "websocket_protocols",
+    "websocket_extensions",
+    "websocket_origin",
+    "_wskey",
+    "send_queue",
+    "triggered",
+    "_head",
+)
+"""Attributes only the opening handshake uses; dropped once it is done."""
+
+
 _WAIT_HARD_CAP = 8
 """With the "wait" policy, a queue over this many times the limit closes."""
 
@@ -169,10 +226,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _manual_close_timer: Any = None
     _fragmenting = False
     _after_fragment: list[bytes] | None = None
-    _fragment_size = 0
-    _frame_by_frame = False
-    _manual_pong = False
-    _manual_close = False
+    _settings: RouteSettings = _DEFAULT_SETTINGS
     _last_fragment = b""
     _reject_headers: list[tuple[str, str]] | None = None
     _reject_reason: str | None = None
@@ -184,8 +238,6 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _queue: deque[bytes] | None = None
     _ctrl: deque[bytes] | None = None
     _queued = 0
-    _send_limit = 0
-    _send_policy = "close"
     _unregister_after_flush = False
     _drain_waiters: list[Deferred[None]] | None = None
     # reading pauses, by reason
@@ -334,14 +386,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self.perMessageCompressionAccept = (
             _accept_deflate if cfg.compression else _accept_nothing
         )
-        self._frame_by_frame = cfg.frame_by_frame
-        self._manual_pong = cfg.manual_pong
-        self._manual_close = cfg.manual_close
-        self._fragment_size = (
-            payload_size_for_frame(cfg.frame_size) if cfg.split_message else 0
-        )
-        self._send_limit = cfg.max_send_buffer
-        self._send_policy = cfg.send_buffer_policy
+        self._settings = route_settings(route)
         self._events = self.factory._route_events(route)
 
     def onConnect(self, request: Any) -> Any:
@@ -382,6 +427,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             config=cfg,
         )
         self.connection = conn
+        self._head = None  # the Request keeps what is needed
         conn.protocol = next(
             (p for p in request.protocols if p in cfg.subprotocols), None
         )
@@ -499,8 +545,15 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         conn = self.connection
         assert conn is not None
         self._opened = True
+        # Autobahn's copies of the request are for the handshake only
+        # (conn.request keeps what the application sees). Dropping them and
+        # compacting the instance dict saves about 2 KiB per connection.
+        attrs = self.__dict__
+        for name in _HANDSHAKE_ONLY:
+            attrs.pop(name, None)
+        self.__dict__ = dict(attrs)
         events = self._events
-        if self._frame_by_frame:
+        if self._settings.frame_by_frame:
             conn._receive_mode = "on_fragment" not in events
         else:
             conn._receive_mode = (
@@ -517,13 +570,13 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     def onMessageFrameBegin(self, length: int) -> None:
         """In frame-by-frame mode the message limit bounds each frame, since
         messages are never assembled (deflate inflation stays bounded)."""
-        if self._frame_by_frame:
+        if self._settings.frame_by_frame:
             self.message_data_total_length = 0
         super().onMessageFrameBegin(length)
 
     def onMessageFrameEnd(self) -> None:
         """Frame-by-frame mode hands every non-final frame out as it ends."""
-        if not self._frame_by_frame:
+        if not self._settings.frame_by_frame:
             super().onMessageFrameEnd()
             return
         data = b"".join(self.frame_data)
@@ -540,7 +593,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     def onMessageEnd(self) -> None:
         """A whole message (or, frame by frame, the final frame) arrived."""
         if not self.failedByMe:
-            if self._frame_by_frame:
+            if self._settings.frame_by_frame:
                 data, self._last_fragment = self._last_fragment, b""
                 self._deliver_fragment(data, True)
             else:
@@ -630,7 +683,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         """
         if self.failedByMe or self.state != _WSP.STATE_OPEN or self._peer_closed:
             return
-        if not self._manual_pong:
+        if not self._settings.manual_pong:
             self._send_control(OP_PONG, payload)
         self._fire("on_ping", payload)
 
@@ -644,7 +697,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         """A close frame arrived: reply (unless ``manual_close``), fire ``on_close``."""
         if self._peer_closed:
             return False  # a second close frame: ignored
-        if not (self._manual_close and self.state == _WSP.STATE_OPEN):
+        if not (self._settings.manual_close and self.state == _WSP.STATE_OPEN):
             stop = super().onCloseFrame(code, reasonRaw)
             if not self.failedByMe and self._opened:
                 self._fire(
@@ -958,10 +1011,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
     def _admit(self) -> bool:
         """Whether one more data message may be queued for this connection."""
-        limit = self._send_limit
+        limit = self._settings.send_limit
         if not limit or self._queued <= limit:
             return True
-        policy = self._send_policy
+        policy = self._settings.send_policy
         if policy == "drop":
             if self.connection is not None:
                 self.connection.dropped_messages += 1
@@ -1034,14 +1087,16 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
     def _send_encoded(self, payload: bytes, is_binary: bool) -> None:
         if self._perMessageCompress is None:
-            self.sendData(encode_message(payload, is_binary, self._fragment_size))
+            self.sendData(
+                encode_message(payload, is_binary, self._settings.fragment_size)
+            )
             return
         # Autobahn applies the *incoming* message limit to outgoing messages
         # too; a server may send what it likes, so lift it for this call.
         limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
         try:
             self.sendMessage(
-                payload, is_binary, fragmentSize=self._fragment_size or None
+                payload, is_binary, fragmentSize=self._settings.fragment_size or None
             )
         finally:
             self.maxMessagePayloadSize = limit
@@ -1106,7 +1161,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self.localCloseReason = reason_utf8
         self.wasClean = True
         self.state = _WSP.STATE_CLOSING
-        if self._manual_close_timer is not None and self._manual_close_timer.active():
+        if (
+            self._manual_close_timer is not None
+            and self._manual_close_timer.active()
+        ):
             self._manual_close_timer.cancel()
         self._manual_close_timer = None
         self.dropConnection(abort=False)
