@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint format conformance clean venv system-deps
+.PHONY: run test lint format conformance clean venv system-deps bench bench-quick
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ format: $(TSTAMP)
 # make conformance CONFORMANCE_ARGS="--mode split --cases '6.*'" runs a subset
 conformance: $(TSTAMP)
 	$(PY) conformance/run.py $(CONFORMANCE_ARGS)
+
+# Benchmarks (benchmarks/README.md): wsplugin against raw Autobahn, websockets,
+# aiohttp, picows and Node ws under one C load client; never part of `test`.
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run.py --quick
 
 # Debian packages some tests need (headless Chromium); needs root or sudo.
 # Without them those tests skip locally (CI always installs them).
