@@ -677,7 +677,7 @@ def other_load() -> list[str]:
     busy = []
     for line in r.stdout.splitlines()[1:]:
         parts = line.split(None, 2)
-        if len(parts) == 3 and int(parts[0]) != os.getpid():
+        if len(parts) == 3 and int(parts[0]) != os.getpid() and parts[2] != "ps":
             try:
                 if float(parts[1]) >= 20.0:
                     busy.append(f"{parts[2]} (pid {parts[0]}, {parts[1]}% CPU)")
@@ -753,34 +753,59 @@ def first_soft_error(runs: list[dict]) -> str:
     return next((r["first_error"] for r in runs if r.get("first_error")), "")
 
 
+# Workloads that keep the server busy all the time: a server using less than
+# SUSPECT_BELOW of its core there was disturbed (another process on its core)
+# or was not the bottleneck; such runs are left out of the medians when the
+# other runs of the same figure are not.
+SATURATING = "ACDF"
+SUSPECT_BELOW = 0.9
+
+
+def is_suspect(result: dict, workload: str) -> bool:
+    share = result.get("server_cpu_share")
+    return workload in SATURATING and share is not None and share < SUSPECT_BELOW
+
+
+def usable(runs: list[dict], workload: str) -> list[dict]:
+    ok = [r for r in runs if "error" not in r]
+    clean = [r for r in ok if not is_suspect(r, workload)]
+    return clean or ok
+
+
 def median_of(runs: list[dict], key: str) -> float | None:
     vals = [r[key] for r in runs if "error" not in r and r.get(key) is not None]
     return statistics.median(vals) if vals else None
 
 
-def aggregate(raw: dict, servers: list[Server]) -> dict:
-    """Medians per server and metric, plus loadgen/server CPU shares."""
+def aggregate(raw: dict, servers: list[tuple[str, str | None]]) -> dict:
+    """Medians per server and metric, plus loadgen/server CPU shares.
+    ``servers``: (name, why unavailable or None)."""
     agg: dict = {}
-    for spec in servers:
-        s = agg[spec.name] = {"metrics": {}, "cpu": {}, "errors": {}}
-        if spec.unavailable:
+    for name, unavailable in servers:
+        s = agg[name] = {"metrics": {}, "cpu": {}, "errors": {}, "excluded": {}}
+        if unavailable:
             continue
         s["spread"] = {}
         for mkey, _label, key, _unit, _better in METRICS:
-            runs = [
-                run[WORKLOAD_OF[mkey]]
-                for run in raw[spec.name]
-                if WORKLOAD_OF[mkey] in run
-            ]
+            w = WORKLOAD_OF[mkey]
+            runs = usable([run[w] for run in raw[name] if w in run], w)
             s["metrics"][mkey] = median_of(runs, key)
             vals = [r[key] for r in runs if "error" not in r and r.get(key)]
             if len(vals) > 1:
                 s["spread"][mkey] = (max(vals) - min(vals)) / statistics.median(vals)
         for w in "ABCDEF":
-            runs = [run[w] for run in raw[spec.name] if w in run]
+            runs = [run[w] for run in raw[name] if w in run]
             errs = sorted({str(r["error"])[:200] for r in runs if "error" in r})
             if errs:
                 s["errors"][w] = errs
+            kept = usable(runs, w)
+            left_out = [
+                i + 1
+                for i, r in enumerate(runs)
+                if "error" not in r and all(r is not k for k in kept)
+            ]
+            if left_out:
+                s["excluded"][w] = left_out
             soft = sum(r.get("errors", 0) for r in runs if "error" not in r)
             if soft:
                 s["errors"].setdefault(w, []).append(
@@ -788,24 +813,24 @@ def aggregate(raw: dict, servers: list[Server]) -> dict:
                     f"(first: {first_soft_error(runs)})"
                 )
             s["cpu"][w] = {
-                "loadgen": median_of(runs, "cpu_share"),
-                "server": median_of(runs, "server_cpu_share"),
+                "loadgen": median_of(kept, "cpu_share"),
+                "server": median_of(kept, "server_cpu_share"),
             }
     return agg
 
 
-def ratios(agg: dict, servers: list[Server]) -> dict:
+def ratios(agg: dict, servers: list[str]) -> dict:
     """wsplugin/peer for every metric (as is: for p50/p99/memory, < 1 is
     wsplugin better; for the rest, > 1 is)."""
     base = agg.get("wsplugin", {}).get("metrics", {})
     out: dict = {}
-    for spec in servers:
-        if spec.name == "wsplugin":
+    for name in servers:
+        if name == "wsplugin":
             continue
-        out[spec.name] = {}
+        out[name] = {}
         for mkey, *_ in METRICS:
-            a, b = base.get(mkey), agg.get(spec.name, {}).get("metrics", {}).get(mkey)
-            out[spec.name][mkey] = (a / b) if a is not None and b else None
+            a, b = base.get(mkey), agg.get(name, {}).get("metrics", {}).get(mkey)
+            out[name][mkey] = (a / b) if a is not None and b else None
     return out
 
 
@@ -1108,16 +1133,29 @@ def write_report(results: dict, md_path: Path, png_name: str) -> None:
     for s in servers:
         if s["unavailable"]:
             continue
-        for w, errs in results["aggregate"][s["name"]]["errors"].items():
+        agg_s = results["aggregate"][s["name"]]
+        for w, errs in agg_s["errors"].items():
             for e in errs:
                 errors.append(f"- {s['label']}, {w}: {e}")
+        for w, which in agg_s.get("excluded", {}).items():
+            shares = [
+                results["raw"][s["name"]][i - 1][w].get("server_cpu_share", 0)
+                for i in which
+            ]
+            errors.append(
+                f"- {s['label']}, {w}: run(s) {', '.join(map(str, which))} left out "
+                f"of the median: the server used only "
+                f"{', '.join(f'{x * 100:.0f}%' for x in shares)} of its core in a "
+                "workload that keeps it busy (another process competing for its core, "
+                "or the server was not the bottleneck)"
+            )
     if errors:
-        lines += ["## Failures and errors", ""] + errors + [""]
+        lines += ["## Failures, errors and runs left out", ""] + errors + [""]
     lines += [
         "## Reproduce",
         "",
         "```sh",
-        "make bench        # full: 3 runs, ~15 min on 2 cores",
+        "make bench        # full: 3 runs, ~10 min on 2 cores",
         "make bench-quick  # 1 short run, under 3 min; report in build/bench/",
         "```",
         "",
@@ -1182,6 +1220,10 @@ def main() -> int:
     if args.report_from:
         src = Path(args.report_from)
         results = json.loads(src.read_text())
+        listed = [(s["name"], s["unavailable"]) for s in results["servers"]]
+        results["aggregate"] = aggregate(results["raw"], listed)
+        results["ratios"] = ratios(results["aggregate"], [n for n, _ in listed])
+        src.write_text(json.dumps(results, indent=1))
         if args.docs:
             md = ROOT / "docs" / "performance.md"
         else:
@@ -1314,8 +1356,8 @@ def main() -> int:
         ],
         "raw": raw,
     }
-    results["aggregate"] = aggregate(raw, servers)
-    results["ratios"] = ratios(results["aggregate"], servers)
+    results["aggregate"] = aggregate(raw, [(s.name, s.unavailable) for s in servers])
+    results["ratios"] = ratios(results["aggregate"], [s.name for s in servers])
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     versions["git_end"] = git_state()
     if versions["git_end"] != versions["git"]:
