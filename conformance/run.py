@@ -765,6 +765,30 @@ def finish_result(
     return result
 
 
+def run_logged(
+    command: Sequence[str],
+    log: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> int | None:
+    """Run ``command`` from the repository root, output to ``log``; its exit
+    status, or None when it did not finish within ``timeout`` seconds."""
+    with log.open("wb") as output:
+        try:
+            return subprocess.run(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return None
+
+
 def run_kosoku(
     port: int,
     patterns: Sequence[str],
@@ -780,19 +804,9 @@ def run_kosoku(
     """
     command = kosoku_command(port, patterns, parallel, report_dir)
     log = report_dir / "kosoku.log"
-    with log.open("wb") as output:
-        try:
-            status = subprocess.run(
-                command,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            ).returncode
-        except subprocess.TimeoutExpired:
-            return f"kosoku did not finish within {timeout:.0f}s (see {log})"
+    status = run_logged(command, log, timeout)
+    if status is None:
+        return f"kosoku did not finish within {timeout:.0f}s (see {log})"
     if not (report_dir / "index.json").exists():
         return f"kosoku exited with status {status} and wrote no report:\n" + log_tail(
             log, 15
@@ -897,20 +911,9 @@ def run_client_mode(
 
 def run_echo_client(command: Sequence[str], log: Path, timeout: float) -> str | None:
     """Run the echo client, output to ``log``; a description if it failed."""
-    with log.open("wb") as output:
-        try:
-            status = subprocess.run(
-                command,
-                cwd=ROOT,
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            ).returncode
-        except subprocess.TimeoutExpired:
-            return f"the echo client did not finish within {timeout:.0f}s (see {log})"
+    status = run_logged(command, log, timeout, env=child_env())
+    if status is None:
+        return f"the echo client did not finish within {timeout:.0f}s (see {log})"
     if status != 0:
         return f"the echo client exited with status {status} (see {log})"
     return None
