@@ -18,6 +18,7 @@ BOOL_FIELDS = (
     "manual_close",
     "split_message",
     "compression",
+    "compression_context_takeover",
     "utf8_validation",
 )
 INT_FIELDS = (

@@ -579,3 +579,42 @@ class RouteOptionTests(SynchronousTestCase):
         self.assertGreater(len(frames), 1)
         self.assertTrue(all(f.size <= 40 for f in frames))
         self.assertEqual(frames[0].rsv, 4)
+
+
+class AutobahnOptionsTests(SynchronousTestCase):
+    """wsplugin copies Autobahn's per-connection options itself (Autobahn's
+    own copy pretty-prints them all for a debug line nobody sees)."""
+
+    def test_every_option_copied_from_factory(self) -> None:
+        """Every name in Autobahn's server CONFIG_ATTRS is on the protocol, with
+        the factory's value unless a route option replaced it."""
+        _, harness = make(Recorder())
+        proto = harness.open().protocol
+        factory = harness.factory
+        route_set = {
+            "trustXForwardedFor",
+            "maxMessagePayloadSize",
+            "maxFramePayloadSize",
+            "utf8validateIncoming",
+            "closeHandshakeTimeout",
+            "perMessageCompressionAccept",
+        }
+        names = set(proto._OPTION_NAMES)
+        self.assertIn("openHandshakeTimeout", names)
+        for name in names - route_set:
+            self.assertIs(getattr(proto, name), getattr(factory, name), name)
+
+    def test_value_on_protocol_wins(self) -> None:
+        """An option already set on the protocol (class attribute of a
+        subclass) is kept, as Autobahn does."""
+        from wsplugin.protocol import WebSocketServerProtocol
+
+        class Custom(WebSocketServerProtocol):
+            echoCloseCodeReason = True
+
+        _, harness = make(Recorder())
+        harness.factory.protocol = Custom
+        self.assertFalse(harness.factory.echoCloseCodeReason)
+        proto = harness.open().protocol
+        self.assertIsInstance(proto, Custom)
+        self.assertTrue(proto.echoCloseCodeReason)

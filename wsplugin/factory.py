@@ -24,7 +24,7 @@ from wsplugin._events import bind_events
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection
 from wsplugin.errors import UnknownConnection
-from wsplugin.frames import encode_message
+from wsplugin.frames import deflate_message, encode_message
 from wsplugin.protocol import ROUTE_EVENTS, WebSocketServerProtocol
 from wsplugin.routing import Route, Router
 
@@ -160,6 +160,8 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         self._log_count = 0
         self._log_suppressed = 0
         self._route_event_cache: dict[int, dict[str, Any]] = {}
+        self._batched: list[WebSocketServerProtocol] = []
+        self._batch_call: IDelayedCall | None = None
         self.connections = Connections(self._registry)
         self._apply_config()
 
@@ -229,6 +231,21 @@ class WebSocketServerFactory(_AutobahnServerFactory):
     def _unregister(self, conn: Connection) -> None:
         if self._registry.get(conn.id) is conn:
             del self._registry[conn.id]
+
+    def _batch_ready(self, proto: WebSocketServerProtocol) -> None:
+        """``proto`` collects writes this turn; send them all when it ends."""
+        self._batched.append(proto)
+        if self._batch_call is None:
+            self._batch_call = self.clock.callLater(0, self._write_batches)
+
+    def _write_batches(self) -> None:
+        self._batch_call = None
+        batched, self._batched = self._batched, []
+        for proto in batched:
+            try:
+                proto._write_batch()
+            except Exception:
+                self._log.failure("writing to {peer} failed", peer=proto.peer)
 
     def buffered_bytes(self) -> int:
         """Outgoing bytes the server holds for all its connections: each
@@ -328,12 +345,14 @@ class WebSocketServerFactory(_AutobahnServerFactory):
     ) -> int:
         """Send one message to many connections.
 
-        The frame bytes are built once per distinct fragment size and written
-        as they are to every connection without compression; a compressed
-        connection compresses for itself. A connection whose transport fails
-        is logged and skipped: the others still get the message.
+        The frame bytes are built once per distinct fragment size (and, for
+        permessage-deflate without context takeover, window size) and
+        written as they are to every connection that shares them; only a
+        connection that keeps its compression context compresses for itself.
+        A connection whose transport fails is logged and skipped: the others
+        still get the message.
         """
-        encoded: dict[int, bytes] = {}
+        encoded: dict[tuple[int, tuple[int, int] | None], bytes] = {}
         count = 0
         for conn in targets:
             proto = conn._protocol
@@ -342,17 +361,29 @@ class WebSocketServerFactory(_AutobahnServerFactory):
             try:
                 if proto._queued and not proto._admit():
                     continue
-                if proto._perMessageCompress is not None and not proto._fragmenting:
+                deflate = proto._deflate_key
+                if (
+                    deflate is None
+                    and proto._perMessageCompress is not None
+                    and not proto._fragmenting
+                ):
                     proto._send_encoded(payload, is_binary)
                 else:
                     size = proto._settings.fragment_size
-                    data = encoded.get(size)
+                    data = encoded.get((size, deflate))
                     if data is None:
-                        if size:
+                        if deflate is not None:
+                            data = encode_message(
+                                deflate_message(payload, *deflate),
+                                is_binary,
+                                size,
+                                compressed=True,
+                            )
+                        elif size:
                             data = encode_message(payload, is_binary, size)
                         else:
                             data = self.prepareMessage(payload, is_binary).payloadHybi
-                        encoded[size] = data
+                        encoded[size, deflate] = data
                     proto._send_prepared(data)
             except Exception:
                 self._log.failure("sending to {conn} failed", conn=conn)

@@ -9,6 +9,7 @@ turns a frame size into the payload bytes each frame may carry.
 from __future__ import annotations
 
 import struct
+import zlib
 
 __all__ = [
     "MIN_FRAME_SIZE",
@@ -18,6 +19,7 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "deflate_message",
     "encode_frame",
     "encode_message",
     "header_size",
@@ -76,15 +78,37 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) ->
     return head + payload
 
 
-def encode_message(payload: bytes, is_binary: bool, fragment_size: int = 0) -> bytes:
+def deflate_message(payload: bytes, window_bits: int, mem_level: int) -> bytes:
+    """Compress one message for permessage-deflate without context takeover
+    (RFC 7692, section 7.2.1): a fresh raw-deflate stream, sync-flushed, with
+    the trailing ``00 00 ff ff`` removed.
+
+    The result depends only on the payload and the two parameters, so a
+    broadcast compresses once for every receiver that negotiated the same
+    ones. ``window_bits`` and ``mem_level`` are passed to zlib as Autobahn
+    passes them, so the bytes are those Autobahn would send.
+    """
+    compressor = zlib.compressobj(
+        zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -window_bits, mem_level
+    )
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4]
+
+
+def encode_message(
+    payload: bytes, is_binary: bool, fragment_size: int = 0, compressed: bool = False
+) -> bytes:
     """Encode a whole data message, split in frames of ``fragment_size`` payload.
 
     ``fragment_size`` of 0 (or a payload that fits) gives a single frame. The
     result is the same bytes for every receiver, so a broadcast builds it once.
+    ``compressed`` marks ``payload`` as permessage-deflate data: RSV1 is set
+    on the first frame (RFC 7692, section 6).
     """
     opcode = OP_BINARY if is_binary else OP_TEXT
+    rsv = 0x4 if compressed else 0
     if not fragment_size or len(payload) <= fragment_size:
-        return encode_frame(opcode, payload)
+        return encode_frame(opcode, payload, rsv=rsv)
     view = memoryview(payload)
     parts = []
     last = len(payload)
@@ -95,6 +119,7 @@ def encode_message(payload: bytes, is_binary: bool, fragment_size: int = 0) -> b
                 opcode if start == 0 else OP_CONTINUATION,
                 bytes(view[start:end]),
                 fin=end >= last,
+                rsv=rsv if start == 0 else 0,
             )
         )
     return b"".join(parts)

@@ -45,12 +45,14 @@ from autobahn.twisted.websocket import (
 )
 from autobahn.util import encode_truncate
 from autobahn.websocket.compress import (
+    PerMessageDeflate,
     PerMessageDeflateOffer,
     PerMessageDeflateOfferAccept,
 )
 from autobahn.websocket.protocol import WebSocketProtocol as _WSP
 from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -75,6 +77,7 @@ from wsplugin.frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    deflate_message,
     encode_frame,
     encode_message,
     payload_size_for_frame,
@@ -116,6 +119,17 @@ def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
             return PerMessageDeflateOfferAccept(offer)
+    return None
+
+
+def _accept_deflate_no_takeover(
+    offers: list[Any],
+) -> PerMessageDeflateOfferAccept | None:
+    # RFC 7692, 7.1.1.1: a server may always drop its own context; the
+    # client's decompressor reads independent messages the same way.
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer, no_context_takeover=True)
     return None
 
 
@@ -197,6 +211,10 @@ _HANDSHAKE_ONLY = (
 _WAIT_HARD_CAP = 8
 """With the "wait" policy, a queue over this many times the limit closes."""
 
+_BATCH_LIMIT = 65536
+"""Most bytes one turn's writes collect before they go out at once (Twisted's
+transport buffer size: past it, the transport's flow control takes over)."""
+
 _MAX_CONTROL_QUEUE = 16
 """Pings and pongs held while the transport is full (each at most 127 bytes)."""
 
@@ -225,6 +243,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _peer_closed = False
     _manual_close_timer: Any = None
     _fragmenting = False
+    # (window bits, mem level) when this connection's outgoing messages are
+    # compressed without context takeover: then wsplugin compresses them
+    # itself, and a broadcast shares one compressed frame per key
+    _deflate_key: tuple[int, int] | None = None
     _after_fragment: list[bytes] | None = None
     _settings: RouteSettings = _DEFAULT_SETTINGS
     _last_fragment = b""
@@ -239,6 +261,11 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _ctrl: deque[bytes] | None = None
     _queued = 0
     _unregister_after_flush = False
+    # writes of this reactor turn, sent with one send() at its end (plain
+    # TCP only; see sendData)
+    _batch: list[bytes] | None = None
+    _batch_size = 0
+    _direct = False
     _drain_waiters: list[Deferred[None]] | None = None
     # reading pauses, by reason
     _read_pauses: set[str] | None = None
@@ -259,6 +286,14 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _via_http = False
     _fixed_route: Route | None = None
 
+    # Autobahn's ``_connectionMade`` copies every name in ``CONFIG_ATTRS``
+    # from the factory and then pretty-prints all of them for a debug line
+    # that is never shown: ``pformat`` was ~40% of a handshake's CPU. We
+    # copy the options ourselves (same rule: a value already on the
+    # protocol wins) and give Autobahn an empty list.
+    _OPTION_NAMES: tuple[str, ...] = tuple(_AutobahnServerProtocol.CONFIG_ATTRS)
+    CONFIG_ATTRS: list[str] = []
+
     # -- TCP ---------------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -266,6 +301,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self._events = {}
         super().connectionMade()
         self.transport.registerProducer(self, True)
+        self._direct = isinstance(self.transport, tcp.Connection)
         hook = self.factory._on_connect
         if hook is None or self._via_http:
             # a connection taken over from twisted.web was accepted (and
@@ -306,6 +342,13 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self._handshake_started = True
         self.wasNotCleanReason = "on_connect failed"
         self.dropConnection(abort=True)
+
+    def _connectionMade(self) -> None:
+        factory = self.factory
+        for name in self._OPTION_NAMES:
+            if not hasattr(self, name):
+                setattr(self, name, getattr(factory, name))
+        super()._connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes from the peer: any traffic answers a pending heartbeat."""
@@ -383,9 +426,12 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self.maxFramePayloadSize = cfg.max_frame_size
         self.utf8validateIncoming = cfg.utf8_validation
         self.closeHandshakeTimeout = cfg.close_handshake_timeout
-        self.perMessageCompressionAccept = (
-            _accept_deflate if cfg.compression else _accept_nothing
-        )
+        if not cfg.compression:
+            self.perMessageCompressionAccept = _accept_nothing
+        elif cfg.compression_context_takeover:
+            self.perMessageCompressionAccept = _accept_deflate
+        else:
+            self.perMessageCompressionAccept = _accept_deflate_no_takeover
         self._settings = route_settings(route)
         self._events = self.factory._route_events(route)
 
@@ -552,6 +598,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         for name in _HANDSHAKE_ONLY:
             attrs.pop(name, None)
         self.__dict__ = dict(attrs)
+        pmc = self._perMessageCompress
+        if isinstance(pmc, PerMessageDeflate) and pmc.server_no_context_takeover:
+            self._deflate_key = (pmc.server_max_window_bits, pmc.mem_level)
         events = self._events
         if self._settings.frame_by_frame:
             conn._receive_mode = "on_fragment" not in events
@@ -868,6 +917,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         if self._ended:
             return
         self._ended = True
+        self._batch = None
         for name in (
             "_manual_close_timer",
             "_hb_call",
@@ -920,9 +970,41 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     def sendData(
         self, data: bytes, sync: bool = False, chopsize: int | None = None
     ) -> None:
-        """Write to the transport, or queue while it is full."""
+        """Write to the transport, or queue while it is full.
+
+        On a plain TCP connection whose transport holds nothing, the writes
+        of one reactor turn are collected and sent with a single ``send()``
+        at its end (``_write_batch``); only what the socket does not take
+        goes to the transport. Twisted would write the same bytes at the
+        same point of the loop, but first register and then unregister the
+        socket for writability: two ``epoll_ctl`` calls per connection and
+        turn, which for a broadcast to many clients cost more than the
+        writes themselves. Past ``_BATCH_LIMIT`` bytes the collected writes
+        go out at once and the transport's flow control applies as usual.
+        """
+        batch = self._batch
+        if batch is not None:
+            if self._batch_size + len(data) <= _BATCH_LIMIT:
+                batch.append(data)
+                self._batch_size += len(data)
+                return
+            self._write_batch()
         if self._queue is None and not self._write_paused:
-            self.transport.write(data)
+            transport = self.transport
+            if (
+                self._direct
+                and len(data) <= _BATCH_LIMIT
+                and not transport.TLS
+                and not transport.dataBuffer
+                and not transport._tempDataLen
+                and transport.connected
+                and not transport.disconnecting
+            ):
+                self._batch = [data]
+                self._batch_size = len(data)
+                self.factory._batch_ready(self)
+                return
+            transport.write(data)
             return
         if self._queue is None:
             self._queue = deque()
@@ -937,8 +1019,11 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         from a peer that never reads cannot grow memory.
         """
         data = encode_frame(opcode, payload)
+        if self._batch is not None:
+            self._batch.append(data)
+            return
         if self._queue is None and not self._write_paused:
-            self.transport.write(data)
+            self.sendData(data)
             return
         if self._ctrl is None:
             self._ctrl = deque()
@@ -973,6 +1058,31 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
                 self._unregister_after_flush = False
                 self.transport.unregisterProducer()
 
+    def _write_batch(self) -> None:
+        """Send the writes collected this turn: as much as the socket takes
+        now, the rest through the transport (which then owns ordering)."""
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        transport = self.transport
+        sent = 0
+        if (
+            transport.connected
+            and not transport.disconnecting
+            and not transport.dataBuffer
+            and not transport._tempDataLen
+        ):
+            try:
+                sent = transport.socket.send(data)
+            except OSError:
+                # EAGAIN, or a dead socket: the transport retries, or finds
+                # the error and reports the connection lost as usual
+                sent = 0
+        if sent < len(data):
+            transport.write(data[sent:] if sent else data)
+
     def _drop_queue(self) -> None:
         self._queue = self._ctrl = None
         self._queued = 0
@@ -994,8 +1104,11 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
     def _closeConnection(self, abort: bool = False) -> None:
         if abort:
+            self._batch = None
             self._drop_queue()
-        elif self._linger_call is None:
+        else:
+            self._write_batch()  # before the transport starts closing
+        if not abort and self._linger_call is None:
             # A graceful close waits for queued data to reach the peer; one
             # that never reads is aborted after the close-handshake timeout.
             self._linger_call = self.factory.clock.callLater(
@@ -1086,6 +1199,17 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self._send_encoded(payload, is_binary)
 
     def _send_encoded(self, payload: bytes, is_binary: bool) -> None:
+        key = self._deflate_key
+        if key is not None:
+            self.sendData(
+                encode_message(
+                    deflate_message(payload, *key),
+                    is_binary,
+                    self._settings.fragment_size,
+                    compressed=True,
+                )
+            )
+            return
         if self._perMessageCompress is None:
             self.sendData(
                 encode_message(payload, is_binary, self._settings.fragment_size)
@@ -1161,10 +1285,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self.localCloseReason = reason_utf8
         self.wasClean = True
         self.state = _WSP.STATE_CLOSING
-        if (
-            self._manual_close_timer is not None
-            and self._manual_close_timer.active()
-        ):
+        if self._manual_close_timer is not None and self._manual_close_timer.active():
             self._manual_close_timer.cancel()
         self._manual_close_timer = None
         self.dropConnection(abort=False)

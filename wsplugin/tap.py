@@ -49,6 +49,8 @@ _HELP = {
     "allowed_origins": "Allowed Origin pattern (repeatable; * wildcards).",
     "subprotocols": "Subprotocol the server speaks (repeatable).",
     "compression": "Accept permessage-deflate (RFC 7692).",
+    "compression_context_takeover": "Keep the compressor between messages "
+    "(costs memory; no compress-once broadcasts).",
     "utf8_validation": "Do not validate incoming text as UTF-8 (trusted peers only).",
     "server_header": "Server response header value ('' omits it).",
     "trusted_proxies": "Proxies whose X-Forwarded-For is trusted (0: none).",
