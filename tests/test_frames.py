@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 
+from autobahn.websocket.xormasker import create_xor_masker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,6 +17,8 @@ from wsplugin.frames import (
     OP_CONTINUATION,
     OP_PING,
     OP_TEXT,
+    SMALL_FRAME,
+    SmallFrameUnmasker,
     encode_frame,
     encode_message,
     header_size,
@@ -223,3 +227,44 @@ class EncodeMessageTests(SynchronousTestCase):
             self.assertLessEqual(
                 frame.size, fragment_size + header_size(len(frame.payload))
             )
+
+
+class SmallFrameUnmaskerTests(SynchronousTestCase):
+    """The pure-Python unmasker used for payloads up to SMALL_FRAME bytes."""
+
+    @settings(max_examples=300)
+    @given(
+        mask=st.binary(min_size=4, max_size=4),
+        payload=st.binary(max_size=SMALL_FRAME),
+        cuts=st.lists(st.integers(min_value=0, max_value=SMALL_FRAME), max_size=6),
+    )
+    def test_matches_autobahn_in_any_pieces(
+        self, mask: bytes, payload: bytes, cuts: list[int]
+    ) -> None:
+        """Fed in arbitrary pieces, it gives Autobahn's masker's bytes and
+        pointer."""
+        ours = SmallFrameUnmasker(mask)
+        theirs = create_xor_masker(mask, len(payload))
+        bounds = sorted({0, len(payload), *(c for c in cuts if c < len(payload))})
+        got, want = [], []
+        for start, end in itertools.pairwise(bounds):
+            got.append(ours.process(payload[start:end]))
+            want.append(theirs.process(payload[start:end]))
+            self.assertEqual(ours.pointer(), theirs.pointer())
+        self.assertEqual(b"".join(got), b"".join(want))
+
+    def test_masking_is_its_own_inverse(self) -> None:
+        """Unmasking a masked payload gives the payload back; reset restarts."""
+        mask = b"\x01\x80\xfe\x7f"
+        payload = bytes(range(256))
+        masker = SmallFrameUnmasker(mask)
+        masked = masker.process(payload)
+        self.assertNotEqual(masked, payload)
+        masker.reset()
+        self.assertEqual(masker.pointer(), 0)
+        self.assertEqual(masker.process(masked), payload)
+
+    def test_bad_key(self) -> None:
+        """A key that is not 4 bytes is refused."""
+        with self.assertRaises(ValueError):
+            SmallFrameUnmasker(b"abc")

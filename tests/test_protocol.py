@@ -598,7 +598,9 @@ class AutobahnOptionsTests(SynchronousTestCase):
             "utf8validateIncoming",
             "closeHandshakeTimeout",
             "perMessageCompressionAccept",
+            "applyMask",  # wsplugin unmasks itself (onFrameBegin)
         }
+        self.assertFalse(proto.applyMask)
         names = set(proto._OPTION_NAMES)
         self.assertIn("openHandshakeTimeout", names)
         for name in names - route_set:
@@ -618,3 +620,46 @@ class AutobahnOptionsTests(SynchronousTestCase):
         proto = harness.open().protocol
         self.assertIsInstance(proto, Custom)
         self.assertTrue(proto.echoCloseCodeReason)
+
+
+class UnmaskingTests(SynchronousTestCase):
+    """Client frames of every size class, fed byte by byte or whole, arrive
+    unmasked (small ones by wsplugin, larger ones by Autobahn's NVX)."""
+
+    def test_sizes_and_pieces(self) -> None:
+        from wsplugin.frames import SMALL_FRAME
+        from wsplugin.testing import client_frame
+
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        sizes = [0, 1, 3, 4, 5, 125, 126, SMALL_FRAME, SMALL_FRAME + 1, 70000]
+        for n in sizes:
+            payload = bytes((i * 7 + n) % 256 for i in range(n))
+            frame = client_frame(2, payload, mask=bytes([n % 256, 0x5A, 0xA5, 0xFF]))
+            if n <= 200:
+                for i in range(len(frame)):
+                    client.send_raw(frame[i : i + 1])
+            else:
+                for i in range(0, len(frame), 997):
+                    client.send_raw(frame[i : i + 997])
+        got = [e[1] for e in rec.events if e[0] == "on_binary"]
+        self.assertEqual(
+            got, [bytes((i * 7 + n) % 256 for i in range(n)) for n in sizes]
+        )
+
+    def test_masked_text_fragments_validated(self) -> None:
+        """UTF-8 split across small masked fragments is still validated and
+        joined: a bad byte in the last fragment closes with 1007."""
+        from wsplugin.testing import client_frame
+
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        text = "héllo wörld €".encode()
+        client.send_raw(client_frame(1, text[:2], fin=False))
+        client.send_raw(client_frame(0, text[2:], fin=True))
+        client.send_raw(client_frame(1, b"ok\xff", fin=True))
+        self.assertIn(("on_message", "héllo wörld €"), rec.events)
+        closes = [f for f in client.frames() if f.opcode == 8]
+        self.assertEqual([f.close_code for f in closes], [1007])

@@ -19,6 +19,8 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "SMALL_FRAME",
+    "SmallFrameUnmasker",
     "deflate_message",
     "encode_frame",
     "encode_message",
@@ -123,3 +125,48 @@ def encode_message(
             )
         )
     return b"".join(parts)
+
+
+SMALL_FRAME = 512
+"""Largest payload :class:`SmallFrameUnmasker` unmasks; past about 1 KiB
+Autobahn's NVX (SIMD) masker is faster, below it its set-up cost dominates."""
+
+
+class SmallFrameUnmasker:
+    """Unmasks one client frame's payload (RFC 6455, section 5.3).
+
+    The same interface as Autobahn's maskers (``process``, ``pointer``,
+    ``reset``), for small frames: the XOR is done on Python integers,
+    which costs about 1.3 us for 64 bytes where building an NVX masker
+    costs about 6 us. Payload may arrive in pieces; ``pointer`` counts
+    the bytes processed so far.
+    """
+
+    __slots__ = ("_mask", "_ptr")
+
+    def __init__(self, mask: bytes) -> None:
+        if len(mask) != 4:
+            raise ValueError("a masking key is 4 bytes")
+        self._mask = bytes(mask)
+        self._ptr = 0
+
+    def pointer(self) -> int:
+        """Payload bytes processed so far."""
+        return self._ptr
+
+    def reset(self) -> None:
+        """Start over at the first payload byte."""
+        self._ptr = 0
+
+    def process(self, data: bytes) -> bytes:
+        """Unmask the next ``len(data)`` payload bytes."""
+        n = len(data)
+        if not n:
+            return b""
+        shift = self._ptr & 3
+        mask = self._mask[shift:] + self._mask[:shift] if shift else self._mask
+        self._ptr += n
+        key = (mask * ((n >> 2) + 1))[:n]
+        return (
+            int.from_bytes(data, "little") ^ int.from_bytes(key, "little")
+        ).to_bytes(n, "little")
