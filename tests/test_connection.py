@@ -214,3 +214,46 @@ class ReceiveTests(SynchronousTestCase):
         self.assertEqual(
             self.successResultOf(conn.receive()), Fragment(b"b", False, True)
         )
+
+
+class HeadersCompactTests(SynchronousTestCase):
+    """An open connection holds its request headers as one string until they
+    are read again; reading gives exactly what arrived."""
+
+    def test_round_trip_after_open(self) -> None:
+        from wsplugin.connection import Headers
+
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open(
+            headers=[
+                ("Cookie", "a=1"),
+                ("X-Thing", "one: two"),
+                ("cookie", "b=2"),
+                ("X-Empty", ""),
+            ]
+        )
+        headers = client.connection.request.headers
+        self.assertIsInstance(headers, Headers)
+        self.assertIsNone(headers._pairs_kept)  # compacted when it opened
+        self.assertEqual(headers["x-thing"], "one: two")
+        self.assertEqual(headers.get_all("COOKIE"), ["a=1", "b=2"])
+        self.assertEqual(headers["X-Empty"], "")
+        self.assertEqual(client.connection.request.cookies, {"a": "1", "b": "2"})
+        names = [name for name, _ in headers.raw()]
+        self.assertEqual(names[-4:], ["Cookie", "X-Thing", "cookie", "X-Empty"])
+
+    def test_unpackable_pairs_stay(self) -> None:
+        """Pairs that would not survive packing (built by hand) are kept."""
+        from wsplugin.connection import Headers
+
+        odd = Headers((("a:b", "c"), ("d", "e\nf")))
+        odd._compact()
+        self.assertEqual(odd.raw(), (("a:b", "c"), ("d", "e\nf")))
+        plain = Headers((("A", "1"), ("B", "2:3")))
+        plain._compact()
+        self.assertEqual(plain.raw(), (("A", "1"), ("B", "2:3")))
+        self.assertEqual(Headers(())._pairs, ())
+        empty = Headers(())
+        empty._compact()
+        self.assertEqual((empty.raw(), len(empty)), ((), 0))

@@ -72,11 +72,47 @@ class Headers(Mapping[str, str]):
     repeated header.
     """
 
-    __slots__ = ("_first_map", "_pairs")
+    __slots__ = ("_first_map", "_pairs_kept", "_packed")
 
     def __init__(self, pairs: tuple[tuple[str, str], ...] = ()) -> None:
-        self._pairs = tuple(pairs)
+        self._pairs_kept: tuple[tuple[str, str], ...] | None = tuple(pairs)
         self._first_map: dict[str, str] | None = None
+        self._packed: str | None = None
+
+    @property
+    def _pairs(self) -> tuple[tuple[str, str], ...]:
+        pairs = self._pairs_kept
+        if pairs is None:
+            packed = self._packed or ""
+            pairs = (
+                tuple(
+                    (name, value)
+                    for name, _, value in (
+                        line.partition(":") for line in packed.split("\n")
+                    )
+                )
+                if packed
+                else ()
+            )
+            self._pairs_kept, self._packed = pairs, None
+        return pairs
+
+    def _compact(self) -> None:
+        """Hold the headers as one string until they are read again.
+
+        Called when a connection opens: most applications read headers in
+        ``allow`` or not at all, and an idle connection then keeps one string
+        instead of two strings and a tuple per header (about 100 bytes a
+        header).
+        """
+        pairs = self._pairs_kept
+        if pairs is None or any(
+            ":" in name or "\n" in name or "\n" in value for name, value in pairs
+        ):
+            return
+        self._packed = "\n".join(f"{name}:{value}" for name, value in pairs)
+        self._pairs_kept = None
+        self._first_map = None
 
     @property
     def _first(self) -> dict[str, str]:

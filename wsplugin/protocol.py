@@ -605,6 +605,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         for name in _HANDSHAKE_ONLY:
             attrs.pop(name, None)
         self.__dict__ = dict(attrs)
+        conn.request.headers._compact()
         pmc = self._perMessageCompress
         if isinstance(pmc, PerMessageDeflate) and pmc.server_no_context_takeover:
             self._deflate_key = (pmc.server_max_window_bits, pmc.mem_level)
