@@ -272,3 +272,39 @@ class GracefulShutdownTests(ServerTestCase):
         total, code = yield result
         self.assertEqual((total, code), (32 * len(chunk), 1001))
         self.assertEqual(handler.names().count("on_disconnect"), 1)
+
+
+class NvxReportTests(ServerTestCase):
+    """Starting says whether Autobahn's NVX accelerators are in use."""
+
+    @inlineCallbacks
+    def _start_with(self, uses: bool, has: bool) -> Any:
+        import autobahn.websocket as autobahn_websocket
+        from twisted.logger import capturedLogs, formatEvent
+
+        self.patch(autobahn_websocket, "USES_NVX", uses)
+        self.patch(autobahn_websocket, "HAS_NVX", has)
+        with capturedLogs() as events:
+            yield self.start_server(Echo())
+        return [
+            (e["log_level"].name, formatEvent(e))
+            for e in events
+            if "NVX" in formatEvent(e)
+        ]
+
+    @inlineCallbacks
+    def test_on(self) -> None:
+        lines = yield self._start_with(True, True)
+        self.assertEqual(lines, [("info", "Autobahn NVX accelerators: on")])
+
+    @inlineCallbacks
+    def test_not_built_warns(self) -> None:
+        lines = yield self._start_with(False, False)
+        self.assertEqual([level for level, _ in lines], ["warn"])
+        self.assertIn("not built", lines[0][1])
+
+    @inlineCallbacks
+    def test_switched_off_warns(self) -> None:
+        lines = yield self._start_with(False, True)
+        self.assertEqual([level for level, _ in lines], ["warn"])
+        self.assertIn("AUTOBAHN_USE_NVX=0", lines[0][1])
