@@ -28,6 +28,7 @@ def main(src, dst):
         ("D", "D broadcast\ndeliveries/s", "higher"),
         ("E", "E memory\nper idle conn", "lower"),
         ("F", "F handshakes/s", "higher"),
+        ("G", "G broadcast\ndeflate", "higher"),
     ]
     metrics = [m for m in metrics if m[0][0] in results["workloads"]]
     peers = [s for s in results["servers"] if s["name"] != "wsplugin"]

@@ -5,7 +5,7 @@
  * epoll, non-blocking sockets, RFC 6455 client framing (every frame masked
  * with a fresh key), plain TCP only, IPv4 loopback in practice.
  *
- * Build:  gcc -O2 -o benchmarks/build/loadgen benchmarks/loadgen.c
+ * Build:  gcc -O2 -o benchmarks/build/loadgen benchmarks/loadgen.c -lz
  *
  * Subcommands (all print one JSON object as their last stdout line; the
  * measured phase is framed by "MARK start" / "MARK end" lines so the harness
@@ -21,7 +21,10 @@
  *              included). WINDOW broadcasts are kept outstanding: a new one is
  *              sent when every client has received an earlier one. Counts
  *              deliveries (messages received over all connections) per second.
- *                                                                   (D)
+ *              With --deflate every connection offers permessage-deflate with
+ *              no context takeover in either direction (RFC 7692); the
+ *              server must accept, and every message received must be
+ *              compressed (RSV1) and inflate to SIZE bytes.        (D, G)
  *   idle       opens N connections, prints "READY <n> <seconds>", holds them
  *              (answering pings) until a line or EOF arrives on stdin or
  *              --hold seconds pass, then closes them.               (E)
@@ -51,6 +54,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* ------------------------------------------------------------------ utils */
 
@@ -138,6 +142,7 @@ typedef struct {
     int close_sent;
     buf_t in, out;
     int frag_op; /* opcode of a fragmented message being received */
+    int frag_rsv1; /* its first frame was compressed */
     uint64_t frag_len;
     uint64_t received; /* data messages received */
     uint64_t t0_ns;    /* send time (latency) */
@@ -151,6 +156,7 @@ static int opt_conns = 1;
 static int opt_inflight = 1;
 static size_t opt_size = 64;
 static int opt_binary = 0;
+static int opt_deflate = 0;
 static double opt_duration = 5.0;
 static double opt_warmup = 1.0;
 static long opt_count = 10000;
@@ -243,8 +249,12 @@ static void build_request(void) {
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
+                     "%s"
                      "\r\n",
-                     opt_path, opt_host, opt_port, k64);
+                     opt_path, opt_host, opt_port, k64,
+                     opt_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                   "server_no_context_takeover; client_no_context_takeover\r\n"
+                                 : "");
     request = strdup(tmp);
     request_len = (size_t)n;
 }
@@ -401,13 +411,40 @@ static void bcast_send(void) {
     if (conn_flush(c0) < 0) return;
 }
 
-/* A whole data message arrived. data is the payload when it came in one
- * frame, NULL when it was fragmented. */
-static void on_message(conn_t *c, int op, uint64_t len) {
+/* --deflate: messages received compressed, and inflate checks */
+static uint64_t m_compressed = 0, m_plain = 0;
+static z_stream inflater;
+static uint8_t inflate_out[1 << 16];
+
+/* Inflate one single-frame compressed message (the server keeps no context,
+ * so each message is a stream of its own); 0 when it inflates to SIZE bytes. */
+static int check_inflate(const uint8_t *data, uint64_t len) {
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    if (inflateReset(&inflater) != Z_OK) return -1;
+    inflater.next_out = inflate_out;
+    inflater.avail_out = sizeof inflate_out;
+    inflater.next_in = (uint8_t *)data;
+    inflater.avail_in = (uInt)len;
+    int rc = inflate(&inflater, Z_SYNC_FLUSH);
+    if (rc != Z_OK && rc != Z_BUF_ERROR) return -1;
+    inflater.next_in = (uint8_t *)tail;
+    inflater.avail_in = 4;
+    rc = inflate(&inflater, Z_SYNC_FLUSH);
+    if (rc != Z_OK && rc != Z_BUF_ERROR) return -1;
+    return sizeof inflate_out - inflater.avail_out == opt_size ? 0 : -1;
+}
+
+/* A whole data message arrived: len payload bytes on the wire, rsv1 set when
+ * it was compressed. */
+static void on_message(conn_t *c, int op, uint64_t len, int rsv1) {
     c->received++;
+    if (opt_deflate) {
+        if (rsv1) m_compressed++;
+        else m_plain++;
+    }
     switch (mode) {
     case M_ECHO:
-        if (len != opt_size || op != (opt_binary ? 2 : 1)) note_error("%s", "echo mismatch");
+        if ((!rsv1 && len != opt_size) || op != (opt_binary ? 2 : 1)) note_error("%s", "echo mismatch");
         if (measuring) {
             m_msgs++;
             m_bytes += len;
@@ -416,7 +453,7 @@ static void on_message(conn_t *c, int op, uint64_t len) {
         break;
     case M_LATENCY: {
         double us = (double)(now_ns() - c->t0_ns) / 1000.0;
-        if (len != opt_size) note_error("%s", "echo mismatch");
+        if (!rsv1 && len != opt_size) note_error("%s", "echo mismatch");
         rtt_total++;
         if (rtt_total > opt_warmup_count) rtts[rtt_n++] = us;
         if (rtt_total == opt_warmup_count) lat_begin();
@@ -471,6 +508,17 @@ static int parse_handshake(conn_t *c) {
     uint8_t *end = memmem(p, n, "\r\n\r\n", 4);
     if (!end) return n > 65536 ? -1 : 0;
     if (n < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0) return -1;
+    if (opt_deflate) {
+        /* the answer must accept permessage-deflate (any letter case) */
+        size_t hn = (size_t)(end - p);
+        int found = 0;
+        for (size_t i = 0; i + 18 <= hn && !found; i++)
+            found = strncasecmp((const char *)p + i, "permessage-deflate", 18) == 0;
+        if (!found) {
+            note_error("%s", "server did not accept permessage-deflate");
+            return -1;
+        }
+    }
     buf_consume(&c->in, (size_t)(end - p) + 4);
     return 1;
 }
@@ -481,6 +529,7 @@ static int parse_frames(conn_t *c) {
         uint8_t *p = c->in.data + c->in.off;
         size_t n = c->in.len;
         int fin = p[0] & 0x80;
+        int rsv1 = (p[0] & 0x40) != 0;
         int op = p[0] & 0x0f;
         int masked = p[1] & 0x80;
         uint64_t len = p[1] & 0x7f;
@@ -505,6 +554,16 @@ static int parse_frames(conn_t *c) {
             buf_reserve(&c->in, h + len - n + 4096); /* read the rest in big chunks */
             break;
         }
+        if (rsv1 && (!opt_deflate || op == 0 || op >= 8)) {
+            note_error("%s", "RSV1 set where no extension allows it");
+            on_closed(c, 0);
+            return -1;
+        }
+        if (rsv1 && fin && !masked && check_inflate(p + h, len) != 0) {
+            note_error("%s", "compressed message did not inflate to SIZE bytes");
+            on_closed(c, 0);
+            return -1;
+        }
         buf_consume(&c->in, h + (size_t)len);
         switch (op) {
         case 0:
@@ -512,16 +571,17 @@ static int parse_frames(conn_t *c) {
             if (fin) {
                 int fop = c->frag_op;
                 c->frag_op = 0;
-                on_message(c, fop, c->frag_len);
+                on_message(c, fop, c->frag_len, c->frag_rsv1);
             }
             break;
         case 1:
         case 2:
             if (fin) {
-                on_message(c, op, len);
+                on_message(c, op, len, rsv1);
             } else {
                 c->frag_op = op;
                 c->frag_len = len;
+                c->frag_rsv1 = rsv1;
             }
             break;
         case 8: /* close */
@@ -725,7 +785,7 @@ static void usage(void) {
             "  --conns N --inflight K --size BYTES --binary|--text\n"
             "  --duration S --warmup S --timeout S\n"
             "  latency: --count M --warmup-count W\n"
-            "  bcast:   --window W      idle: --hold S\n"
+            "  bcast:   --window W [--deflate]      idle: --hold S\n"
             "  handshake: --concurrency C   opening many: --pending P\n");
     exit(64);
 }
@@ -761,6 +821,7 @@ int main(int argc, char **argv) {
         else if (ARG("--seed")) rng_state = (uint32_t)strtoul(v, NULL, 0) | 1u;
         else if (!strcmp(a, "--binary")) opt_binary = 1;
         else if (!strcmp(a, "--text")) opt_binary = 0;
+        else if (!strcmp(a, "--deflate")) opt_deflate = 1;
         else usage();
 #undef ARG
     }
@@ -783,6 +844,7 @@ int main(int argc, char **argv) {
     server_addr.sin_port = htons((uint16_t)opt_port);
     if (inet_pton(AF_INET, opt_host, &server_addr.sin_addr) != 1) die("--host must be an IPv4 address");
     build_request();
+    if (inflateInit2(&inflater, -15) != Z_OK) die("inflateInit2");
 
     payload = malloc(opt_size ? opt_size : 1);
     for (size_t i = 0; i < opt_size; i++) payload[i] = (uint8_t)('a' + i % 26);
@@ -866,10 +928,12 @@ int main(int argc, char **argv) {
         printf("{\"mode\": \"bcast\", \"conns\": %d, \"window\": %d, \"size\": %zu, \"open_s\": %.3f, "
                "\"window_s\": %.3f, \"deliveries\": %llu, \"deliveries_per_s\": %.1f, "
                "\"broadcasts_per_s\": %.2f, \"cpu_s\": %.3f, \"cpu_share\": %.4f, "
-               "\"open_at_end\": %d, \"errors\": %llu, \"first_error\": \"%s\"}\n",
+               "\"open_at_end\": %d, \"deflate\": %d, \"compressed\": %llu, \"plain\": %llu, "
+               "\"errors\": %llu, \"first_error\": \"%s\"}\n",
                nconns, opt_window, opt_size, t_open, w, (unsigned long long)m_msgs, m_msgs / w,
-               (d1 - d0) / w, c1 - c0, (c1 - c0) / w, still_open, (unsigned long long)errors,
-               first_error);
+               (d1 - d0) / w, c1 - c0, (c1 - c0) / w, still_open, opt_deflate,
+               (unsigned long long)m_compressed, (unsigned long long)m_plain,
+               (unsigned long long)errors, first_error);
     } else if (mode == M_IDLE) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
         double t_open = open_all();

@@ -13,6 +13,7 @@ drives it with loadgen pinned to CPU 1:
   D  1,000 clients, 64-byte messages relayed to all          deliveries/s
   E  10,000 idle connections                                 server RSS bytes/conn
   F  32 concurrent connectors: handshake + close, repeated   handshakes/s
+  G  D with permessage-deflate, no context takeover          deliveries/s
 
 Results are the median of R runs (3; 1 with --quick, which also shortens
 every duration). They go to build/bench/results.json, and (full runs, or
@@ -53,6 +54,7 @@ LOADGEN = BENCH / "build" / "loadgen"
 PEERS_VENV = BENCH / ".venv-peers"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 REQUIREMENTS = BENCH / "requirements.txt"
+NOTES = BENCH / "NOTES.md"  # included in docs/performance.md as it is
 OUT = ROOT / "build" / "bench"
 PROJECT_VENV = ROOT / ".venv"
 PROJECT_PY = PROJECT_VENV / "bin" / "python"
@@ -71,6 +73,7 @@ METRICS = [
     ("D", "D broadcast to {D}", "deliveries_per_s", "deliveries/s", "higher"),
     ("E", "E memory, {E} idle", "bytes_per_conn", "bytes/conn", "lower"),
     ("F", "F handshakes, 32 conc.", "handshakes_per_s", "handshakes/s", "higher"),
+    ("G", "G broadcast to {D}, deflate", "deliveries_per_s", "deliveries/s", "higher"),
 ]
 
 
@@ -79,10 +82,26 @@ def label_of(label: str, params: dict) -> str:
     return label.format(D=f"{params['D']['conns']:,}", E=f"{params['E']['conns']:,}")
 
 
-WORKLOAD_OF = {"A": "A", "B50": "B", "B99": "B", "C": "C", "D": "D", "E": "E", "F": "F"}
+WORKLOAD_OF = {
+    "A": "A",
+    "B50": "B",
+    "B99": "B",
+    "C": "C",
+    "D": "D",
+    "E": "E",
+    "F": "F",
+    "G": "G",
+}
+WORKLOADS = "ABCDEFG"
 
 
 def workload_params(quick: bool, smoke: bool = False) -> dict:
+    params = _workload_params(quick, smoke)
+    params["G"] = dict(params["D"])  # D's load, with permessage-deflate
+    return params
+
+
+def _workload_params(quick: bool, smoke: bool) -> dict:
     if smoke:  # checks the harness end to end in seconds; figures mean nothing
         dur, warm = 0.3, 0.1
         return {
@@ -156,7 +175,7 @@ def loadgen_args(workload: str, p: dict) -> list[str]:
             "--warmup",
             str(p["warmup"]),
         ]
-    if workload == "D":
+    if workload in ("D", "G"):
         return [
             "bcast",
             "--conns",
@@ -169,7 +188,7 @@ def loadgen_args(workload: str, p: dict) -> list[str]:
             str(p["duration"]),
             "--warmup",
             str(p["warmup"]),
-        ]
+        ] + (["--deflate"] if workload == "G" else [])
     if workload == "E":
         return ["idle", "--conns", str(p["conns"]), "--hold", "120"]
     if workload == "F":
@@ -185,7 +204,7 @@ def loadgen_args(workload: str, p: dict) -> list[str]:
     raise ValueError(workload)
 
 
-WORKLOAD_TIMEOUT = {"A": 60, "B": 90, "C": 60, "D": 120, "E": 180, "F": 60}
+WORKLOAD_TIMEOUT = {"A": 60, "B": 90, "C": 60, "D": 120, "E": 180, "F": 60, "G": 120}
 
 # -------------------------------------------------------------- servers
 
@@ -193,12 +212,13 @@ WORKLOAD_TIMEOUT = {"A": 60, "B": 90, "C": 60, "D": 120, "E": 180, "F": 60}
 class Server:
     """How to start one server; ``unavailable`` says why it cannot run."""
 
-    def __init__(self, name, label, argv, env=None, note=""):
+    def __init__(self, name, label, argv, env=None, note="", skip=None):
         self.name = name
         self.label = label
         self._argv = argv  # (port, mode) -> argv
         self.env = env or {}
         self.note = note
+        self.skip: dict[str, str] = skip or {}  # workload -> why it cannot run
         self.unavailable: str | None = None
         self.version = ""
 
@@ -209,6 +229,12 @@ class Server:
 def project_bin(name: str) -> str:
     p = PROJECT_VENV / "bin" / name
     return str(p) if p.exists() else name
+
+
+def py_mode(mode: str) -> list[str]:
+    """``--mode`` for the Python peer scripts; broadcast-deflate adds --deflate."""
+    base, _, deflate = mode.partition("-")
+    return ["--mode", base] + (["--deflate"] if deflate else [])
 
 
 def make_servers() -> list[Server]:
@@ -227,10 +253,11 @@ def make_servers() -> list[Server]:
                 "echo" if mode == "echo" else "wsplugin_broadcast:Broadcast",
                 "--port",
                 f"tcp:{port}:interface=127.0.0.1",
+                *(["--compression"] if mode == "broadcast-deflate" else []),
             ],
             env={"PYTHONPATH": str(SERVERS_DIR)},
-            note="`twistd -n ws --app echo` (D: `--app wsplugin_broadcast:Broadcast`), "
-            "every option at its default",
+            note="`twistd -n ws --app echo` (D: `--app wsplugin_broadcast:Broadcast`; "
+            "G: the same with `--compression`), every other option at its default",
         ),
         Server(
             "autobahn",
@@ -240,11 +267,11 @@ def make_servers() -> list[Server]:
                 str(SERVERS_DIR / "autobahn_server.py"),
                 "--port",
                 str(port),
-                "--mode",
-                mode,
+                *py_mode(mode),
             ],
             note="WebSocketServerProtocol on the same Twisted/Autobahn; "
-            "D: prepareMessage + sendPreparedMessage",
+            "D: prepareMessage + sendPreparedMessage; G: accepts permessage-deflate "
+            "(then Autobahn compresses per receiver)",
         ),
         Server(
             "websockets",
@@ -254,11 +281,10 @@ def make_servers() -> list[Server]:
                 str(SERVERS_DIR / "websockets_server.py"),
                 "--port",
                 str(port),
-                "--mode",
-                mode,
+                *py_mode(mode),
             ],
             note="asyncio implementation, default asyncio loop; "
-            "D: websockets.broadcast",
+            "D: websockets.broadcast; G: its default permessage-deflate",
         ),
         Server(
             "aiohttp",
@@ -268,10 +294,10 @@ def make_servers() -> list[Server]:
                 str(SERVERS_DIR / "aiohttp_server.py"),
                 "--port",
                 str(port),
-                "--mode",
-                mode,
+                *py_mode(mode),
             ],
-            note="web.WebSocketResponse, default asyncio loop, access log off",
+            note="web.WebSocketResponse, default asyncio loop, access log off; "
+            "G: `compress=True` (its default)",
         ),
         Server(
             "picows",
@@ -281,18 +307,25 @@ def make_servers() -> list[Server]:
                 str(SERVERS_DIR / "picows_server.py"),
                 "--port",
                 str(port),
-                "--mode",
-                mode,
+                *py_mode(mode),
             ],
             note="frame-level API, no UTF-8 validation, "
             "default asyncio loop (not uvloop)",
+            skip={"G": "picows has no permessage-deflate"},
         ),
         Server(
             "node-ws",
             "Node ws",
-            lambda port, mode: ["node", str(NODE_DIR / "server.js"), str(port), mode],
+            lambda port, mode: [
+                "node",
+                str(NODE_DIR / "server.js"),
+                str(port),
+                *mode.split("-"),
+            ],
             note="ws defaults, with the optional native `bufferutil` (masking) "
-            "that the ws README recommends",
+            "that the ws README recommends; G: `perMessageDeflate` with "
+            "`threshold: 0` (its default threshold leaves 64-byte messages "
+            "uncompressed)",
         ),
     ]
 
@@ -500,6 +533,13 @@ def run_loadgen(server: RunningServer, workload: str, params: dict) -> dict:
         if c0 is not None and c1 is not None and t1 > t0:
             result["server_cpu_share"] = round((c1 - c0) / (t1 - t0), 3)
     result.update(extra)
+    if workload == "G" and "error" not in result:
+        if result.get("plain") or not result.get("compressed"):
+            result["error"] = (
+                f"{result.get('plain', 0)} of "
+                f"{result.get('plain', 0) + result.get('compressed', 0)} "
+                "messages arrived uncompressed"
+            )
     if workload == "E" and "error" not in result:
         before, after = extra.get("rss_before"), extra.get("rss_after")
         held = result.get("held_at_end", 0)
@@ -523,9 +563,15 @@ def build_loadgen() -> None:
     LOADGEN.parent.mkdir(parents=True, exist_ok=True)
     if LOADGEN.exists() and LOADGEN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime:
         return
-    cmd = ["gcc", "-O2", "-o", str(LOADGEN), str(LOADGEN_SRC)]
+    cmd = ["gcc", "-O2", "-o", str(LOADGEN), str(LOADGEN_SRC), "-lz"]
     log("building loadgen: " + " ".join(shlex.quote(c) for c in cmd))
-    subprocess.run(cmd, check=True, timeout=120)
+    try:
+        subprocess.run(cmd, check=True, timeout=120)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(
+            f"building loadgen failed ({e}): it needs gcc and the zlib headers "
+            "(Debian: apt-get install gcc zlib1g-dev)"
+        ) from None
 
 
 def setup_peers_venv() -> str | None:
@@ -698,9 +744,13 @@ def run_server_workloads(
     plan = [
         ("echo", [w for w in "ABCF" if w in workloads]),
         ("broadcast", [w for w in "D" if w in workloads]),
+        ("broadcast-deflate", [w for w in "G" if w in workloads]),
         ("echo", [w for w in "E" if w in workloads]),
     ]
     for mode, group in plan:
+        for w in [w for w in group if w in spec.skip]:
+            out[w] = {"skipped": spec.skip[w]}
+        group = [w for w in group if w not in spec.skip]
         if not group:
             continue
         try:
@@ -740,7 +790,9 @@ def summary(w: str, r: dict) -> str:
         return f"{r['msgs_per_s']:.0f} msgs/s, {r['mb_per_s']:.1f} MB/s" + share + err
     if w == "B":
         return f"p50 {r['p50_us']:.1f} us, p99 {r['p99_us']:.1f} us" + share + err
-    if w == "D":
+    if "skipped" in r:
+        return "n/a: " + r["skipped"]
+    if w in ("D", "G"):
         return f"{r['deliveries_per_s']:.0f} deliveries/s" + share + err
     if w == "E":
         return f"{r['bytes_per_conn']:.0f} bytes/conn ({r['held_at_end']} conns)" + err
@@ -757,7 +809,7 @@ def first_soft_error(runs: list[dict]) -> str:
 # SUSPECT_BELOW of its core there was disturbed (another process on its core)
 # or was not the bottleneck; such runs are left out of the medians when the
 # other runs of the same figure are not.
-SATURATING = "ACDF"
+SATURATING = "ACDFG"
 SUSPECT_BELOW = 0.9
 
 
@@ -767,13 +819,17 @@ def is_suspect(result: dict, workload: str) -> bool:
 
 
 def usable(runs: list[dict], workload: str) -> list[dict]:
-    ok = [r for r in runs if "error" not in r]
+    ok = [r for r in runs if "error" not in r and "skipped" not in r]
     clean = [r for r in ok if not is_suspect(r, workload)]
     return clean or ok
 
 
 def median_of(runs: list[dict], key: str) -> float | None:
-    vals = [r[key] for r in runs if "error" not in r and r.get(key) is not None]
+    vals = [
+        r[key]
+        for r in runs
+        if "error" not in r and "skipped" not in r and r.get(key) is not None
+    ]
     return statistics.median(vals) if vals else None
 
 
@@ -782,7 +838,13 @@ def aggregate(raw: dict, servers: list[tuple[str, str | None]]) -> dict:
     ``servers``: (name, why unavailable or None)."""
     agg: dict = {}
     for name, unavailable in servers:
-        s = agg[name] = {"metrics": {}, "cpu": {}, "errors": {}, "excluded": {}}
+        s = agg[name] = {
+            "metrics": {},
+            "cpu": {},
+            "errors": {},
+            "excluded": {},
+            "skipped": {},
+        }
         if unavailable:
             continue
         s["spread"] = {}
@@ -790,11 +852,19 @@ def aggregate(raw: dict, servers: list[tuple[str, str | None]]) -> dict:
             w = WORKLOAD_OF[mkey]
             runs = usable([run[w] for run in raw[name] if w in run], w)
             s["metrics"][mkey] = median_of(runs, key)
-            vals = [r[key] for r in runs if "error" not in r and r.get(key)]
+            vals = [
+                r[key]
+                for r in runs
+                if "error" not in r and "skipped" not in r and r.get(key)
+            ]
             if len(vals) > 1:
                 s["spread"][mkey] = (max(vals) - min(vals)) / statistics.median(vals)
-        for w in "ABCDEF":
+        for w in WORKLOADS:
             runs = [run[w] for run in raw[name] if w in run]
+            skipped = [r["skipped"] for r in runs if "skipped" in r]
+            if skipped:
+                s["skipped"][w] = skipped[0]
+                continue
             errs = sorted({str(r["error"])[:200] for r in runs if "error" in r})
             if errs:
                 s["errors"][w] = errs
@@ -867,7 +937,7 @@ def table(results: dict) -> str:
         label = label_of(label, results["params"])
         cells = []
         for n in names:
-            if n in unavailable:
+            if n in unavailable or WORKLOAD_OF[mkey] in agg[n].get("skipped", {}):
                 cells.append("n/a")
             else:
                 v = agg[n]["metrics"].get(mkey)
@@ -892,7 +962,10 @@ def table(results: dict) -> str:
             continue
         label = label_of(label, results["params"])
         cells = [
-            fmt_ratio(rat[n].get(mkey)) if n not in unavailable else "n/a"
+            fmt_ratio(rat[n].get(mkey))
+            if n not in unavailable
+            and WORKLOAD_OF[mkey] not in agg[n].get("skipped", {})
+            else "n/a"
             for n in peers
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -912,6 +985,7 @@ def cpu_table(results: dict) -> str:
         "C": "C echo 64 KiB",
         "D": "D broadcast",
         "F": "F handshakes",
+        "G": "G broadcast, deflate",
     }
     for w, title in titles.items():
         if w not in results["workloads"]:
@@ -1059,6 +1133,11 @@ def write_report(results: dict, md_path: Path, png_name: str) -> None:
         "close frame, server's close frame, socket reset (SO_LINGER 0: no TIME_WAIT "
         "pile-up across workloads); "
         f"{p['F']['duration']} s | cycles per second |",
+        "| G | D with permessage-deflate: every client offers "
+        "`permessage-deflate; server_no_context_takeover; "
+        "client_no_context_takeover`; the server must accept, and loadgen "
+        "inflates every message it receives and checks it is compressed and "
+        "64 bytes | messages received over all clients per second |",
         "",
         "Round trips (B) are application messages, not WebSocket pings (a ping is",
         "answered inside each library, never by the application).",
@@ -1151,6 +1230,9 @@ def write_report(results: dict, md_path: Path, png_name: str) -> None:
             )
     if errors:
         lines += ["## Failures, errors and runs left out", ""] + errors + [""]
+    if NOTES.exists():
+        # hand-written: profiles, what each change bought, Autobahn's costs
+        lines += [NOTES.read_text().rstrip("\n"), ""]
     lines += [
         "## Reproduce",
         "",
@@ -1199,7 +1281,7 @@ def main() -> int:
     )
     ap.add_argument("--runs", type=int, help="runs per figure (default 3, quick 1)")
     ap.add_argument("--servers", help="comma-separated subset, e.g. wsplugin,autobahn")
-    ap.add_argument("--workloads", default="ABCDEF", help="subset of ABCDEF")
+    ap.add_argument("--workloads", default=WORKLOADS, help=f"subset of {WORKLOADS}")
     ap.add_argument(
         "--docs",
         action="store_true",
@@ -1250,8 +1332,8 @@ def main() -> int:
         args.quick = True
     runs = args.runs or (1 if args.quick else 3)
     params = workload_params(args.quick, args.smoke)
-    params["D"]["window"] = args.d_window
-    workloads = [w for w in "ABCDEF" if w in args.workloads.upper()]
+    params["D"]["window"] = params["G"]["window"] = args.d_window
+    workloads = [w for w in WORKLOADS if w in args.workloads.upper()]
     OUT.mkdir(parents=True, exist_ok=True)
     logs = OUT / "logs"
     logs.mkdir(exist_ok=True)

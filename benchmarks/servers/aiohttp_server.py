@@ -5,7 +5,10 @@
 echo: each TEXT/BINARY message is sent back with send_str/send_bytes.
 broadcast: each message goes to every open connection, sender included
 (``await ws.send_str`` in a loop, aiohttp's documented pattern).
-Access log off (no other server logs per request); other options default.
+Access log off (no other server logs per request); other options default,
+which includes ``compress=True``: permessage-deflate is accepted when the
+client offers it (loadgen does only in workload G; --deflate is accepted
+for symmetry with the other peers and changes nothing).
 """
 
 import argparse
@@ -49,6 +52,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--mode", choices=["echo", "broadcast"], default="echo")
+    ap.add_argument("--deflate", action="store_true")
     args = ap.parse_args()
     app = web.Application()
     app.router.add_get("/{tail:.*}", echo if args.mode == "echo" else relay)
