@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint format conformance clean venv system-deps bench bench-quick
+.PHONY: run test lint format conformance clean venv system-deps bench bench-quick profile
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/run.py --quick
+
+# Flame graphs of workloads A, E and F (docs/profiles/*.svg): py-spy for CPU,
+# tracemalloc for memory; see docs/performance.md, "Profiles".
+profile: $(STAMP)
+	$(PIP) install --quiet py-spy
+	$(PY) benchmarks/profile/run.py
 
 # Debian packages some tests need (headless Chromium); needs root or sudo.
 # Without them those tests skip locally (CI always installs them).
