@@ -1237,7 +1237,7 @@ def write_report(results: dict, md_path: Path, png_name: str) -> None:
         "## Reproduce",
         "",
         "```sh",
-        "make bench        # full: 3 runs, ~10 min on 2 cores",
+        "make bench        # full: 3 runs, ~12 min on 2 cores",
         "make bench-quick  # 1 short run, under 3 min; report in build/bench/",
         "```",
         "",
