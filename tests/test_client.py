@@ -474,6 +474,18 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(conn.request.peer, SERVER)
         self.assertIn("ws://127.0.0.1:8888/chat", repr(conn))
 
+    def test_autobahn_options_copied(self) -> None:
+        """Every option in Autobahn's client CONFIG_ATTRS reaches the protocol
+        from the factory (wsplugin copies them, not Autobahn's pretty-printing
+        copy)."""
+        conn, _ = open_conn(self)
+        proto = conn._protocol
+        self.assertEqual(proto.CONFIG_ATTRS, [])
+        self.assertIn("maxMessagePayloadSize", proto._OPTION_NAMES)
+        for name in proto._OPTION_NAMES:
+            self.assertIn(name, vars(proto), name)
+            self.assertEqual(getattr(proto, name), getattr(proto.factory, name), name)
+
     def test_subprotocol(self) -> None:
         """The server's choice among the offered subprotocols is ``protocol``."""
         harness = Harness(Echo(), subprotocols=("chat.v2",))

@@ -949,6 +949,11 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
 
     connection: ClientConnection | None = None
 
+    # As on the server: Autobahn's _connectionMade pretty-prints every option
+    # for a debug line nobody sees; copy the options here instead.
+    _OPTION_NAMES: tuple[str, ...] = tuple(_AutobahnClientProtocol.CONFIG_ATTRS)
+    CONFIG_ATTRS: list[str] = []
+
     def __init__(self) -> None:
         super().__init__()
         self.opened: Deferred[ClientConnection] = Deferred()
@@ -970,6 +975,13 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         """TCP (and TLS) connected: Autobahn sends the handshake request."""
         super().connectionMade()
         self.transport.registerProducer(self, True)
+
+    def _connectionMade(self) -> None:
+        factory = self.factory
+        for name in self._OPTION_NAMES:
+            if not hasattr(self, name):  # a value on the protocol wins
+                setattr(self, name, getattr(factory, name))
+        super()._connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Remember why (a TLS error shows here), then let Autobahn end it."""
