@@ -119,6 +119,7 @@ from wsplugin.errors import (
 )
 from wsplugin.factory import _ReactorTimer, _transport_buffered
 from wsplugin.frames import OP_BINARY, OP_CONTINUATION, OP_TEXT
+from wsplugin.protocol import copy_options
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall
@@ -949,8 +950,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
 
     connection: ClientConnection | None = None
 
-    # As on the server: Autobahn's _connectionMade pretty-prints every option
-    # for a debug line nobody sees; copy the options here instead.
+    # copied by copy_options, not by Autobahn (see there)
     _OPTION_NAMES: tuple[str, ...] = tuple(_AutobahnClientProtocol.CONFIG_ATTRS)
     CONFIG_ATTRS: list[str] = []
 
@@ -977,10 +977,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         self.transport.registerProducer(self, True)
 
     def _connectionMade(self) -> None:
-        factory = self.factory
-        for name in self._OPTION_NAMES:
-            if not hasattr(self, name):  # a value on the protocol wins
-                setattr(self, name, getattr(factory, name))
+        copy_options(self, self._OPTION_NAMES)
         super()._connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

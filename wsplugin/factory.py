@@ -24,7 +24,7 @@ from wsplugin._events import bind_events
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection
 from wsplugin.errors import UnknownConnection
-from wsplugin.frames import deflate_message, encode_message
+from wsplugin.frames import encode_message
 from wsplugin.protocol import ROUTE_EVENTS, WebSocketServerProtocol
 from wsplugin.routing import Route, Router
 
@@ -372,15 +372,8 @@ class WebSocketServerFactory(_AutobahnServerFactory):
                     size = proto._settings.fragment_size
                     data = encoded.get((size, deflate))
                     if data is None:
-                        if deflate is not None:
-                            data = encode_message(
-                                deflate_message(payload, *deflate),
-                                is_binary,
-                                size,
-                                compressed=True,
-                            )
-                        elif size:
-                            data = encode_message(payload, is_binary, size)
+                        if size or deflate is not None:
+                            data = encode_message(payload, is_binary, size, deflate)
                         else:
                             data = self.prepareMessage(payload, is_binary).payloadHybi
                         encoded[size, deflate] = data

@@ -98,17 +98,24 @@ def deflate_message(payload: bytes, window_bits: int, mem_level: int) -> bytes:
 
 
 def encode_message(
-    payload: bytes, is_binary: bool, fragment_size: int = 0, compressed: bool = False
+    payload: bytes,
+    is_binary: bool,
+    fragment_size: int = 0,
+    deflate: tuple[int, int] | None = None,
 ) -> bytes:
     """Encode a whole data message, split in frames of ``fragment_size`` payload.
 
     ``fragment_size`` of 0 (or a payload that fits) gives a single frame. The
     result is the same bytes for every receiver, so a broadcast builds it once.
-    ``compressed`` marks ``payload`` as permessage-deflate data: RSV1 is set
-    on the first frame (RFC 7692, section 6).
+    ``deflate`` is ``(window bits, mem level)`` to compress the message with
+    :func:`deflate_message` first; RSV1 is then set on the first frame
+    (RFC 7692, section 6).
     """
     opcode = OP_BINARY if is_binary else OP_TEXT
-    rsv = 0x4 if compressed else 0
+    rsv = 0
+    if deflate is not None:
+        payload = deflate_message(payload, *deflate)
+        rsv = 0x4
     if not fragment_size or len(payload) <= fragment_size:
         return encode_frame(opcode, payload, rsv=rsv)
     view = memoryview(payload)

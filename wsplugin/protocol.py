@@ -80,7 +80,6 @@ from wsplugin.frames import (
     OP_TEXT,
     SMALL_FRAME,
     SmallFrameUnmasker,
-    deflate_message,
     encode_frame,
     encode_message,
     payload_size_for_frame,
@@ -138,6 +137,32 @@ def _accept_deflate_no_takeover(
 
 def _accept_nothing(offers: list[Any]) -> None:
     return None
+
+
+def _writes_now(transport: Any) -> bool:
+    """Whether bytes sent on ``transport``'s socket now would go out in order:
+    it is connected, not closing, and holds nothing unwritten."""
+    return (
+        transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+    )
+
+
+def copy_options(protocol: Any, names: tuple[str, ...]) -> None:
+    """Autobahn's per-connection copy of its options, without the rest.
+
+    Autobahn's ``_connectionMade`` copies every name in ``CONFIG_ATTRS`` from
+    the factory and then pretty-prints them all for a debug line that is
+    never shown (``pformat`` was ~40% of a handshake's CPU). The server and
+    client protocols call this instead, with the same rule (a value already
+    on the protocol wins), and give Autobahn an empty ``CONFIG_ATTRS``.
+    """
+    factory = protocol.factory
+    for name in names:
+        if not hasattr(protocol, name):
+            setattr(protocol, name, getattr(factory, name))
 
 
 def close_frame_problem(
@@ -289,11 +314,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     _via_http = False
     _fixed_route: Route | None = None
 
-    # Autobahn's ``_connectionMade`` copies every name in ``CONFIG_ATTRS``
-    # from the factory and then pretty-prints all of them for a debug line
-    # that is never shown: ``pformat`` was ~40% of a handshake's CPU. We
-    # copy the options ourselves (same rule: a value already on the
-    # protocol wins) and give Autobahn an empty list.
+    # copied by copy_options, not by Autobahn (see there)
     _OPTION_NAMES: tuple[str, ...] = tuple(_AutobahnServerProtocol.CONFIG_ATTRS)
     CONFIG_ATTRS: list[str] = []
 
@@ -347,10 +368,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self.dropConnection(abort=True)
 
     def _connectionMade(self) -> None:
-        factory = self.factory
-        for name in self._OPTION_NAMES:
-            if not hasattr(self, name):
-                setattr(self, name, getattr(factory, name))
+        copy_options(self, self._OPTION_NAMES)
         # Autobahn then leaves client frames masked; onFrameBegin picks the
         # unmasker (RFC 6455 still requires masked client frames: that check
         # is requireMaskedClientFrames, which stays on)
@@ -1019,10 +1037,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
                 self._direct
                 and len(data) <= _BATCH_LIMIT
                 and not transport.TLS
-                and not transport.dataBuffer
-                and not transport._tempDataLen
-                and transport.connected
-                and not transport.disconnecting
+                and _writes_now(transport)
             ):
                 self._batch = [data]
                 self._batch_size = len(data)
@@ -1043,9 +1058,6 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         from a peer that never reads cannot grow memory.
         """
         data = encode_frame(opcode, payload)
-        if self._batch is not None:
-            self._batch.append(data)
-            return
         if self._queue is None and not self._write_paused:
             self.sendData(data)
             return
@@ -1092,12 +1104,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         transport = self.transport
         sent = 0
-        if (
-            transport.connected
-            and not transport.disconnecting
-            and not transport.dataBuffer
-            and not transport._tempDataLen
-        ):
+        if _writes_now(transport):
             try:
                 sent = transport.socket.send(data)
             except OSError:
@@ -1224,19 +1231,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
     def _send_encoded(self, payload: bytes, is_binary: bool) -> None:
         key = self._deflate_key
-        if key is not None:
+        if key is not None or self._perMessageCompress is None:
             self.sendData(
-                encode_message(
-                    deflate_message(payload, *key),
-                    is_binary,
-                    self._settings.fragment_size,
-                    compressed=True,
-                )
-            )
-            return
-        if self._perMessageCompress is None:
-            self.sendData(
-                encode_message(payload, is_binary, self._settings.fragment_size)
+                encode_message(payload, is_binary, self._settings.fragment_size, key)
             )
             return
         # Autobahn applies the *incoming* message limit to outgoing messages
