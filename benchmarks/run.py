@@ -398,6 +398,19 @@ def ws_probe(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """Until the server on ``port`` answers a handshake; False if ``proc``
+    exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if ws_probe(port):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def proc_cpu_s(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -441,16 +454,11 @@ class RunningServer:
             env=env,
             cwd=str(ROOT),
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        if not wait_ready(self.port, self.proc):
             if self.proc.poll() is not None:
                 raise ServerDied(
                     f"exited with {self.proc.returncode}: {self.log_tail()}"
                 )
-            if ws_probe(self.port):
-                break
-            time.sleep(0.1)
-        else:
             self.stop()
             raise ServerDied(f"not answering a handshake after 30 s: {self.log_tail()}")
         time.sleep(0.2)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,91 +26,49 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-PY = ROOT / ".venv" / "bin" / "python"
-LOADGEN = ROOT / "benchmarks" / "build" / "loadgen"
-TICK = os.sysconf("SC_CLK_TCK")
+PY = HERE.parents[1] / ".venv" / "bin" / "python"
+sys.path.insert(0, str(HERE))
+from _harness import bench  # noqa: E402
 
-BCAST = ["bcast", "--conns", "1000", "--window", "8", "--size", "64"]
-LOAD = {
-    "A": (
-        "echo",
-        ["echo", "--conns", "64", "--inflight", "16", "--size", "64", "--text"],
-    ),
-    "D": ("broadcast", BCAST),
-    "F": ("echo", ["handshake", "--concurrency", "32"]),
-    "G": ("broadcast-deflate", [*BCAST, "--deflate"]),
-}
+PARAMS = {"duration": 4, "warmup": 1, "conns": 1000, "window": 8}
+MODE = {"A": "echo", "D": "broadcast", "F": "echo", "G": "broadcast-deflate"}
 COUNT = {"A": "msgs", "D": "deliveries", "F": "handshakes", "G": "deliveries"}
 
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def loadgen(workload: str, params: dict, port: int, **kw) -> subprocess.Popen:
+    """loadgen on the client CPU, with the benchmark's arguments."""
+    argv = ["taskset", "-c", bench.CLIENT_CPU, str(bench.LOADGEN)]
+    argv += [*bench.loadgen_args(workload, params), "--port", str(port)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, **kw)
 
 
 def start(checkout: Path, mode: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+    port = bench.free_port()
     base, _, deflate = mode.partition("-")
-    argv = ["taskset", "-c", "0", str(PY), str(HERE / "serve.py"), str(port), base]
+    argv = ["taskset", "-c", bench.SERVER_CPU, str(PY), str(HERE / "serve.py")]
     proc = subprocess.Popen(
-        argv + (["--compression"] if deflate else []),
+        [*argv, str(port), base] + (["--compression"] if deflate else []),
         env={**os.environ, "PYTHONPATH": str(checkout)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server from {checkout} did not start")
+    if not bench.wait_ready(port, proc, timeout=20):
+        proc.kill()
+        raise RuntimeError(f"server from {checkout} did not start")
+    return proc, port
 
 
 def run_one(checkout: Path, workload: str) -> dict:
     if workload == "E":
         return run_memory(checkout)
-    mode, args = LOAD[workload]
-    proc, port = start(checkout, mode)
+    proc, port = start(checkout, MODE[workload])
     try:
-        lg = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                "1",
-                str(LOADGEN),
-                args[0],
-                "--port",
-                str(port),
-                *args[1:],
-                "--duration",
-                "4",
-                "--warmup",
-                "1",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        lg = loadgen(workload, PARAMS, port)
         marks, result = {}, None
         for line in lg.stdout:
             line = line.strip()
             if line.startswith("MARK"):
-                marks[line.split()[1]] = (time.monotonic(), cpu_s(proc.pid))
+                marks[line.split()[1]] = (time.monotonic(), bench.proc_cpu_s(proc.pid))
             elif line.startswith("{"):
                 result = json.loads(line)
         lg.wait(60)
@@ -132,31 +89,14 @@ def run_memory(checkout: Path) -> dict:
     proc, port = start(checkout, "echo")
     try:
         time.sleep(0.5)
-        before = rss(proc.pid)
-        lg = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                "1",
-                str(LOADGEN),
-                "idle",
-                "--port",
-                str(port),
-                "--conns",
-                "10000",
-                "--hold",
-                "60",
-            ],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.PIPE,
-            text=True,
-        )
+        before = bench.proc_rss(proc.pid)
+        lg = loadgen("E", {"conns": 10000}, port, stdin=subprocess.PIPE)
         held = 0
         for line in lg.stdout:
             if line.startswith("READY"):
                 held = int(line.split()[1])
                 time.sleep(0.5)
-                after = rss(proc.pid)
+                after = bench.proc_rss(proc.pid)
                 lg.stdin.write("\n")
                 lg.stdin.flush()
                 break
@@ -176,18 +116,7 @@ def main() -> int:
     checkouts = [
         (c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve()) for c in args.checkout
     ]
-    if not LOADGEN.exists():
-        subprocess.run(
-            [
-                "gcc",
-                "-O2",
-                "-o",
-                str(LOADGEN),
-                str(ROOT / "benchmarks" / "loadgen.c"),
-                "-lz",
-            ],
-            check=True,
-        )
+    bench.build_loadgen()
     results: dict = {}
     for r in range(args.runs):
         for w in args.workloads.upper():

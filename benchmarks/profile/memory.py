@@ -22,7 +22,8 @@ import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LOADGEN = ROOT / "benchmarks" / "build" / "loadgen"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import bench  # noqa: E402
 
 
 def frame_name(frame: tracemalloc.Frame) -> str:
@@ -58,15 +59,11 @@ def main() -> int:
             [
                 "taskset",
                 "-c",
-                "1",
-                str(LOADGEN),
-                "idle",
-                "--conns",
-                str(args.conns),
+                bench.CLIENT_CPU,
+                str(bench.LOADGEN),
+                *bench.loadgen_args("E", {"conns": args.conns}),
                 "--port",
                 str(port),
-                "--hold",
-                "60",
             ],
             stdout=subprocess.PIPE,
             stdin=subprocess.PIPE,

@@ -16,34 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
-LOADGEN = ROOT / "benchmarks" / "build" / "loadgen"
+sys.path.insert(0, str(HERE))
+from _harness import bench  # noqa: E402
 
-LOAD = {
-    "A": [
-        "echo",
-        "--conns",
-        "64",
-        "--inflight",
-        "16",
-        "--size",
-        "64",
-        "--text",
-        "--duration",
-        "6",
-        "--warmup",
-        "0.5",
-    ],
-    "F": ["handshake", "--concurrency", "32", "--duration", "6", "--warmup", "0.5"],
-}
+PARAMS = {"duration": 6, "warmup": 0.5}  # loadgen's A and F, 6 s measured
 TITLES = {
     "A": "A: 64-byte text echo, 64 connections x 16 in flight (CPU samples)",
     "E": "E: Python memory held by idle connections (bytes, tracemalloc)",
@@ -51,34 +34,13 @@ TITLES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def build_loadgen() -> None:
-    LOADGEN.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            "gcc",
-            "-O2",
-            "-o",
-            str(LOADGEN),
-            str(ROOT / "benchmarks" / "loadgen.c"),
-            "-lz",
-        ],
-        check=True,
-    )
-
-
 def cpu_profile(workload: str, out: Path) -> str:
-    port = free_port()
+    port = bench.free_port()
     server = subprocess.Popen(
         [
             "taskset",
             "-c",
-            "0",
+            bench.SERVER_CPU,
             str(VENV_BIN / "twistd"),
             "-n",
             "--pidfile=",
@@ -92,12 +54,8 @@ def cpu_profile(workload: str, out: Path) -> str:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        if not bench.wait_ready(port, server, timeout=15):
+            raise SystemExit("twistd ws did not start")
         spy = subprocess.Popen(
             [
                 str(VENV_BIN / "py-spy"),
@@ -121,12 +79,11 @@ def cpu_profile(workload: str, out: Path) -> str:
             [
                 "taskset",
                 "-c",
-                "1",
-                str(LOADGEN),
-                LOAD[workload][0],
+                bench.CLIENT_CPU,
+                str(bench.LOADGEN),
+                *bench.loadgen_args(workload, PARAMS),
                 "--port",
                 str(port),
-                *LOAD[workload][1:],
             ],
             capture_output=True,
             text=True,
@@ -147,7 +104,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "profiles")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    build_loadgen()
+    bench.build_loadgen()
     py = str(VENV_BIN / "python")
     for w in args.workloads.upper():
         stacks = ROOT / "build" / "profiles" / f"{w}.txt"
@@ -178,7 +135,7 @@ def main() -> int:
             ],
             check=True,
         )
-        print(f"{w}: {svg.relative_to(ROOT)}  ({res})")
+        print(f"{w}: {os.path.relpath(svg, ROOT)}  ({res})")
     return 0
 
 
