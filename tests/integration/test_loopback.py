@@ -96,8 +96,10 @@ class EventsTests(ServerTestCase):
         yield self.start_server(rec)
 
         def client() -> None:
-            ws = connect(self.url, open_timeout=5)
-            ws.socket.close()
+            # a with-block, so websockets does not warn later (from its
+            # background thread, into whichever test runs then)
+            with connect(self.url, open_timeout=5) as ws:
+                ws.socket.close()
 
         yield in_thread(client)
         yield self.when(lambda: "on_disconnect" in rec.names())
