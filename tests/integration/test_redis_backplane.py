@@ -59,9 +59,7 @@ class RedisTestCase(ServerTestCase):
         return RedisServer(self, **kwargs).start()
 
     @inlineCallbacks
-    def node(
-        self, server: RedisServer | str, name: str, **options: Any
-    ) -> Any:
+    def node(self, server: RedisServer | str, name: str, **options: Any) -> Any:
         """A started RedisBackplane with a Recorder, once connected."""
         url = server if isinstance(server, str) else server.url
         opts: dict[str, Any] = {
@@ -125,7 +123,7 @@ class PubSubTests(RedisTestCase):
         server = self.redis()
         a, rec_a = yield self.node(server, "a")
         b, rec_b = yield self.node(server, "b")
-        a.publish(None, "to all".encode())
+        a.publish(None, b"to all")
         yield self.when(lambda: rec_a.pubs and rec_b.pubs)
         yield later(0.1)
         self.assertEqual([p.message for p in rec_a.pubs], ["to all"])
@@ -163,7 +161,9 @@ class PubSubTests(RedisTestCase):
         a.disconnect(conn_id, 4000, "bye")
         yield self.when(lambda: len(rec_b.cmds) == 2)
         send, close = rec_b.cmds
-        self.assertEqual((send.kind, send.conn_id, send.data), ("send", conn_id, b"for you"))
+        self.assertEqual(
+            (send.kind, send.conn_id, send.data), ("send", conn_id, b"for you")
+        )
         self.assertEqual((close.kind, close.code, close.reason), ("close", 4000, "bye"))
         self.assertEqual(rec_a.cmds, [])
 
@@ -273,9 +273,7 @@ class HistoryTests(RedisTestCase):
             return offsets + [p.offset for p in receivers[name].on("h")[joined:]]
 
         yield self.when(lambda: len(results) == 2 and sent[0] == total, 30)
-        yield self.when(
-            lambda: all(seen(*r)[-1:] == [total] for r in results), 30
-        )
+        yield self.when(lambda: all(seen(*r)[-1:] == [total] for r in results), 30)
         yield later(0.1)
         for name, rec, joined in results:
             self.assertEqual(rec.status, RecoveryStatus.RECOVERED, name)
@@ -463,9 +461,7 @@ class UrlFormTests(RedisTestCase):
         """A refused password puts the backplane in state "failed" with a
         log line; publishing still delivers locally and never raises."""
         server = RedisServer(self, password="right").start()
-        bp = RedisBackplane(
-            f"redis://:wrong@127.0.0.1:{server.port}/0", node_id="w.0"
-        )
+        bp = RedisBackplane(f"redis://:wrong@127.0.0.1:{server.port}/0", node_id="w.0")
         rec = Recorder()
         yield bp.start(rec)
         self.addCleanup(bp.stop)

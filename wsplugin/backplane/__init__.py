@@ -85,4 +85,3 @@ def make_backplane(
     if parsed is None:
         return LocalBackplane(node_id=node_id, clock=reactor, **options)
     return RedisBackplane(parsed, node_id=node_id, reactor=reactor, **options)
-

@@ -31,6 +31,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
@@ -217,12 +218,12 @@ class RedisBackplane:
         self.url = url
         self.node_id = check_node_id(node_id) if node_id else make_node_id()
         check_history(history_size, history_ttl)
-        for name, value in (
+        for name, count in (
             ("max_queue", max_queue),
             ("max_queue_bytes", max_queue_bytes),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an int >= 0, not {value!r}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigError(f"{name} must be an int >= 0, not {count!r}")
         for name, value in (
             ("reconnect_initial", reconnect_initial),
             ("reconnect_max", reconnect_max),
@@ -332,8 +333,8 @@ class RedisBackplane:
                 reply_timeout=self.reply_timeout,
                 initial_delay=self.reconnect_initial,
                 max_delay=self.reconnect_max,
-                on_up=lambda conn, role=role: self._link_up(role, conn),
-                on_down=lambda conn, role=role: self._link_down(role, conn),
+                on_up=partial(self._link_up, role),
+                on_down=partial(self._link_down, role),
                 on_error=self._link_failed,
                 on_message=self._on_message if role == "sub" else None,
             )
@@ -667,8 +668,7 @@ class RedisBackplane:
             self._outage_dropped += 1
             if self._outage_dropped == 1:
                 self._log.warn(
-                    "backplane {node}: publication queue full; dropping the "
-                    "oldest",
+                    "backplane {node}: publication queue full; dropping the oldest",
                     node=self.node_id,
                 )
         self.stats.queued = len(self._queue)
@@ -788,9 +788,8 @@ class RedisBackplane:
             if p.epoch != epoch or (p.offset is not None and p.offset > top)
         ]
         position = StreamPosition(epoch, top)
-        if live and live[-1].position is not None:
-            position = live[-1].position  # type: ignore[assignment]
-        return Recovery(status, tuple(missed + live), position)
+        last = live[-1].position if live else None
+        return Recovery(status, tuple(missed + live), last or position)
 
     def unsubscribe(self, channel: str) -> None:
         """One local subscriber less; the last one unsubscribes the topic."""

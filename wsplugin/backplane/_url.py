@@ -79,8 +79,7 @@ class RedisURL:
 def _db(value: str, url: str) -> int:
     if not value.isdigit() or len(value) > 9:
         raise ConfigError(
-            f"backplane URL {url}: the database index must be a number, "
-            f"not {value!r}"
+            f"backplane URL {url}: the database index must be a number, not {value!r}"
         )
     return int(value)
 
@@ -123,8 +122,7 @@ def parse_backplane_url(url: str) -> RedisURL | None:
         if key not in _QUERY_KEYS[scheme]:
             allowed = ", ".join(sorted(_QUERY_KEYS[scheme]))
             raise ConfigError(
-                f"backplane URL {shown!r}: unknown option {key!r} "
-                f"(allowed: {allowed})"
+                f"backplane URL {shown!r}: unknown option {key!r} (allowed: {allowed})"
             )
         if key in query:
             raise ConfigError(f"backplane URL {shown!r}: {key!r} is given twice")
@@ -134,9 +132,7 @@ def parse_backplane_url(url: str) -> RedisURL | None:
     password = unquote(parts.password) if parts.password is not None else None
     if "password" in query:
         if password is not None:
-            raise ConfigError(
-                f"backplane URL {shown!r}: the password is given twice"
-            )
+            raise ConfigError(f"backplane URL {shown!r}: the password is given twice")
         password = query["password"]
     if "user" in query:
         if username is not None:
@@ -147,8 +143,7 @@ def parse_backplane_url(url: str) -> RedisURL | None:
     prefix = query.get("prefix", "wsplugin")
     if not _PREFIX.match(prefix):
         raise ConfigError(
-            f"backplane URL {shown!r}: prefix must be 1-64 letters, digits or "
-            "'_.:-'"
+            f"backplane URL {shown!r}: prefix must be 1-64 letters, digits or '_.:-'"
         )
     options: dict[str, Any] = {
         "username": username,
