@@ -7,10 +7,12 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 import wsplugin.backplane as bp_module
+import wsplugin.backplane._redis as redis_engine
 from wsplugin.backplane import (
     Backplane,
     BackplaneReceiver,
@@ -478,3 +480,238 @@ class RedisOptionTests(SynchronousTestCase):
         rb.publish("c", b"x")
         self.assertEqual((rb.stats.queued, rb.stats.publish_failures), (1, 1))
         self.assertEqual(self.successResultOf(rb.stop()), None)
+
+
+class FakeLink:
+    """Stands for a txredisapi protocol: records commands; the test fires
+    their replies, in any order it likes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], Deferred[Any]]] = []
+
+    def _call(self, name: str, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((name, args, d))
+        return d
+
+    def ping(self) -> Deferred[Any]:
+        return self._call("PING")
+
+    def subscribe(self, topic: str) -> Deferred[Any]:
+        return self._call("SUBSCRIBE", topic)
+
+    def unsubscribe(self, topic: str) -> Deferred[Any]:
+        return self._call("UNSUBSCRIBE", topic)
+
+    def eval(self, script: str, keys: list[str], args: list[Any]) -> Deferred[Any]:
+        return self._call("EVAL", script, keys, args)
+
+    def execute_command(self, *args: Any) -> Deferred[Any]:
+        return self._call(*args)
+
+    def pop(self, name: str) -> tuple[tuple[Any, ...], Deferred[Any]]:
+        """The oldest unanswered command called ``name``."""
+        for i, (n, args, d) in enumerate(self.calls):
+            if n == name:
+                del self.calls[i]
+                return args, d
+        raise AssertionError(f"no {name} pending; calls: {self.calls}")
+
+    def names(self) -> list[str]:
+        return [n for n, _, _ in self.calls]
+
+
+def live(offset: int, body: bytes = b"", channel: str = "c", epoch: str = "E") -> bytes:
+    """A channel message as the publish script sends it."""
+    pub = Publication(channel, body or b"%d" % offset, origin="a.0")
+    return b"%d %s\n" % (offset, epoch.encode()) + encode_pub(pub)
+
+
+def entries(*offsets: int, channel: str = "c") -> list[Any]:
+    return [
+        [b"%d-0" % o, [b"m", encode_pub(Publication(channel, b"%d" % o, origin="a.0"))]]
+        for o in offsets
+    ]
+
+
+class RedisEngineLogicTests(SynchronousTestCase):
+    """The Redis engine's ordering logic, with fake links whose replies the
+    test releases one by one (white box: the link hooks are called directly,
+    as txredisapi would)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.bp = RedisBackplane(
+            "redis://h", node_id="b.0", reactor=self.clock, history_size=10
+        )
+        self.rec = Recorder()
+        self.bp._receiver = self.rec
+        self.cmd, self.sub = FakeLink(), FakeLink()
+        self.topic = b"wsplugin:0:ch:c"
+
+    def connect(self) -> None:
+        self.bp._link_up("cmd", self.cmd)
+        self.bp._link_up("sub", self.sub)
+        for name in ("SUBSCRIBE",) * self.sub.names().count("SUBSCRIBE"):
+            _, d = self.sub.pop(name)
+            d.callback([b"subscribe", b"", 1])
+        self.cmd.calls.clear()  # the counts snapshot
+
+    def offsets(self) -> list[int | None]:
+        return [p.offset for p in self.rec.pubs]
+
+    def test_recovery_race(self) -> None:
+        """Live messages that arrive before, during and after the history
+        read are merged: history first, then newer live ones, no duplicate;
+        later ones reach the receiver."""
+        self.connect()
+        d = self.bp.subscribe("c", ("E", 2))
+        self.sub.pop("SUBSCRIBE")[1].callback([b"subscribe", self.topic, 1])
+        self.bp._on_message(self.topic, live(5))  # before the first PING
+        self.sub.pop("PING")[1].callback([b"pong", b""])
+        (_, keys, args), evald = self.cmd.pop("EVAL")
+        self.assertEqual(keys, ["wsplugin:0:meta:c", "wsplugin:0:hist:c"])
+        self.assertEqual(args[2:], ["E", 2])
+        self.bp._on_message(self.topic, live(6))  # during the read
+        evald.callback([b"E", 6, b"ok", entries(3, 4, 5, 6)])
+        self.bp._on_message(self.topic, live(7))  # before the second PING
+        self.assertNoResult(d)
+        self.sub.pop("PING")[1].callback([b"pong", b""])
+        rec = self.successResultOf(d)
+        self.assertEqual(rec.status, RecoveryStatus.RECOVERED)
+        self.assertEqual([p.offset for p in rec.publications], [3, 4, 5, 6, 7])
+        self.assertEqual([p.message for p in rec.publications], list("34567"))
+        self.assertEqual(rec.position, ("E", 7))
+        # the node had this one subscriber: live 5-7 went to the receiver too
+        self.bp._on_message(self.topic, live(8))
+        self.assertEqual(self.offsets(), [5, 6, 7, 8])
+        self.assertEqual(self.bp._pending, {})
+
+    def test_recovery_fails_when_the_link_drops(self) -> None:
+        """A subscriber link lost during recovery gives UNAVAILABLE."""
+        self.connect()
+        d = self.bp.subscribe("c", ("E", 2))
+        self.sub.pop("PING")[1].errback(ConnectionError("lost"))
+        self.assertEqual(self.successResultOf(d).status, RecoveryStatus.UNAVAILABLE)
+        self.assertEqual(self.bp.stats.recoveries, {"unavailable": 1})
+
+    def subscribe_unrecovered(self) -> None:
+        """One local subscriber whose position read fails (link lost)."""
+        self.bp.subscribe("c")
+        self.sub.pop("PING")[1].errback(ConnectionError("lost"))
+        self.sub.calls.clear()
+
+    def catch_up_setup(self) -> FakeLink:
+        self.connect()
+        self.subscribe_unrecovered()
+        for o in (1, 2, 3):
+            self.bp._on_message(self.topic, live(o))
+        self.bp._link_down("sub", self.sub)
+        self.assertEqual(self.bp.state, "disconnected")
+        sub2 = FakeLink()
+        self.bp._link_up("sub", sub2)
+        self.assertIn(("SUBSCRIBE", ("wsplugin:0:ch:c",)), [c[:2] for c in sub2.calls])
+        return sub2
+
+    def test_node_catches_up_after_its_subscriber_link_returns(self) -> None:
+        """After the subscriber link comes back, the node recovers what its
+        local subscribers missed from the last offset it delivered, holding
+        live messages back until then: all arrive once, in order."""
+        sub2 = self.catch_up_setup()
+        self.bp._on_message(self.topic, live(7))  # held back
+        self.assertEqual(self.offsets(), [1, 2, 3])
+        sub2.pop("PING")[1].callback([b"pong", b""])
+        (_, _, args), evald = self.cmd.pop("EVAL")
+        self.assertEqual(args[2:], ["E", 3])
+        evald.callback([b"E", 6, b"ok", entries(4, 5, 6)])
+        self.bp._on_message(self.topic, live(8))
+        sub2.pop("PING")[1].callback([b"pong", b""])
+        self.assertEqual(self.offsets(), list(range(1, 9)))
+        self.bp._on_message(self.topic, live(9))
+        self.assertEqual(self.offsets(), list(range(1, 10)))
+        self.assertEqual(self.bp.stats.catch_ups, {"recovered": 1})
+
+    def test_catch_up_without_history_delivers_held_messages(self) -> None:
+        """When the missed publications are gone, the held live ones are
+        still delivered (and a warning logged); when the command link
+        fails, too."""
+        sub2 = self.catch_up_setup()
+        self.bp._on_message(self.topic, live(9))
+        sub2.pop("PING")[1].callback([b"pong", b""])
+        self.cmd.pop("EVAL")[1].callback([b"E", 8, b"old"])
+        sub2.pop("PING")[1].callback([b"pong", b""])
+        self.assertEqual(self.offsets(), [1, 2, 3, 9])
+
+        self.bp._link_down("sub", sub2)
+        sub3 = FakeLink()
+        self.bp._link_up("sub", sub3)
+        self.bp._on_message(self.topic, live(10))
+        sub3.pop("PING")[1].callback([b"pong", b""])
+        self.cmd.pop("EVAL")[1].errback(ConnectionError("cmd link lost"))
+        self.assertEqual(self.offsets(), [1, 2, 3, 9, 10])
+        self.assertEqual(self.bp.stats.catch_ups, {"too_old": 1, "unavailable": 1})
+
+    def test_hold_is_bounded(self) -> None:
+        """A catch-up that cannot start (command link down) holds at most
+        MAX_HOLD messages, then delivers them and stops holding."""
+        self.patch(redis_engine, "MAX_HOLD", 3)
+        self.connect()
+        self.subscribe_unrecovered()
+        self.bp._on_message(self.topic, live(1))
+        self.bp._link_down("cmd", self.cmd)
+        self.bp._link_down("sub", self.sub)
+        self.bp._link_up("sub", FakeLink())
+        for o in (5, 6, 7):
+            self.bp._on_message(self.topic, live(o))
+        self.assertEqual(self.offsets(), [1])
+        self.bp._on_message(self.topic, live(8))
+        self.assertEqual(self.offsets(), [1, 5, 6, 7, 8])
+        self.assertEqual(self.bp._pending, {})
+        self.cmd.calls.clear()
+        self.bp._link_up("cmd", self.cmd)  # nothing left to catch up
+        (_, keys, _), _ = self.cmd.pop("EVAL")
+        self.assertEqual(keys, ["wsplugin:0:counts:b.0", "wsplugin:0:nodes"])
+        self.assertEqual(self.cmd.calls, [])
+
+    def test_outage_delivers_locally_and_queues(self) -> None:
+        """With the command link down, a publication reaches local
+        subscribers at once (no offset) and waits in the queue, marked so
+        that its echo is not delivered twice; the queue is sent in order
+        when the link is back."""
+        self.connect()
+        self.bp.subscribe("c")
+        self.sub.pop("SUBSCRIBE")[1].callback([b"subscribe", self.topic, 1])
+        self.bp._link_down("cmd", self.cmd)
+        self.bp.publish("c", b"one")
+        self.bp.publish(None, b"two")
+        self.assertEqual([p.message for p in self.rec.pubs], ["one", "two"])
+        self.assertEqual(self.offsets(), [None, None])
+        self.assertEqual(self.bp.stats.queued, 2)
+        cmd2 = FakeLink()
+        self.bp._link_up("cmd", cmd2)
+        (script, keys, args), _ = cmd2.pop("EVAL")
+        self.assertEqual(keys, ["wsplugin:0:meta:c", "wsplugin:0:hist:c"])
+        payload = args[-1]
+        self.assertEqual(decode(payload)[1], True)  # local_done
+        (topic, raw), _ = cmd2.pop("PUBLISH")
+        self.assertEqual(topic, "wsplugin:0:all")
+        self.bp._on_message(self.topic, b"1 E\n" + payload)  # the echo
+        self.bp._on_message(b"wsplugin:0:all", raw)
+        self.assertEqual(len(self.rec.pubs), 2)
+        self.assertEqual(self.bp.stats.queue_flushed, 2)
+        (_, keys, _), _ = cmd2.pop("EVAL")  # the counts snapshot
+        self.assertEqual(keys, ["wsplugin:0:counts:b.0", "wsplugin:0:nodes"])
+        # connected again and subscribed: the next one comes via Redis
+        self.bp.publish("c", b"three")
+        self.assertEqual(len(self.rec.pubs), 2)
+        self.assertEqual(decode(cmd2.pop("EVAL")[0][2][-1])[1], False)
+
+    def test_malformed_messages_are_ignored(self) -> None:
+        """Bytes another program published on our topics are logged and
+        dropped."""
+        self.connect()
+        self.bp.subscribe("c")
+        self.bp._on_message(self.topic, b"garbage")
+        self.bp._on_message(self.topic, b"x E\n{}")
+        self.bp._on_message(b"wsplugin:0:all", b"{}\n")
+        self.assertEqual(self.rec.pubs, [])

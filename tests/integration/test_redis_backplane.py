@@ -383,7 +383,8 @@ class FailureTests(RedisTestCase):
         a.publish("room", b"9")
         yield self.when(lambda: rec_b.on("room")[-1].message == "9")
         yield self.when(lambda: rec_a.on("room")[-1].message == "9")
-        # the origin node did not get its queued publications twice
+        # the origin node caught up, without its queued publications twice
+        self.assertEqual(a.stats.catch_ups, {"recovered": 1})
         self.assertEqual(
             [p.message for p in rec_a.on("room")], [str(i) for i in range(1, 10)]
         )
@@ -439,6 +440,37 @@ class FailureTests(RedisTestCase):
         yield self.when(lambda: "wsplugin:0:ch:k" in b._confirmed)
         a.publish("k", b"after")
         yield self.when(lambda: [p.message for p in rec_b.on("k")] == ["after"])
+
+
+class CatchUpTests(RedisTestCase):
+    @inlineCallbacks
+    def test_node_catches_up_when_its_link_is_cut(self) -> Any:
+        """Every pub/sub link is killed while another node publishes
+        continuously: the subscribed node reconnects and recovers the gap
+        from history, so its receiver gets every offset once, in order."""
+        server = self.redis()
+        a, _ = yield self.node(server, "a", history_size=1000)
+        b, rec_b = yield self.node(server, "b")
+        yield b.subscribe("k")
+        total = 300
+        sent = [0]
+
+        def burst() -> None:
+            for _ in range(3):
+                if sent[0] < total:
+                    sent[0] += 1
+                    a.publish("k", b"%d" % sent[0])
+            if sent[0] < total:
+                reactor.callLater(0, burst)  # type: ignore[attr-defined]
+
+        burst()
+        yield self.when(lambda: len(rec_b.on("k")) >= 30)
+        self.assertEqual(server.command("CLIENT", "KILL", "TYPE", "pubsub"), 2)
+        yield self.when(lambda: rec_b.on("k")[-1].offset == total, 30)
+        yield later(0.1)
+        self.assertEqual([p.offset for p in rec_b.on("k")], list(range(1, total + 1)))
+        self.assertEqual(b.stats.reconnects, 1)
+        self.assertEqual(b.stats.catch_ups, {"recovered": 1})
 
 
 class UrlFormTests(RedisTestCase):

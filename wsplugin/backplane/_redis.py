@@ -157,10 +157,22 @@ class _Op:
 
 @dataclass(slots=True)
 class _Pending:
-    """A subscribe in progress: live messages of its channel seen meanwhile."""
+    """A recovery in progress: live messages of its channel seen meanwhile.
+
+    ``hold``: a node-level catch-up; live messages of the channel are kept
+    back from the receiver until it ends (a subscriber's recovery only
+    records them).
+    """
 
     channel: str
     buffer: list[Publication] = field(default_factory=list)
+    hold: bool = False
+
+
+#: Live messages a catch-up holds back per channel, at most. Beyond it the
+#: hold is released (the messages are delivered and the gap stays), so a node
+#: whose command link stays down cannot grow without bound.
+MAX_HOLD = 10_000
 
 
 class RedisBackplane:
@@ -289,6 +301,9 @@ class RedisBackplane:
         self._confirmed: set[str] = set()
         self._sub_gen: dict[str, int] = {}
         self._pending: dict[str, list[_Pending]] = {}
+        self._last: dict[str, StreamPosition] = {}
+        self._stale: set[str] = set()
+        self._holds: list[_Pending] = []
         self._queue: deque[_Op] = deque()
         self._queue_bytes = 0
         self._outage_failures = 0
@@ -408,7 +423,9 @@ class RedisBackplane:
                 self._subscribe_topic(topic)
             for channel in self._members:
                 self._subscribe_topic(self._topic_ch + channel)
+            self._hold_stale()
         if self._cmd is not None and self._sub is not None:
+            self._start_catch_ups()
             if self._ever_connected:
                 self.stats.reconnects += 1
                 self._log.info(
@@ -443,6 +460,7 @@ class RedisBackplane:
         elif role == "sub" and self._sub is conn:
             self._sub = None
             self._confirmed.clear()
+            self._stale.update(c for c in self._members if c in self._last)
         else:
             return
         if was_connected and self._receiver is not None:
@@ -514,10 +532,19 @@ class RedisBackplane:
             )
             return
         if isinstance(msg, Publication) and msg.channel is not None:
-            for pending in self._pending.get(msg.channel, ()):
+            channel = msg.channel
+            held = False
+            own = local_done and msg.origin == self.node_id
+            for pending in list(self._pending.get(channel, ())):
+                if own and pending.hold:
+                    continue  # delivered here already, when it was made
                 pending.buffer.append(msg)
-            if not self._members.get(msg.channel):
+                if pending.hold:
+                    held = len(pending.buffer) <= MAX_HOLD or self._release(pending)
+            if held or not self._members.get(channel):
                 return
+            if msg.position is not None:
+                self._last[channel] = msg.position
         if local_done and msg.origin == self.node_id:
             return
         self.stats.received += 1
@@ -718,7 +745,90 @@ class RedisBackplane:
             return succeed(Recovery(status, (), None))
         pending = _Pending(channel)
         self._pending.setdefault(channel, []).append(pending)
-        return Deferred.fromCoroutine(self._recover(pending, position))
+        d = Deferred.fromCoroutine(self._recover(pending, position))
+        return d.addCallback(self._counted)
+
+    def _counted(self, result: Recovery) -> Recovery:
+        self.stats.count_recovery(result.status)
+        return result
+
+    # -- catching up after the subscriber link was lost -------------------
+
+    def _hold_stale(self) -> None:
+        """The subscriber link is back: hold live messages of each channel
+        that may have missed some, until its catch-up runs."""
+        stale, self._stale = self._stale, set()
+        for channel in stale:
+            if self._members.get(channel) and channel in self._last:
+                pending = _Pending(channel, hold=True)
+                self._pending.setdefault(channel, []).append(pending)
+                self._holds.append(pending)
+
+    def _start_catch_ups(self) -> None:
+        """Both links are up: recover each held channel from the last
+        publication this node delivered, into the receiver."""
+        holds, self._holds = self._holds, []
+        for pending in holds:
+            if not pending.hold:
+                continue  # released meanwhile
+            since = self._last.get(pending.channel)
+            d = Deferred.fromCoroutine(self._recover(pending, since))
+            d.addCallback(self._caught_up, pending)
+
+    def _caught_up(self, result: Recovery, pending: _Pending) -> None:
+        channel = pending.channel
+        self.stats.count_catch_up(result.status)
+        if result.status is RecoveryStatus.UNAVAILABLE:
+            pubs: Iterable[Publication] = pending.buffer
+        else:
+            pubs = result.publications
+        if result.status in (RecoveryStatus.EPOCH_CHANGED, RecoveryStatus.TOO_OLD):
+            self._log.warn(
+                "backplane {node}: local subscribers of {channel!r} missed "
+                "publications no longer in history ({status})",
+                node=self.node_id,
+                channel=channel,
+                status=result.status.value,
+            )
+        if pending.hold:
+            pending.hold = False
+            self._deliver_new(channel, pubs)
+
+    def _release(self, pending: _Pending) -> bool:
+        """A hold grew past MAX_HOLD: deliver what it kept; stop holding."""
+        self._log.warn(
+            "backplane {node}: catch-up of {channel!r} waited too long; "
+            "delivering live messages without it",
+            node=self.node_id,
+            channel=pending.channel,
+        )
+        pending.hold = False
+        waiting = self._pending.get(pending.channel, [])
+        if pending in waiting:
+            waiting.remove(pending)
+        if not waiting:
+            self._pending.pop(pending.channel, None)
+        held, pending.buffer = pending.buffer[:-1], []
+        self._deliver_new(pending.channel, held)
+        return False
+
+    def _deliver_new(self, channel: str, pubs: Iterable[Publication]) -> None:
+        """Deliver the publications newer than the last one delivered."""
+        for pub in pubs:
+            if not self._members.get(channel):
+                return
+            last = self._last.get(channel)
+            if (
+                last is not None
+                and pub.offset is not None
+                and pub.epoch == last.epoch
+                and pub.offset <= last.offset
+            ):
+                continue
+            if pub.position is not None:
+                self._last[channel] = pub.position
+            self.stats.received += 1
+            self._hand_over(pub)
 
     async def _recover(
         self, pending: _Pending, since: StreamPosition | None
@@ -759,7 +869,6 @@ class RedisBackplane:
                 waiting.remove(pending)
             if not waiting:
                 self._pending.pop(channel, None)
-        self.stats.count_recovery(result.status)
         return result
 
     def _assemble(
@@ -779,8 +888,10 @@ class RedisBackplane:
             for entry_id, fields in reply[3] if len(reply) > 3 else ():
                 offset = int(entry_id.split(b"-", 1)[0])
                 raw = dict(zip(fields[::2], fields[1::2], strict=True))[b"m"]
-                msg, _ = decode(raw, offset=offset, epoch=epoch)
+                msg, done = decode(raw, offset=offset, epoch=epoch)
                 assert isinstance(msg, Publication)
+                if pending.hold and done and msg.origin == self.node_id:
+                    continue  # a catch-up skips what this node delivered
                 missed.append(msg)
         live = [
             p
@@ -800,6 +911,7 @@ class RedisBackplane:
             self._members[channel] = count - 1
         else:
             del self._members[channel]
+            self._last.pop(channel, None)
             self._unsubscribe_topic(self._topic_ch + channel)
         self._counts_changed()
 

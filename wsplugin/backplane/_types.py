@@ -189,6 +189,8 @@ class BackplaneStats:
         queue_flushed: Those sent late, after the engine came back.
         reconnects: Times the link to the engine was re-established.
         recoveries: Outcomes of :meth:`Backplane.subscribe`, by status value.
+        catch_ups: Outcomes of a node's own catch-ups after its subscriber
+            link to the engine came back, by status value.
     """
 
     published: int = 0
@@ -199,10 +201,15 @@ class BackplaneStats:
     queue_flushed: int = 0
     reconnects: int = 0
     recoveries: dict[str, int] = field(default_factory=dict)
+    catch_ups: dict[str, int] = field(default_factory=dict)
 
     def count_recovery(self, status: RecoveryStatus) -> None:
         """Add one outcome to ``recoveries``."""
         self.recoveries[status.value] = self.recoveries.get(status.value, 0) + 1
+
+    def count_catch_up(self, status: RecoveryStatus) -> None:
+        """Add one outcome to ``catch_ups``."""
+        self.catch_ups[status.value] = self.catch_ups.get(status.value, 0) + 1
 
 
 @runtime_checkable
