@@ -549,12 +549,18 @@ class RedisEngineLogicTests(SynchronousTestCase):
         self.cmd, self.sub = FakeLink(), FakeLink()
         self.topic = b"wsplugin:0:ch:c"
 
+    def confirm(self, link: FakeLink) -> None:
+        """Redis confirms every SUBSCRIBE sent on ``link``."""
+        while "SUBSCRIBE" in link.names():
+            (topic,), d = link.pop("SUBSCRIBE")
+            d.callback([b"subscribe", topic.encode(), 1])
+
     def connect(self) -> None:
         self.bp._link_up("cmd", self.cmd)
         self.bp._link_up("sub", self.sub)
-        for name in ("SUBSCRIBE",) * self.sub.names().count("SUBSCRIBE"):
-            _, d = self.sub.pop(name)
-            d.callback([b"subscribe", b"", 1])
+        self.assertEqual(self.bp.state, "connecting")  # topics not confirmed
+        self.confirm(self.sub)
+        self.assertEqual(self.bp.state, "connected")
         self.cmd.calls.clear()  # the counts snapshot
 
     def offsets(self) -> list[int | None]:
@@ -610,7 +616,12 @@ class RedisEngineLogicTests(SynchronousTestCase):
         self.assertEqual(self.bp.state, "disconnected")
         sub2 = FakeLink()
         self.bp._link_up("sub", sub2)
-        self.assertIn(("SUBSCRIBE", ("wsplugin:0:ch:c",)), [c[:2] for c in sub2.calls])
+        self.assertEqual(
+            [c[1][0] for c in sub2.calls],
+            ["wsplugin:0:ch:c", "wsplugin:0:node:b.0", "wsplugin:0:all"],
+        )
+        self.confirm(sub2)
+        self.assertEqual(self.bp.stats.reconnects, 1)
         return sub2
 
     def test_node_catches_up_after_its_subscriber_link_returns(self) -> None:
@@ -645,6 +656,7 @@ class RedisEngineLogicTests(SynchronousTestCase):
         self.bp._link_down("sub", sub2)
         sub3 = FakeLink()
         self.bp._link_up("sub", sub3)
+        self.confirm(sub3)
         self.bp._on_message(self.topic, live(10))
         sub3.pop("PING")[1].callback([b"pong", b""])
         self.cmd.pop("EVAL")[1].errback(ConnectionError("cmd link lost"))

@@ -295,6 +295,8 @@ class RedisBackplane:
         self._sub: Any = None
         self._failed: str | None = None
         self._ever_connected = False
+        # both links up and this node's own topics confirmed by Redis
+        self._connected = False
         self._outage_logged = False
         self._members: dict[str, int] = {}
         self._connections = 0
@@ -325,7 +327,7 @@ class RedisBackplane:
             return "stopped"
         if self._failed is not None:
             return "failed"
-        if self._cmd is not None and self._sub is not None:
+        if self._connected:
             return "connected"
         return "disconnected" if self._ever_connected else "connecting"
 
@@ -419,45 +421,62 @@ class RedisBackplane:
         else:
             self._sub = conn
             self._confirmed.clear()
-            for topic in (self._topic_all, self._topic_node):
-                self._subscribe_topic(topic)
             for channel in self._members:
                 self._subscribe_topic(self._topic_ch + channel)
             self._hold_stale()
-        if self._cmd is not None and self._sub is not None:
-            self._start_catch_ups()
-            if self._ever_connected:
-                self.stats.reconnects += 1
-                self._log.info(
-                    "backplane {node} reconnected to {url}: {failed} "
-                    "publications could not be sent during the outage, "
-                    "{dropped} of them dropped (queue full); "
-                    "{channels} channels resubscribed",
-                    node=self.node_id,
-                    url=self.url.redacted(),
-                    failed=self._outage_failures,
-                    dropped=self._outage_dropped,
-                    channels=len(self._members),
-                )
-            else:
-                self._log.info(
-                    "backplane {node} connected to {url}",
-                    node=self.node_id,
-                    url=self.url.redacted(),
-                )
-            self._ever_connected = True
-            self._outage_logged = False
-            self._outage_failures = 0
-            self._outage_dropped = 0
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(None)
+            # last: once Redis confirms these, it has the channels' too
+            for topic in (self._topic_node, self._topic_all):
+                self._subscribe_topic(topic)
+        self._maybe_connected()
+
+    def _maybe_connected(self) -> None:
+        """Enter the connected state once both links are up and Redis has
+        confirmed this node's topics (so broadcasts and commands reach it)."""
+        if (
+            self._connected
+            or self._receiver is None
+            or self._cmd is None
+            or self._sub is None
+            or self._topic_all not in self._confirmed
+            or self._topic_node not in self._confirmed
+        ):
+            return
+        self._connected = True
+        self._start_catch_ups()
+        if self._ever_connected:
+            self.stats.reconnects += 1
+            self._log.info(
+                "backplane {node} reconnected to {url}: {failed} "
+                "publications could not be sent during the outage, "
+                "{dropped} of them dropped (queue full); "
+                "{channels} channels resubscribed",
+                node=self.node_id,
+                url=self.url.redacted(),
+                failed=self._outage_failures,
+                dropped=self._outage_dropped,
+                channels=len(self._members),
+            )
+        else:
+            self._log.info(
+                "backplane {node} connected to {url}",
+                node=self.node_id,
+                url=self.url.redacted(),
+            )
+        self._ever_connected = True
+        self._outage_logged = False
+        self._outage_failures = 0
+        self._outage_dropped = 0
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
 
     def _link_down(self, role: str, conn: Any) -> None:
         was_connected = self.state == "connected"
         if role == "cmd" and self._cmd is conn:
+            self._connected = False
             self._cmd = None
         elif role == "sub" and self._sub is conn:
+            self._connected = False
             self._sub = None
             self._confirmed.clear()
             self._stale.update(c for c in self._members if c in self._last)
@@ -493,6 +512,7 @@ class RedisBackplane:
         def confirmed(_: Any) -> None:
             if self._sub is sub and self._sub_gen.get(topic) == gen:
                 self._confirmed.add(topic)
+                self._maybe_connected()
 
         try:
             d = sub.subscribe(topic)
