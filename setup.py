@@ -38,12 +38,15 @@ setup(
         "bcrypt>=4.0",  # htpasswd -B password files (wsplugin.auth)
     ],
     extras_require={
+        # the Redis backplane (wsplugin.backplane.RedisBackplane)
+        "redis": ["txredisapi>=1.6"],
         "test": [
             "trustme>=1.1",
             "websockets>=12",
             "hypothesis>=6.80",
             "ruff>=0.5",
             "kosoku>=0.1",
+            "txredisapi>=1.6",  # the Redis backplane's tests
         ],
     },
     entry_points={"console_scripts": ["wsplugin-client = wsplugin.client:main"]},
