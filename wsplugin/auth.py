@@ -159,9 +159,13 @@ def _peer_gone(transport: Any) -> bool:
     sees it when nothing else is queued. A transport without a socket
     (tests, pipes) counts as present.
     """
+    if transport is None:
+        return True
     sock = _socket_of(transport)
-    if sock is None or sock.fileno() < 0:
-        return transport is None
+    if sock is None:
+        return False
+    if sock.fileno() < 0:
+        return True  # closed on our side already
     rdhup = getattr(select, "POLLRDHUP", 0)
     if rdhup and hasattr(select, "poll"):
         poller = select.poll()

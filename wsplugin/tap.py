@@ -146,20 +146,26 @@ class Options(usage.Options):
     opt_p = opt_port
 
     def opt_allowed_origin(self, pattern: str) -> None:
-        """Allowed Origin pattern, * wildcards, same-origin (repeatable; default:
-        any, but only the same origin with --auth-file)."""
         self["allowed_origins"].append(pattern)
+
+    opt_allowed_origin.__doc__ = (
+        "Allowed Origin pattern, * wildcards, or same-origin (repeatable; "
+        "default: any, but only the same origin with --auth-file)."
+    )
 
     def opt_subprotocol(self, name: str) -> None:
         """A subprotocol the server speaks (repeatable; the client's order wins)."""
         self["subprotocols"].append(name)
 
     def opt_public_path(self, path: str) -> None:
-        """An HTTP path served without --auth-file credentials; a trailing /
-        opens everything under it (repeatable)."""
         if not path.startswith("/"):
             raise usage.UsageError(f"--public-path must start with '/': {path!r}")
         self["public_paths"].append(path)
+
+    opt_public_path.__doc__ = (
+        "An HTTP path served without --auth-file credentials; a trailing / "
+        "opens everything under it (repeatable)."
+    )
 
     def postOptions(self) -> None:
         """Check everything now, so twistd fails fast with a one-line error."""
