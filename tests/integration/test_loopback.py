@@ -96,7 +96,9 @@ class EventsTests(ServerTestCase):
         yield self.start_server(rec)
 
         def client() -> None:
-            ws = connect(self.url, open_timeout=5)
+            # no keep-alive thread: it would ping this never-closed connection
+            # 20 s later, with a DeprecationWarning, during another test
+            ws = connect(self.url, open_timeout=5, ping_interval=None)
             ws.socket.close()
 
         yield in_thread(client)
