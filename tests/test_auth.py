@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from wsplugin.auth import (
     LoginThrottle,
     SessionAuth,
     SessionStore,
+    _peer_gone,
     _peer_key,
     guard,
 )
@@ -124,6 +126,45 @@ def check_of(checker: Any, user: str, password: str) -> Any:
     )
 
 
+class TransportDouble:
+    """A transport whose handle is a real socket (one end of a socketpair)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+class PeerGoneTests(SynchronousTestCase):
+    """The probe that tells a waiting check its client has left, without
+    reading from the socket (reading is paused during the handshake)."""
+
+    def test_probe(self) -> None:
+        """An open peer is there; a closed one is gone, even with unread data
+        queued before its FIN; the data is not consumed; through a wrapper
+        transport (TLS) the TCP socket below is asked."""
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        transport = TransportDouble(ours)
+        self.assertFalse(_peer_gone(transport))
+        theirs.sendall(b"early frame")
+        self.assertFalse(_peer_gone(transport))
+        theirs.close()
+        self.assertTrue(_peer_gone(transport))
+        self.assertEqual(ours.recv(100), b"early frame")
+
+        class TLS:
+            transport = TransportDouble(ours)
+
+            def getHandle(self) -> object:
+                return object()  # an OpenSSL connection, say
+
+        self.assertTrue(_peer_gone(TLS()))
+        self.assertFalse(_peer_gone(object()))  # no socket to ask: present
+        self.assertTrue(_peer_gone(None))
+
+
 class ThrottleTests(SynchronousTestCase):
     """LoginThrottle bounds running and waiting checks, skips gone clients,
     and blocks addresses after repeated failures."""
@@ -174,6 +215,15 @@ class ThrottleTests(SynchronousTestCase):
         for d in gone:
             self.assertEqual(self.failureResultOf(d, Reject).value.status, 499)
         self.assertEqual(throttle.stats.dropped, 5)
+
+    def test_gone_before_start(self) -> None:
+        """A client that left before its check could even start (a free slot)
+        is not checked at all."""
+        throttle = LoginThrottle(self.clock)
+        d = throttle.submit("10.0.0.1", check_of(self.checker, "x", "y"), lambda: False)
+        self.assertEqual(self.failureResultOf(d, Reject).value.status, 499)
+        self.assertEqual((self.checker.seen, throttle.running), ([], 0))
+        self.assertEqual(throttle._pending, {})
 
     def test_full_queue_sweeps_gone_clients(self) -> None:
         """When the queue is full, the checks of clients that left are swept
