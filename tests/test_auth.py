@@ -703,6 +703,27 @@ class LoginResourceTests(SynchronousTestCase):
         self.assertEqual(request.code, 429)
         self.assertEqual(request.responseHeaders.getRawHeaders(b"retry-after"), [b"10"])
 
+    def test_behind_a_proxy(self) -> None:
+        """With trusted_proxies, failures count by the X-Forwarded-For
+        address: one guesser behind the proxy does not block the others."""
+        login = LoginResource(
+            InMemoryUsernamePasswordDatabaseDontUse(ada=b"lovelace"),
+            self.store,
+            throttle=self.throttle,
+            trusted_proxies=1,
+        )
+
+        def post(address: str, password: bytes) -> int:
+            headers = {**FORM, b"x-forwarded-for": b"198.51.100.1, " + address.encode()}
+            request, _ = web_request(
+                b"POST", headers=headers, body=b"username=ada&password=" + password
+            )
+            request.render(login)
+            return int(request.code)
+
+        self.assertEqual([post("203.0.113.1", b"x") for _ in range(3)], [401, 401, 429])
+        self.assertEqual(post("203.0.113.2", b"lovelace"), 204)
+
     def test_large_body(self) -> None:
         """A form body over 4096 bytes gets 413 without a check."""
         self.assertEqual(self.post(b"username=ada&password=" + b"x" * 5000).code, 413)
@@ -826,6 +847,20 @@ class GuardTests(SynchronousTestCase):
         request = self.fetch(b"/secret", auth)
         self.assertEqual(b"".join(request.written), b"s3cret")
         self.assertEqual(request.wsplugin_user, "ada")
+
+    def test_forwarded_address(self) -> None:
+        """guard(trusted_proxies=1) gives authenticators the forwarded address."""
+        seen = []
+
+        class Peer:
+            def authenticate(self, client: Any) -> Any:
+                seen.append(client.request.peer_address)
+                return "someone"
+
+        root = guard(self.tree, Peer(), trusted_proxies=1)
+        GuardRequest(b"/secret", {b"x-forwarded-for": b"203.0.113.5"}).render_tree(root)
+        GuardRequest(b"/secret").render_tree(root)
+        self.assertEqual(seen, ["203.0.113.5", "192.0.2.7"])
 
     def test_public_paths(self) -> None:
         """public_paths are served without a check: exact, or a subtree."""

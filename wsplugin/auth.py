@@ -1065,7 +1065,22 @@ def _cross_site(request: WebRequest, allowed_origins: Sequence[str]) -> str | No
     return None
 
 
-def _peer_of(request: WebRequest) -> str:
+def _forwarded_for(request: WebRequest, trusted_proxies: int) -> str | None:
+    """The client address ``trusted_proxies`` proxies put in
+    ``X-Forwarded-For`` (as for WebSocket routes), or None."""
+    if not trusted_proxies:
+        return None
+    values = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+    if not values:
+        return None
+    addresses = [a.strip() for a in b",".join(values).decode("latin-1").split(",")]
+    return addresses[-trusted_proxies:][0] or None
+
+
+def _peer_of(request: WebRequest, trusted_proxies: int = 0) -> str:
+    forwarded = _forwarded_for(request, trusted_proxies)
+    if forwarded:
+        return forwarded
     return str(getattr(request.getClientAddress(), "host", "unix"))
 
 
@@ -1108,6 +1123,10 @@ class LoginResource(Resource):
             ``BasicAuth``); a new one if None.
         allowed_origins: Other origins allowed to post the form (patterns as
             for ``allowed_origins``, e.g. ``"https://app.example.com"``).
+        trusted_proxies: Proxies in front whose ``X-Forwarded-For`` gives
+            the client's address (as the server option): behind a proxy,
+            without it, every client has the proxy's address, and one
+            guesser's failures would block everyone's logins.
     """
 
     isLeaf = True
@@ -1121,8 +1140,10 @@ class LoginResource(Resource):
         *,
         throttle: LoginThrottle | None = None,
         allowed_origins: Sequence[str] = (),
+        trusted_proxies: int = 0,
     ) -> None:
         super().__init__()
+        self.trusted_proxies = trusted_proxies
         self.checker = checker
         self.store = store
         self.cookie = cookie
@@ -1136,7 +1157,7 @@ class LoginResource(Resource):
             return False
         _log.info(
             "login refused for {peer}: cross-site request ({why}): 403",
-            peer=_peer_of(request),
+            peer=_peer_of(request, self.trusted_proxies),
             why=why,
         )
         request.setResponseCode(403)
@@ -1158,8 +1179,8 @@ class LoginResource(Resource):
         if not username:
             username = request.getUser() or b""
             password = request.getPassword() or b""
-        peer = _peer_of(request)
-        client = HTTPClient(request)
+        peer = _peer_of(request, self.trusted_proxies)
+        client = HTTPClient(request, self.trusted_proxies)
         credentials = UsernamePassword(username, password)
         d = self.throttle.submit(
             peer,
@@ -1214,14 +1235,16 @@ class HTTPClient:
 
     It has what authenticators read from a :class:`~wsplugin.Connection`:
     ``request`` (a :class:`~wsplugin.Request`: path, query parameters of the
-    URL only, headers, cookies, ``peer_address``, the TCP peer) and ``user``.
+    URL only, headers, cookies, ``peer_address``) and ``user``.
+    ``peer_address`` is the TCP peer, or with ``trusted_proxies`` the
+    address those proxies put in ``X-Forwarded-For``, as for upgrades.
 
     Attributes:
         web_request: The ``twisted.web`` request.
         gone: Whether the client disconnected before its answer.
     """
 
-    def __init__(self, web_request: WebRequest) -> None:
+    def __init__(self, web_request: WebRequest, trusted_proxies: int = 0) -> None:
         self.web_request = web_request
         target = web_request.uri.decode("latin-1")
         split = urlsplit(target)
@@ -1240,6 +1263,7 @@ class HTTPClient:
             protocols=(),
             peer=web_request.getClientAddress(),
             target=target,
+            forwarded_for=_forwarded_for(web_request, trusted_proxies),
         )
         self.user: Any = None
         self.gone = False
@@ -1290,14 +1314,18 @@ class _Checking(Resource):
     isLeaf = True
 
     def __init__(
-        self, authenticator: Any, proceed: Callable[[WebRequest], None]
+        self,
+        authenticator: Any,
+        proceed: Callable[[WebRequest], None],
+        trusted_proxies: int = 0,
     ) -> None:
         super().__init__()
         self.authenticator = authenticator
         self.proceed = proceed
+        self.trusted_proxies = trusted_proxies
 
     def render(self, request: WebRequest) -> Any:
-        client = HTTPClient(request)
+        client = HTTPClient(request, self.trusted_proxies)
         try:
             d = as_deferred(self.authenticator.authenticate(client))
         except Exception:
@@ -1335,9 +1363,14 @@ class GuardedResource(Resource):
     authenticator; see :func:`guard`."""
 
     def __init__(
-        self, wrapped: IResource, authenticator: Any, public_paths: Iterable[str] = ()
+        self,
+        wrapped: IResource,
+        authenticator: Any,
+        public_paths: Iterable[str] = (),
+        trusted_proxies: int = 0,
     ) -> None:
         super().__init__()
+        self.trusted_proxies = trusted_proxies
         self.wrapped = wrapped
         self.authenticator = authenticator
         self.public = _public_paths(public_paths)
@@ -1359,18 +1392,25 @@ class GuardedResource(Resource):
         return _Checking(
             self.authenticator,
             lambda r: r.render(getChildForRequest(wrapped, r)),
+            self.trusted_proxies,
         )
 
     def render(self, request: WebRequest) -> Any:
         if _is_public(request.path, self.public):
             return self.wrapped.render(request)
         wrapped = self.wrapped
-        checking = _Checking(self.authenticator, lambda r: r.render(wrapped))
+        checking = _Checking(
+            self.authenticator, lambda r: r.render(wrapped), self.trusted_proxies
+        )
         return checking.render(request)
 
 
 def guard(
-    resource: IResource, authenticator: Any, *, public_paths: Iterable[str] = ()
+    resource: IResource,
+    authenticator: Any,
+    *,
+    public_paths: Iterable[str] = (),
+    trusted_proxies: int = 0,
 ) -> GuardedResource:
     """``resource`` and its children, answered only for authenticated clients.
 
@@ -1389,8 +1429,11 @@ def guard(
             ``"/login"`` is that path only, ``"/assets/"`` everything under
             it. Matched on the decoded path; a path with ``.``/``..``
             segments is never public.
+        trusted_proxies: Proxies whose ``X-Forwarded-For`` gives the
+            client's address (for the throttle and the log), as the server
+            option of that name.
     """
-    return GuardedResource(resource, authenticator, public_paths)
+    return GuardedResource(resource, authenticator, public_paths, trusted_proxies)
 
 
 def site_guard(
@@ -1399,6 +1442,7 @@ def site_guard(
     public_paths: Iterable[str] = (),
     skip: Callable[[WebRequest], bool] | None = None,
     then: Callable[[WebRequest], Any] | None = None,
+    trusted_proxies: int = 0,
 ) -> Callable[[WebRequest], Any]:
     """A ``before_request`` hook guarding a whole site with ``authenticator``.
 
@@ -1414,6 +1458,7 @@ def site_guard(
             upgrades that a route takes: the route's own ``auth`` checks
             them).
         then: The next ``before_request`` hook, if any.
+        trusted_proxies: As for :func:`guard`.
     """
     public = _public_paths(public_paths)
     passed: weakref.WeakKeyDictionary[WebRequest, bool] = weakref.WeakKeyDictionary()
@@ -1424,7 +1469,7 @@ def site_guard(
         request.postpath = [unquote_bytes(p) for p in request.path[1:].split(b"/")]
         request.render(request.site.getResourceFor(request))
 
-    checking = _Checking(authenticator, dispatch_again)
+    checking = _Checking(authenticator, dispatch_again, trusted_proxies)
 
     def before_request(request: WebRequest) -> Any:
         if not passed.get(request) and not _is_public(request.path, public):

@@ -150,6 +150,7 @@ class WebSocketServer(MultiService):
                 public_paths=public_paths,
                 skip=route_takes,
                 then=before_request,
+                trusted_proxies=self.config.trusted_proxies,
             )
         if http is not None or static is not None or before_request or empty_404:
             self.listening_factory = self._make_site(
