@@ -7,7 +7,7 @@ file; others get 401 with ``WWW-Authenticate`` and never reach the handler.
 Run:  python examples/auth_basic.py [ENDPOINT] [HTPASSWD]
       (default tcp:8888; without a file, a demo file with alice:secret is used)
 Try:  python -m websockets ws://alice:secret@127.0.0.1:8888/
-Make a real file with:  htpasswd -cB users.htpasswd alice
+Make a real file with:  htpasswd -cB -C 12 users.htpasswd alice
 """
 
 import sys

@@ -96,7 +96,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.watchdog_interval, 0.0)
         self.assertEqual(config.idle_timeout, 0.0)
         self.assertEqual(config.watchdog_attempts, 0)
-        self.assertEqual(config.allowed_origins, ("*",))
+        self.assertIsNone(config.allowed_origins)  # the per-route default policy
         self.assertEqual(config.subprotocols, ())
         self.assertEqual(config.server_header, "wsplugin")
 
@@ -391,9 +391,17 @@ class StringListTests(SynchronousTestCase):
 
     def test_non_iterable_rejected(self) -> None:
         """A non-iterable is a ConfigError naming the option."""
-        exc = self.assertRaises(ConfigError, ServerConfig, allowed_origins=None)
+        exc = self.assertRaises(ConfigError, ServerConfig, allowed_origins=5)
         self.assertIn("allowed_origins", str(exc))
         self.assertRaises(ConfigError, ServerConfig, subprotocols=5)
+        self.assertRaises(ConfigError, ServerConfig, subprotocols=None)
+
+    def test_allowed_origins_default(self) -> None:
+        """allowed_origins=None is the default policy (any origin on public
+        routes, same origin on authenticated ones); a route may go back to it."""
+        self.assertIsNone(ServerConfig(allowed_origins=None).allowed_origins)
+        config = ServerConfig(allowed_origins=["*"]).for_route(allowed_origins=None)
+        self.assertIsNone(config.allowed_origins)
 
 
 class ServerHeaderTests(SynchronousTestCase):

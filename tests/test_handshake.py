@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 
 from autobahn.websocket.protocol import parseHttpHeader
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsplugin.errors import HandshakeRejected
 from wsplugin.handshake import (
     RequestHead,
+    accepts_other_sites,
     normalize_head,
     origin_allowed,
     parse_request_head,
+    same_origin,
     split_host,
 )
 
@@ -539,9 +541,65 @@ class OriginAllowedTests(SynchronousTestCase):
     )
     def test_origin_matches_itself(self, origin: str) -> None:
         """Any printable ASCII origin used as its own pattern matches itself,
-        in any case."""
+        in any case ("same-origin" is the keyword pattern, not an origin)."""
+        assume(origin.lower() != "same-origin")
         self.assertTrue(origin_allowed(origin, (origin,)))
         self.assertTrue(origin_allowed(origin.upper(), (origin.lower(),)))
+
+
+class SameOriginTests(SynchronousTestCase):
+    """The default policy of authenticated routes: Origin host and port equal
+    the Host header's."""
+
+    def test_same_origin(self) -> None:
+        """Host and port must match; a Host without a port means the origin
+        scheme's default port; the scheme is not compared."""
+        cases = [
+            ("http://app.example:8080", "app.example:8080", True),
+            ("https://app.example:8080", "APP.example:8080", True),
+            ("http://app.example", "app.example", True),
+            ("http://app.example:80", "app.example", True),
+            ("https://app.example", "app.example", True),
+            ("https://app.example:443", "app.example", True),
+            ("https://app.example", "app.example:443", True),
+            ("http://[::1]:8080", "[::1]:8080", True),
+            ("http://app.example:8081", "app.example:8080", False),
+            ("http://app.example:8080", "app.example", False),
+            ("https://evil.example", "app.example", False),
+            ("http://app.example.evil.org", "app.example", False),
+            ("null", "app.example", False),
+            ("http://app.example/path", "app.example", False),
+            ("http://u@app.example", "app.example", False),
+            ("ftp://app.example", "app.example", False),
+            ("http://app.example:99999", "app.example:99999", False),
+            ("http://app.example", "", False),
+            ("http://app.example", "app.example:x", False),
+        ]
+        for origin, host, expected in cases:
+            self.assertEqual(same_origin(origin, host), expected, (origin, host))
+
+    def test_default_policy(self) -> None:
+        """patterns None: any origin on a public route, the same origin only
+        on an authenticated one; "same-origin" is usable as a pattern."""
+        evil, own = "https://evil.example", "http://app.example:8080"
+        host = "app.example:8080"
+        self.assertTrue(origin_allowed(evil, None, host=host))
+        self.assertFalse(origin_allowed(evil, None, host=host, authenticated=True))
+        self.assertTrue(origin_allowed(own, None, host=host, authenticated=True))
+        self.assertFalse(origin_allowed("null", None, host=host, authenticated=True))
+        patterns = ("same-origin", "https://*.partner.example")
+        self.assertTrue(origin_allowed(own, patterns, host=host))
+        self.assertTrue(
+            origin_allowed("https://a.partner.example", patterns, host=host)
+        )
+        self.assertFalse(origin_allowed(evil, patterns, host=host))
+
+    def test_accepts_other_sites(self) -> None:
+        """Patterns that let any site in are recognised, for the warning."""
+        for patterns in (("*",), ("https://*",), ("*://*", "https://a.example")):
+            self.assertTrue(accepts_other_sites(patterns), patterns)
+        for patterns in (None, (), ("same-origin",), ("https://*.example.com",)):
+            self.assertFalse(accepts_other_sites(patterns), patterns)
 
 
 class SplitHostTests(SynchronousTestCase):

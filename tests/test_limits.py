@@ -189,6 +189,31 @@ class KeepAliveTests(SynchronousTestCase):
             [(f.opcode, f.payload) for f in client.frames()], [(1, b"keep-alive")]
         )
 
+    def test_async_before_heartbeat_runs(self) -> None:
+        """An async before_heartbeat runs (its keep-alive is sent) and counts
+        as True: no ping; if it fails, the connection closes with 1011."""
+
+        class Async(Recorder):
+            fail = False
+
+            async def before_heartbeat(self, conn: object) -> None:
+                if self.fail:
+                    raise RuntimeError("keep-alive failed")
+                conn.send_text("async keep-alive")  # type: ignore[attr-defined]
+
+        handler = Async()
+        _, harness = make(handler, heartbeat_interval=5, heartbeat_timeout=0)
+        client = harness.open()
+        harness.advance(5)
+        self.assertEqual(
+            [(f.opcode, f.payload) for f in client.frames()],
+            [(1, b"async keep-alive")],
+        )
+        handler.fail = True
+        harness.advance(10)
+        self.assertEqual([f.close_code for f in client.frames()], [1011])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_idle_timeout(self) -> None:
         """A connection that sends nothing for idle_timeout is closed 1001."""
         _, harness = make(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from pathlib import Path
 
+import bcrypt
 import trustme
 from OpenSSL import SSL
 from twisted.internet import reactor
@@ -146,6 +149,29 @@ class OptionsTests(SynchronousTestCase):
         self.assertTrue(flags & SSL.OP_NO_TLSv1)
         self.assertTrue(flags & SSL.OP_NO_TLSv1_1)
         self.assertFalse(flags & SSL.OP_NO_TLSv1_2)
+
+    def test_auth_file_guards_the_site(self) -> None:
+        """--auth-file guards the app's route and, through http_auth, every
+        HTTP path but the --public-path ones; bad public paths are usage
+        errors; a mixed file needs --allow-mixed-hashes."""
+        users = Path(self.mktemp())
+        sha = "{SHA}" + base64.b64encode(hashlib.sha1(b"pw").digest()).decode()
+        users.write_text(f"ann:{sha}\n")
+        options = parse(
+            "--port", "tcp:0", "--auth-file", str(users),
+            "--public-path", "/login", "--public-path", "/assets/",
+        )  # fmt: skip
+        self.assertEqual(options["public_paths"], ["/login", "/assets/"])
+        server = makeService(options)
+        route = server.factory.router.resolve("x", "/")
+        self.assertIs(route.auth, options.auth)
+        self.assertIsNot(server.listening_factory, server.factory)  # a site
+        self.assertRaises(usage.UsageError, parse, "--public-path", "login")
+        bcrypt_line = "bob:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+        users.write_text(f"ann:{sha}\n{bcrypt_line}\n")
+        error = self.assertRaises(usage.UsageError, parse, "--auth-file", str(users))
+        self.assertIn("mixes password hashes", str(error))
+        parse("--auth-file", str(users), "--allow-mixed-hashes")
 
     def test_make_service(self) -> None:
         """makeService builds a WebSocketServer with the endpoints, path and

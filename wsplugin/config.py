@@ -131,8 +131,15 @@ class ServerConfig:
     Negotiation:
 
     Attributes:
-        allowed_origins: ``Origin`` patterns accepted (``*`` wildcards);
-            others get 403. ``("*",)`` accepts any origin.
+        allowed_origins: ``Origin`` patterns accepted (``*`` wildcards;
+            ``"same-origin"`` for the origin whose host and port are the
+            ``Host`` header's); others get 403. Requests without ``Origin``
+            (non-browser clients) are not checked. None, the default, accepts
+            any origin on a public route but only the same origin on a route
+            with an authenticator: a browser sends its cached Basic
+            credentials and cookies with an upgrade any site's page starts.
+            ``("*",)`` accepts any origin everywhere (the server warns when
+            an authenticated route gets it).
         subprotocols: Subprotocols this route speaks. The first subprotocol in
             the client's offer that is in this list is chosen (client order,
             as RFC 6455 expects); ``allow`` may choose another offered one.
@@ -180,7 +187,7 @@ class ServerConfig:
     watchdog_attempts: int = 0
 
     trusted_proxies: int = 0
-    allowed_origins: tuple[str, ...] = ("*",)
+    allowed_origins: tuple[str, ...] | None = None
     subprotocols: tuple[str, ...] = field(default=())
     compression: bool = False
     compression_context_takeover: bool = False
@@ -207,7 +214,10 @@ class ServerConfig:
                     raise ConfigError(f"{f.name} must be >= 0, not {value!r}")
                 object.__setattr__(self, f.name, number)
         for name in ("allowed_origins", "subprotocols"):
-            object.__setattr__(self, name, _tuple_of_str(name, getattr(self, name)))
+            value = getattr(self, name)
+            if value is None and name == "allowed_origins":
+                continue  # the default policy (see the docstring)
+            object.__setattr__(self, name, _tuple_of_str(name, value))
         if self.split_message and self.frame_size < MIN_FRAME_SIZE:
             raise ConfigError(
                 f"frame_size must be at least {MIN_FRAME_SIZE} bytes (a 2-byte "

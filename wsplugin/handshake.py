@@ -17,11 +17,14 @@ from urllib.parse import parse_qs, urlsplit
 from wsplugin.errors import HandshakeRejected
 
 __all__ = [
+    "SAME_ORIGIN",
     "RequestHead",
+    "accepts_other_sites",
     "check_header",
     "normalize_head",
     "origin_allowed",
     "parse_request_head",
+    "same_origin",
     "split_host",
 ]
 
@@ -166,15 +169,93 @@ def normalize_head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
+SAME_ORIGIN = "same-origin"
+"""The ``allowed_origins`` pattern for the server's own origin: the ``Origin``
+whose host and port are those of the ``Host`` header."""
+
+
+def origin_allowed(
+    origin: str,
+    patterns: tuple[str, ...] | None,
+    *,
+    host: str = "",
+    authenticated: bool = False,
+) -> bool:
     """Whether an ``Origin`` header value matches one of ``patterns``.
 
     Patterns match the whole origin, case-insensitively, with ``*`` as a
     wildcard: ``"https://example.com"``, ``"https://*.example.com"``,
-    ``"http://localhost:*"``. ``"*"`` matches any origin, ``null`` included.
+    ``"http://localhost:*"``. ``"*"`` matches any origin. ``"same-origin"``
+    matches the origin whose host and port equal those of ``host`` (the
+    ``Host`` header; see :func:`same_origin`).
+
+    ``patterns`` None is the default policy: any origin on a public route,
+    but only the same origin on a route with an authenticator
+    (``authenticated``), since a browser attaches its cached Basic
+    credentials and cookies to an upgrade that any site's page starts
+    (cross-site WebSocket hijacking).
+
+    ``Origin: null`` (sandboxed frames, ``file:`` pages) matches only ``*``
+    (or a literal ``null`` pattern); Autobahn then refuses it with 400 in any
+    case, so it never opens a connection.
     """
+    if patterns is None:
+        patterns = (SAME_ORIGIN,) if authenticated else ("*",)
     value = origin.strip().lower()
-    return any(fnmatchcase(value, _glob(p)) for p in patterns)
+    for pattern in patterns:
+        if pattern.lower() == SAME_ORIGIN:
+            if same_origin(value, host):
+                return True
+        elif fnmatchcase(value, _glob(pattern)):
+            return True
+    return False
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether ``origin``'s host and port are those of a ``Host`` header value.
+
+    A ``Host`` without a port matches an origin on its scheme's default port
+    (``http://h`` or ``http://h:80``, ``https://h`` or ``https://h:443``).
+    The scheme itself is not compared: the server cannot always tell whether
+    TLS ended at a proxy in front of it. Only ``http``/``https`` origins
+    without a path can match.
+    """
+    try:
+        parts = urlsplit(origin.strip().lower())
+        target = urlsplit("//" + host.strip().lower())
+        origin_port = parts.port
+        host_port = target.port
+    except ValueError:
+        return False
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.username is not None
+        or not target.hostname
+        or target.path
+        or target.username is not None
+    ):
+        return False
+    if parts.hostname != target.hostname:
+        return False
+    default = 443 if parts.scheme == "https" else 80
+    if host_port is None:
+        return origin_port in (None, default)
+    return (origin_port or default) == host_port
+
+
+def accepts_other_sites(patterns: tuple[str, ...] | None) -> bool:
+    """Whether ``patterns`` accept the origin of an unrelated site (``*``,
+    ``https://*`` and the like). The default (None) does not on
+    authenticated routes."""
+    if patterns is None:
+        return False
+    return any(
+        origin_allowed(probe, patterns)
+        for probe in ("https://wsplugin-probe.invalid", "http://wsplugin-probe.invalid")
+    )
 
 
 def _glob(pattern: str) -> str:

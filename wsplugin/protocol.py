@@ -427,7 +427,12 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         self._apply_route(route)
         cfg = route.config
         origin = head.get("origin")
-        if origin is not None and not origin_allowed(origin, cfg.allowed_origins):
+        if origin is not None and not origin_allowed(
+            origin,
+            cfg.allowed_origins,
+            host=head.get("host") or "",
+            authenticated=route.auth is not None,
+        ):
             self._log.info(
                 "origin {origin!r} not allowed from {peer}: 403",
                 origin=origin,

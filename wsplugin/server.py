@@ -30,6 +30,7 @@ from wsplugin._events import as_deferred
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection, ConnectionState
 from wsplugin.factory import Connections, WebSocketServerFactory
+from wsplugin.handshake import accepts_other_sites
 from wsplugin.routing import Route
 
 __all__ = ["WebSocketServer"]
@@ -58,6 +59,15 @@ class WebSocketServer(MultiService):
             before dispatch (sgc ``OnBeforeCommand``): return None to go on,
             or a ``twisted.web`` resource to answer with instead.
         empty_404: Answer unknown HTTP paths with 404 and an empty body.
+        http_auth: An authenticator (:mod:`wsplugin.auth`) for every plain
+            HTTP request of the same-port site: static files, ``http``, and
+            upgrades no route takes all need it (401/403 with an empty body
+            before anything is looked up), except ``public_paths``. Checked
+            before ``before_request``. Upgrades that a route takes are
+            checked by that route's ``auth`` instead. Unused without a site
+            (``http``, ``static``, ``before_request`` or ``empty_404``).
+        public_paths: Paths ``http_auth`` lets through: ``"/login"`` is
+            that path, ``"/assets/"`` everything under it.
         endpoints: Endpoint strings to listen on (``tcp:8888``,
             ``ssl:443:privateKey=key.pem``, ``unix:/run/ws.sock``,
             ``systemd:domain=INET:index=0``...).
@@ -86,6 +96,8 @@ class WebSocketServer(MultiService):
         static: str | None = None,
         before_request: Callable[[Any], Any] | None = None,
         empty_404: bool = False,
+        http_auth: Any = None,
+        public_paths: Sequence[str] = (),
         **options: Any,
     ) -> None:
         super().__init__()
@@ -119,6 +131,27 @@ class WebSocketServer(MultiService):
             else:
                 self.register_handler("*", path, handler, default_host=True, auth=auth)
         self.listening_factory: Any = self.factory
+        if http_auth is not None and (
+            http is not None or static is not None or before_request or empty_404
+        ):
+            from wsplugin.auth import site_guard
+            from wsplugin.web import is_websocket_request
+
+            router = self.factory.router
+
+            def route_takes(request: Any) -> bool:  # the route's own auth checks it
+                host = (request.getHeader(b"host") or b"").decode("latin-1")
+                path = request.path.decode("latin-1")
+                taken = router.resolve(host, path) is not None
+                return taken and is_websocket_request(request)
+
+            before_request = site_guard(
+                http_auth,
+                public_paths=public_paths,
+                skip=route_takes,
+                then=before_request,
+                trusted_proxies=self.config.trusted_proxies,
+            )
         if http is not None or static is not None or before_request or empty_404:
             self.listening_factory = self._make_site(
                 http, static, before_request, empty_404
@@ -184,7 +217,7 @@ class WebSocketServer(MultiService):
                 the identity it returns.
             **overrides: :class:`~wsplugin.ServerConfig` options for this route.
         """
-        return self.factory.register_handler(
+        route = self.factory.register_handler(
             host,
             path,
             handler,
@@ -193,6 +226,16 @@ class WebSocketServer(MultiService):
             auth=auth,
             **overrides,
         )
+        if auth is not None and accepts_other_sites(route.config.allowed_origins):
+            self.log.warn(
+                "route {host} {path} has an authenticator but accepts any Origin "
+                "({patterns}): a page on any site can open it with a visitor's "
+                "cached credentials or cookies; list your sites in allowed_origins",
+                host=route.host,
+                path=route.path,
+                patterns=", ".join(route.config.allowed_origins or ()),
+            )
+        return route
 
     # -- life cycle --------------------------------------------------------
 

@@ -108,12 +108,24 @@ class Options(usage.Options):
         ],
         ["tls-chain", None, None, "Intermediate certificates (PEM) for --tls-cert."],
         ["static", None, None, "Serve this directory over HTTP on the same port."],
-        ["auth-file", None, None, "htpasswd file (bcrypt or {SHA}): HTTP Basic auth."],
+        [
+            "auth-file",
+            None,
+            None,
+            "htpasswd file (bcrypt or {SHA}): HTTP Basic auth for the app's route "
+            "and every HTTP path (see --public-path).",
+        ],
         ["realm", None, "wsplugin", "Realm named in the Basic auth challenge."],
         *_CONFIG_PARAMS,
     ]
     optFlags = [
         ["empty-404", None, "Answer unknown HTTP paths with an empty 404."],
+        [
+            "allow-mixed-hashes",
+            None,
+            "Accept an --auth-file mixing {SHA} and bcrypt, or bcrypt costs "
+            "(a warning; response times then tell those users apart).",
+        ],
         *_CONFIG_FLAGS,
     ]
 
@@ -122,6 +134,7 @@ class Options(usage.Options):
         self["ports"] = []
         self["allowed_origins"] = []
         self["subprotocols"] = []
+        self["public_paths"] = []
         self.handler: Any = None
         self.config: ServerConfig | None = None
         self.auth: Any = None
@@ -133,12 +146,26 @@ class Options(usage.Options):
     opt_p = opt_port
 
     def opt_allowed_origin(self, pattern: str) -> None:
-        """Allowed Origin pattern, * wildcards (repeatable; default any)."""
         self["allowed_origins"].append(pattern)
+
+    opt_allowed_origin.__doc__ = (
+        "Allowed Origin pattern, * wildcards, or same-origin (repeatable; "
+        "default: any, but only the same origin with --auth-file)."
+    )
 
     def opt_subprotocol(self, name: str) -> None:
         """A subprotocol the server speaks (repeatable; the client's order wins)."""
         self["subprotocols"].append(name)
+
+    def opt_public_path(self, path: str) -> None:
+        if not path.startswith("/"):
+            raise usage.UsageError(f"--public-path must start with '/': {path!r}")
+        self["public_paths"].append(path)
+
+    opt_public_path.__doc__ = (
+        "An HTTP path served without --auth-file credentials; a trailing / "
+        "opens everything under it (repeatable)."
+    )
 
     def postOptions(self) -> None:
         """Check everything now, so twistd fails fast with a one-line error."""
@@ -161,7 +188,10 @@ class Options(usage.Options):
             from wsplugin.auth import BasicAuth, HtpasswdChecker
 
             try:
-                self.auth = BasicAuth(HtpasswdChecker(self["auth-file"]), self["realm"])
+                checker = HtpasswdChecker(
+                    self["auth-file"], allow_mixed=bool(self["allow-mixed-hashes"])
+                )
+                self.auth = BasicAuth(checker, self["realm"])
             except ConfigError as e:
                 raise usage.UsageError(f"--auth-file: {e}") from None
 
@@ -225,6 +255,8 @@ def makeService(options: Options) -> WebSocketServer:
         endpoints=options["ports"],
         config=options.config,
         auth=options.auth,
+        http_auth=options.auth,
+        public_paths=options["public_paths"],
         static=options["static"],
         http=page() if callable(page) and options["static"] is None else None,
         empty_404=options["empty-404"],

@@ -96,9 +96,9 @@ class EventsTests(ServerTestCase):
         yield self.start_server(rec)
 
         def client() -> None:
-            # a with-block, so websockets does not warn later (from its
-            # background thread, into whichever test runs then)
-            with connect(self.url, open_timeout=5) as ws:
+            # no keep-alive thread, and a with-block: otherwise websockets
+            # pings or warns later, from its thread, into another test
+            with connect(self.url, open_timeout=5, ping_interval=None) as ws:
                 ws.socket.close()
 
         yield in_thread(client)

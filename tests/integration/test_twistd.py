@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -141,35 +144,101 @@ class TwistdWebTests(TestCase):
 
     @inlineCallbacks
     def test_static_and_auth_file(self) -> None:
-        """Files are served; an upgrade without credentials gets 401; with the
-        right ones it opens; the default chat page is replaced by --static."""
+        """--auth-file guards the whole site: GET / and /.env get 401 with
+        WWW-Authenticate, so does an upgrade without credentials; with them
+        the files are served (the chat page is replaced by --static) and the
+        upgrade opens; --public-path opens one path."""
         site = Path(self.mktemp()).resolve()
         site.mkdir(parents=True)
         (site / "index.html").write_text("<p>my site</p>")
+        (site / ".env").write_text("SECRET=1\n")
+        (site / "login.html").write_text("<form></form>")
         users = site.parent / "users.htpasswd"
         users.write_text(
             "ann:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n"
         )
         server = Twistd(
-            self, "--static", str(site), "--auth-file", str(users), "--app", "echo"
+            self,
+            "--static",
+            str(site),
+            "--auth-file",
+            str(users),
+            "--realm",
+            "site",
+            "--public-path",
+            "/login.html",
+            "--app",
+            "echo",
         )
         yield in_thread(server.wait_listening)
         base = f"127.0.0.1:{server.port}"
+        ann = "Basic " + base64.b64encode(b"ann:pw").decode()
 
-        def check() -> tuple[bytes, Any, str]:
-            with urllib.request.urlopen(f"http://{base}/", timeout=10) as page:
-                body = page.read()
+        def get(path: str, **headers: str) -> tuple[int, str | None, bytes]:
+            request = urllib.request.Request(f"http://{base}{path}", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as page:
+                    return page.status, None, page.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers.get("WWW-Authenticate"), e.read()
+
+        def check() -> list[Any]:
+            seen: list[Any] = [get("/"), get("/.env"), get("/login.html")]
+            seen.append(get("/", Authorization=ann))
             try:
                 with connect(f"ws://{base}/", open_timeout=10):
-                    refused: Any = 101
+                    seen.append(101)
             except InvalidStatus as e:
-                refused = e.response.status_code
+                seen.append(e.response.status_code)
             with connect(f"ws://ann:pw@{base}/", open_timeout=10) as ws:
                 ws.send("in")
-                echoed = ws.recv(timeout=10)
-            return body, refused, echoed
+                seen.append(ws.recv(timeout=10))
+            return seen
 
-        self.assertEqual((yield in_thread(check)), (b"<p>my site</p>", 401, "in"))
+        self.assertEqual(
+            (yield in_thread(check)),
+            [
+                (401, 'Basic realm="site"', b""),
+                (401, 'Basic realm="site"', b""),
+                (200, None, b"<form></form>"),
+                (200, None, b"<p>my site</p>"),
+                401,
+                "in",
+            ],
+        )
+
+    @inlineCallbacks
+    def test_mixed_hashes(self) -> None:
+        """An --auth-file mixing {SHA} and bcrypt stops twistd with the
+        reason; with --allow-mixed-hashes it starts and logs a warning."""
+        users = Path(self.mktemp()).resolve()
+        users.parent.mkdir(parents=True, exist_ok=True)
+        sha = base64.b64encode(hashlib.sha1(b"builder").digest()).decode()
+        users.write_text(
+            "ann:"
+            + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+            + f"\nbob:{{SHA}}{sha}\n"
+        )
+        result = yield in_thread(
+            subprocess.run,
+            [
+                str(VENV_BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                "ws",
+                "--auth-file",
+                str(users),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn("mixes password hashes", output.strip().splitlines()[-1])
+        server = Twistd(self, "--auth-file", str(users), "--allow-mixed-hashes")
+        yield in_thread(server.wait_listening)
+        self.assertIn("mixes password hashes", server.read_log())
 
     @inlineCallbacks
     def test_default_chat_page(self) -> None:

@@ -217,7 +217,9 @@ class AuthTests(ServerTestCase):
     def test_basic_auth(self) -> None:
         """Right bcrypt and {SHA} passwords open and set conn.user; a wrong
         password or none gets 401 with WWW-Authenticate; a huge header 431."""
-        auth = BasicAuth(HtpasswdChecker(self._htpasswd()), realm="chat")
+        # a file mixing bcrypt and {SHA} on purpose: both schemes are checked
+        checker = HtpasswdChecker(self._htpasswd(), allow_mixed=True)
+        auth = BasicAuth(checker, realm="chat")
         yield self.start_server(Echo(), auth=auth)
         url = self.url
         self.assertEqual(
@@ -297,7 +299,7 @@ class AuthTests(ServerTestCase):
         login gets 401; an expired session gets 401."""
         clock = task.Clock()
         store = SessionStore(clock, timeout=60)
-        checker = HtpasswdChecker(self._htpasswd())
+        checker = HtpasswdChecker(self._htpasswd(), allow_mixed=True)
         login = Resource()
         login.putChild(b"login", LoginResource(checker, store))
         server = yield self.start_server(Echo(), auth=SessionAuth(store), http=login)
