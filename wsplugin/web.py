@@ -828,7 +828,12 @@ class BoundedHTTPChannel(HTTPChannel):
                 status=status,
                 reason=reason,
             )
-        phrase = HTTPStatus(status).phrase.encode("ascii")
+        # RFC 9110's name for 413 (Python before 3.13 has the old one)
+        phrase = (
+            b"Content Too Large"
+            if status == 413
+            else HTTPStatus(status).phrase.encode("ascii")
+        )
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             % (status, phrase)
