@@ -905,7 +905,7 @@ class SiteGuardTests(SynchronousTestCase):
         path: bytes,
         headers: dict[bytes, bytes] | None = None,
     ) -> Request:
-        site: Site = server.listening_factory
+        site: Site = server.site
         request, channel = web_request(b"GET", path, headers)
         channel.site = site
         request.requestReceived(b"GET", path, b"HTTP/1.1")

@@ -28,6 +28,8 @@ INT_FIELDS = (
     "max_request_head",
     "max_headers",
     "max_connections",
+    "max_connections_per_ip",
+    "max_request_body",
     "max_send_buffer",
     "watchdog_attempts",
     "trusted_proxies",
@@ -42,6 +44,7 @@ FLOAT_FIELDS = (
     "heartbeat_timeout",
     "idle_timeout",
     "watchdog_interval",
+    "request_body_timeout",
 )
 
 
@@ -99,6 +102,10 @@ class DefaultsTests(SynchronousTestCase):
         self.assertIsNone(config.allowed_origins)  # the per-route default policy
         self.assertEqual(config.subprotocols, ())
         self.assertEqual(config.server_header, "wsplugin")
+        self.assertEqual(config.max_connections_per_ip, 1000)
+        self.assertEqual(config.per_ip_exempt, ("127.0.0.0/8", "::1/128"))
+        self.assertEqual(config.max_request_body, MiB)
+        self.assertEqual(config.request_body_timeout, 30.0)
 
     def test_field_groups_complete(self) -> None:
         """This module's field lists cover every option, so the type tests below
@@ -111,6 +118,7 @@ class DefaultsTests(SynchronousTestCase):
                 "subprotocols",
                 "server_header",
                 "send_buffer_policy",
+                "per_ip_exempt",
             },
         )
 
@@ -422,3 +430,28 @@ class ServerHeaderTests(SynchronousTestCase):
         """ "" (omit the header) and ordinary values are kept."""
         self.assertEqual(ServerConfig(server_header="").server_header, "")
         self.assertEqual(ServerConfig(server_header="x/1.0").server_header, "x/1.0")
+
+
+class PerIpExemptTests(SynchronousTestCase):
+    """per_ip_exempt takes IP networks, normalised; anything else is refused."""
+
+    def test_networks_normalised(self) -> None:
+        """Addresses become networks; host bits are dropped; () is allowed."""
+        config = ServerConfig(per_ip_exempt=["10.1.2.3", "2001:db8::1/64"])
+        self.assertEqual(config.per_ip_exempt, ("10.1.2.3/32", "2001:db8::/64"))
+        self.assertEqual(ServerConfig(per_ip_exempt=()).per_ip_exempt, ())
+
+    def test_bad_networks(self) -> None:
+        """A non-network, a bare string or a non-iterable gets ConfigError."""
+        for bad in (["example.com"], "10.0.0.0/8", 5, [None]):
+            self.assertRaises(ConfigError, ServerConfig, per_ip_exempt=bad)
+
+    def test_server_only(self) -> None:
+        """The HTTP and connection limits cannot be set per route."""
+        for name, value in (
+            ("max_connections_per_ip", 5),
+            ("per_ip_exempt", ()),
+            ("max_request_body", 5),
+            ("request_body_timeout", 5),
+        ):
+            self.assertRaises(ConfigError, ServerConfig().for_route, **{name: value})

@@ -13,11 +13,13 @@ from wsplugin.errors import HandshakeRejected
 from wsplugin.handshake import (
     RequestHead,
     accepts_other_sites,
+    body_problem,
     normalize_head,
     origin_allowed,
     parse_request_head,
     same_origin,
     split_host,
+    target_problem,
 )
 
 settings.register_profile("dev", max_examples=200, deadline=None)
@@ -619,3 +621,61 @@ class SplitHostTests(SynchronousTestCase):
             "[::1": "[::1",
         }
         self.assertEqual({k: split_host(k) for k in cases}, cases)
+
+
+class TargetTests(SynchronousTestCase):
+    """One reading of the request target: origin form, path as sent."""
+
+    def test_path_is_never_a_url(self) -> None:
+        """//x/admin is a path, not host x; ;params stay in the path."""
+        self.assertEqual(parse("GET //x/admin?q=1 HTTP/1.1").path, "//x/admin")
+        self.assertEqual(parse("GET /admin;x HTTP/1.1").path, "/admin;x")
+        self.assertEqual(parse("GET //x/a?q=1 HTTP/1.1").params, {"q": ["1"]})
+
+    def test_refused_spellings(self) -> None:
+        """Absolute and authority forms, fragments, dot segments (also
+        encoded or with ;params) and encoded slashes are refused."""
+        for target in [
+            "http://x/admin",
+            "example.com:443",
+            "?q=1",
+            "*",
+            "/a#b",
+            "/./admin",
+            "/x/../admin",
+            "/x/..",
+            "/%2e/admin",
+            "/%2E%2e/admin",
+            "/..;/admin",
+            "/%2Fadmin",
+            "/a%5cb",
+        ]:
+            self.assertIsNotNone(target_problem(target), target)
+
+    def test_accepted_spellings(self) -> None:
+        """Other targets are kept as sent; * only when allowed."""
+        for target in ["/", "//x/admin", "/admin;", "/a.b/.c/..d", "/%41?x=../"]:
+            self.assertIsNone(target_problem(target), target)
+        self.assertIsNone(target_problem("*", allow_asterisk=True))
+
+    @given(st.text(alphabet="/.%2eEfF;ab", max_size=12))
+    def test_no_dot_segment_passes(self, path: str) -> None:
+        """Whatever passes has no segment that decodes to . or .. (property)."""
+        from urllib.parse import unquote
+
+        target = "/" + path
+        if target_problem(target) is None:
+            for segment in target.split("/"):
+                self.assertNotIn(unquote(segment).partition(";")[0], (".", ".."))
+                self.assertNotIn("%2f", segment.lower())
+
+
+class BodyProblemTests(SynchronousTestCase):
+    """A handshake announcing a body is refused."""
+
+    def test_body(self) -> None:
+        """Content-Length other than 0, or any Transfer-Encoding: refused."""
+        self.assertIsNone(body_problem(parse("GET / HTTP/1.1")))
+        self.assertIsNone(body_problem(parse("GET / HTTP/1.1", "Content-Length: 0")))
+        for header in ["Content-Length: 5", "Transfer-Encoding: chunked"]:
+            self.assertIsNotNone(body_problem(parse("GET / HTTP/1.1", header)))

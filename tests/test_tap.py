@@ -185,3 +185,54 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(server.config.max_queue, 5)
         self.assertIsNotNone(server.factory.router.resolve("x", "/ws"))
         self.assertIsNone(server.factory.router.resolve("x", "/other"))
+
+
+class HttpFlagTests(SynchronousTestCase):
+    """Flags for HTTP bodies, connection limits and static files."""
+
+    def test_limits(self) -> None:
+        """The new limits reach the config; --per-ip-exempt repeats, and
+        'none' leaves no exemption."""
+        options = parse(
+            "--max-request-body",
+            "2048",
+            "--request-body-timeout",
+            "7",
+            "--max-connections-per-ip",
+            "9",
+            "--per-ip-exempt",
+            "10.0.0.0/8",
+            "--per-ip-exempt",
+            "::1",
+        )
+        config = options.config
+        self.assertEqual(
+            (
+                config.max_request_body,
+                config.request_body_timeout,
+                config.max_connections_per_ip,
+                config.per_ip_exempt,
+            ),
+            (2048, 7.0, 9, ("10.0.0.0/8", "::1/128")),
+        )
+        self.assertEqual(parse("--per-ip-exempt", "none").config.per_ip_exempt, ())
+        self.assertRaises(usage.UsageError, parse, "--per-ip-exempt", "nonsense")
+
+    def test_static_flags(self) -> None:
+        """--static-listing, --static-dotfiles, --static-follow-symlinks
+        reach the StaticFiles root; without them all three are off."""
+        root = Path(self.mktemp())
+        root.mkdir()
+        for flags, expected in [
+            ([], False),
+            (
+                ["--static-listing", "--static-dotfiles", "--static-follow-symlinks"],
+                True,
+            ),
+        ]:
+            server = makeService(parse("--static", str(root), *flags))
+            files = server.site.resource._http
+            self.assertEqual(
+                (files.listing, files.dotfiles, files.follow_symlinks),
+                (expected,) * 3,
+            )

@@ -13,6 +13,7 @@ purpose, with ``0``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,10 @@ SERVER_ONLY = frozenset(
         "max_request_head",
         "max_headers",
         "max_connections",
+        "max_connections_per_ip",
+        "per_ip_exempt",
+        "max_request_body",
+        "request_body_timeout",
         "shutdown_timeout",
         "watchdog_interval",
         "watchdog_attempts",
@@ -52,6 +57,24 @@ def _tuple_of_str(name: str, value: Any) -> tuple[str, ...]:
         if not isinstance(item, str) or not item:
             raise ConfigError(f"{name} takes non-empty strings, not {item!r}")
     return items
+
+
+def _networks(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ConfigError(f"{name} takes a list of networks, not the string {value!r}")
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{name} takes a list of networks, not {value!r}") from None
+    networks = []
+    for item in items:
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{name}: {item!r} is not an IP network (e.g. '10.0.0.0/8', '::1')"
+            ) from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +111,32 @@ class ServerConfig:
         max_headers: Most header lines in the handshake request (431).
         open_handshake_timeout: Seconds for the whole opening handshake.
         close_handshake_timeout: Seconds to wait for the peer's close reply.
-        max_connections: Most open connections; over it the upgrade gets 503.
+        max_connections: Most open TCP connections, HTTP and WebSocket alike
+            (connections still in their handshake, and idle keep-alive HTTP
+            connections on a same-port server, count). A connection accepted
+            over the limit gets 503 and is closed.
+        max_connections_per_ip: Most open TCP connections from one IPv4
+            address or one IPv6 /64 network (where one host usually gets a
+            whole /64); over it, 503 and closed. 1000 by default: one
+            address cannot take more than a twentieth of the default
+            ``max_connections``, while a NAT with a few hundred users
+            behind one address still fits. Raise it to the largest crowd
+            you serve behind a single address.
+        per_ip_exempt: Networks (``"10.0.0.0/8"``, ``"::1/128"``) that
+            ``max_connections_per_ip`` does not apply to. Loopback by default,
+            because a reverse proxy on the same machine connects from there
+            for every client; add your proxies' addresses, or pass ``()``
+            to limit loopback too.
+        max_request_body: Largest HTTP request body, in bytes, on a server that
+            serves HTTP on the same port (1 MiB). A declared
+            ``Content-Length`` over it gets 413 before any body byte is read;
+            a chunked body is cut with 413 where it crosses it. A resource can
+            raise (or lower) it for itself with a ``max_request_body``
+            attribute (see :mod:`wsplugin.web`).
+        request_body_timeout: Seconds for a whole HTTP request body to
+            arrive, from the end of its head; a slower one gets 408 and the
+            connection is closed. Resources may override it with a
+            ``request_body_timeout`` attribute.
         max_queue: Messages buffered for ``conn.receive()`` before reading from
             the socket pauses (at least 1).
         max_send_buffer: Bytes of outgoing data queued for one connection
@@ -174,6 +222,10 @@ class ServerConfig:
     open_handshake_timeout: float = 10.0
     close_handshake_timeout: float = 5.0
     max_connections: int = 20_000
+    max_connections_per_ip: int = 1000
+    per_ip_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    max_request_body: int = 1 * MiB
+    request_body_timeout: float = 30.0
     max_queue: int = 32
     max_send_buffer: int = 1 * MiB
     send_buffer_policy: str = "close"
@@ -218,6 +270,9 @@ class ServerConfig:
             if value is None and name == "allowed_origins":
                 continue  # the default policy (see the docstring)
             object.__setattr__(self, name, _tuple_of_str(name, value))
+        object.__setattr__(
+            self, "per_ip_exempt", _networks("per_ip_exempt", self.per_ip_exempt)
+        )
         if self.split_message and self.frame_size < MIN_FRAME_SIZE:
             raise ConfigError(
                 f"frame_size must be at least {MIN_FRAME_SIZE} bytes (a 2-byte "

@@ -5,6 +5,14 @@ Pure functions. The protocol adapter uses them to bound the request head
 upgrade is validated, and to apply the ``skip_upgrade_check`` /
 ``skip_version_check`` options by normalising the head it hands to Autobahn,
 which then validates everything else as usual.
+
+The request target is read one way everywhere (:func:`target_problem`,
+:attr:`RequestHead.path`): only the origin form (``/path?query``) is
+accepted, its path is everything before the first ``?``, taken as sent,
+and never parsed as a URL. ``//x/admin`` is the path ``//x/admin``, not
+host ``x`` and path ``/admin``. The WebSocket-only server and the same-port
+``twisted.web`` site (:mod:`wsplugin.web`) both apply these rules, so a
+``before_request`` hook, the router and the handler all see one path.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from wsplugin.errors import HandshakeRejected
 
@@ -20,12 +28,14 @@ __all__ = [
     "SAME_ORIGIN",
     "RequestHead",
     "accepts_other_sites",
+    "body_problem",
     "check_header",
     "normalize_head",
     "origin_allowed",
     "parse_request_head",
     "same_origin",
     "split_host",
+    "target_problem",
 ]
 
 _END = b"\r\n\r\n"
@@ -54,13 +64,15 @@ class RequestHead:
 
     @property
     def path(self) -> str:
-        """The path part of the target (``/`` when empty)."""
-        return urlsplit(self.target).path or "/"
+        """The target up to its first ``?``, as sent (``/`` when empty).
+
+        Never parsed as a URL: see :func:`target_problem`."""
+        return self.target.partition("?")[0] or "/"
 
     @property
     def params(self) -> dict[str, list[str]]:
         """Query parameters, each name with all its values."""
-        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+        return parse_qs(self.target.partition("?")[2], keep_blank_values=True)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header, matched case-insensitively."""
@@ -131,6 +143,68 @@ def parse_request_head(
             raise HandshakeRejected(400, "Bad Request")
         headers.append((name, value.strip()))
     return RequestHead(method, target, version, tuple(headers), end + len(_END))
+
+
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def target_problem(target: str, *, allow_asterisk: bool = False) -> str | None:
+    """Why a request target must be refused with 400, or None when it is fine.
+
+    Accepted: the origin form, ``/path`` with an optional ``?query``
+    (RFC 9112, 3.2.1), the one form a client sends to a server that is not
+    a proxy; and ``*`` when ``allow_asterisk`` (``OPTIONS *``).
+
+    Refused, because two readers of the same target could take it to name
+    two different paths (a ``before_request`` check on one, the route or
+    resource reached by the other):
+
+    * any other form: the absolute form ``http://x/admin`` (meant for
+      proxies), the authority form, a bare query;
+    * a fragment (``#``), which a client never sends;
+    * a dot segment, ``/./`` or ``/../``, also percent-encoded (``%2e``) or
+      followed by ``;params`` (``/..;/``): browsers remove them before
+      sending, file servers and proxies resolve them, routers do not;
+    * an encoded slash or backslash (``%2F``, ``%5C``), which decodes into
+      a separator inside one path segment (Apache refuses it by default).
+
+    Anything else (``//``, a trailing ``;``, other escapes) is kept as sent,
+    and routes only to a route registered with that exact spelling.
+    """
+    if allow_asterisk and target == "*":
+        return None
+    if not target.startswith("/"):
+        return "the request target is not a path (only the origin form is served)"
+    path, _, _query = target.partition("?")
+    if "#" in target:
+        return "the request target has a fragment"
+    lowered = path.lower()
+    if "%2f" in lowered or "%5c" in lowered:
+        return "the request path has an encoded slash"
+    for segment in path.split("/"):
+        if "." in segment or "%" in segment:
+            name = unquote(segment, errors="replace").partition(";")[0]
+            if name in _DOT_SEGMENTS:
+                return "the request path has a dot segment"
+    return None
+
+
+def body_problem(head: RequestHead) -> str | None:
+    """Why an upgrade request must be refused for announcing a body, or None.
+
+    A WebSocket handshake is a GET without a body (RFC 6455, 4.1), and the
+    bytes after its head are frames. A ``Content-Length`` other than 0 or any
+    ``Transfer-Encoding`` would leave it to each reader (a proxy in front, the
+    same-port ``twisted.web`` parser, the WebSocket parser) to decide where the
+    body ends and the frames begin, so the request is refused with 400, as
+    the ``websockets`` library does.
+    """
+    if head.get("transfer-encoding") is not None:
+        return "a WebSocket handshake has no body (Transfer-Encoding)"
+    for name, value in head.headers:
+        if name.lower() == "content-length" and value.strip("0") != "":
+            return "a WebSocket handshake has no body (Content-Length)"
+    return None
 
 
 def normalize_head(

@@ -86,10 +86,12 @@ from wsplugin.frames import (
 )
 from wsplugin.handshake import (
     RequestHead,
+    body_problem,
     check_header,
     normalize_head,
     origin_allowed,
     parse_request_head,
+    target_problem,
 )
 
 if TYPE_CHECKING:
@@ -411,6 +413,17 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             return
         self._head = head
         self._handshake_started = True
+        problem = target_problem(head.target) or body_problem(head)
+        if problem is not None:
+            self._log.info(
+                "bad request target or body from {peer}: {problem}: 400",
+                peer=self.peer,
+                problem=problem,
+            )
+            self.failHandshake(problem, 400)
+            return
+        # a request taken over from twisted.web comes with the route resolved
+        # there, from the very path its before_request hook saw: never again
         route = self._fixed_route or factory.router.resolve(
             head.get("host") or "", head.path
         )
@@ -488,7 +501,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         conn = Connection(
             self,
             Request(
-                path=request.path,
+                # the target as sent, up to "?": Autobahn's urlparse'd path
+                # would turn "//x/admin" into "/admin" and drop ";params"
+                path=head.path,
                 params=request.params,
                 headers=Headers(head.headers),
                 host=request.host.lower(),

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wsplugin._events import as_deferred
+from wsplugin._gate import ConnectionGate
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection, ConnectionState
 from wsplugin.factory import Connections, WebSocketServerFactory
@@ -52,9 +53,15 @@ class WebSocketServer(MultiService):
         http: A ``twisted.web`` resource for plain HTTP on the same port (seed
             sgc ``TsgcWebSocketHTTPServer``); upgrades still reach the
             WebSocket routes.
-        static: A directory served over HTTP on the same port (content types
-            and Range requests by ``twisted.web.static.File``); with ``http``
-            too, ``http`` answers ``/``.
+        static: A directory served over HTTP on the same port
+            (:class:`wsplugin.web.StaticFiles`: content types and Range
+            requests; no directory listing, no dotfiles, nothing whose real
+            path leaves the directory); with ``http`` too, ``http`` answers
+            ``/``.
+        static_listing: List directories that have no index file.
+        static_dotfiles: Serve names starting with ``.``.
+        static_follow_symlinks: Serve paths whose symbolic links lead out of
+            the ``static`` directory.
         before_request: Called with every HTTP request (upgrades included)
             before dispatch (sgc ``OnBeforeCommand``): return None to go on,
             or a ``twisted.web`` resource to answer with instead.
@@ -98,6 +105,9 @@ class WebSocketServer(MultiService):
         empty_404: bool = False,
         http_auth: Any = None,
         public_paths: Sequence[str] = (),
+        static_listing: bool = False,
+        static_dotfiles: bool = False,
+        static_follow_symlinks: bool = False,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -130,20 +140,16 @@ class WebSocketServer(MultiService):
                 )
             else:
                 self.register_handler("*", path, handler, default_host=True, auth=auth)
-        self.listening_factory: Any = self.factory
         if http_auth is not None and (
             http is not None or static is not None or before_request or empty_404
         ):
             from wsplugin.auth import site_guard
-            from wsplugin.web import is_websocket_request
+            from wsplugin.web import websocket_route
 
             router = self.factory.router
 
             def route_takes(request: Any) -> bool:  # the route's own auth checks it
-                host = (request.getHeader(b"host") or b"").decode("latin-1")
-                path = request.path.decode("latin-1")
-                taken = router.resolve(host, path) is not None
-                return taken and is_websocket_request(request)
+                return websocket_route(router, request) is not None
 
             before_request = site_guard(
                 http_auth,
@@ -152,10 +158,30 @@ class WebSocketServer(MultiService):
                 then=before_request,
                 trusted_proxies=self.config.trusted_proxies,
             )
+        self.site: Any = None
+        inner: Any = self.factory
         if http is not None or static is not None or before_request or empty_404:
-            self.listening_factory = self._make_site(
-                http, static, before_request, empty_404
+            self.site = inner = self._make_site(
+                http,
+                static,
+                before_request,
+                empty_404,
+                static_options={
+                    "listing": static_listing,
+                    "dotfiles": static_dotfiles,
+                    "follow_symlinks": static_follow_symlinks,
+                },
             )
+        # every accepted connection counts, HTTP ones too (max_connections,
+        # max_connections_per_ip); see wsplugin._gate
+        self.listening_factory: Any = ConnectionGate(
+            inner,
+            max_connections=self.config.max_connections,
+            max_per_ip=self.config.max_connections_per_ip,
+            exempt=self.config.per_ip_exempt,
+            clock=reactor,
+            log_limited=self.factory._log_limited,
+        )
 
     def _make_site(
         self,
@@ -163,29 +189,42 @@ class WebSocketServer(MultiService):
         static: str | None,
         before_request: Callable[[Any], Any] | None,
         empty_404: bool,
+        static_options: dict[str, bool] | None = None,
     ) -> Any:
-        from twisted.web.server import Site
-
-        from wsplugin.web import BoundedHTTPChannel, EmptyPage, File, site_root
+        from wsplugin.web import (
+            BoundedHTTPChannel,
+            BoundedSite,
+            EmptyPage,
+            StaticFiles,
+            access_log_formatter,
+            site_root,
+        )
 
         if static is not None:
-            files = File(static)
+            files = StaticFiles(static, **(static_options or {}))
             if empty_404:
                 files.childNotFound = EmptyPage(404)
             if http is not None:
                 files.putChild(b"", http)  # the resource answers "/"
             http = files
-        site = Site(
+        site = BoundedSite(
             site_root(
                 self.factory, http, before_request=before_request, empty_404=empty_404
-            )
+            ),
+            logFormatter=access_log_formatter,
+            reactor=self.reactor,
         )
         site.displayTracebacks = False
-        head_timeout, clock = self.config.open_handshake_timeout, self.reactor
+        cfg, clock, factory = self.config, self.reactor, self.factory
 
         def channel() -> BoundedHTTPChannel:
             made = BoundedHTTPChannel()
-            made.head_timeout, made.clock = head_timeout, clock
+            made.head_timeout = cfg.open_handshake_timeout
+            made.body_timeout = cfg.request_body_timeout
+            made.max_request_body = cfg.max_request_body
+            made.clock = clock
+            made.on_connect = factory._on_connect
+            made.log_limited = factory._log_limited
             return made
 
         site.protocol = channel

@@ -36,7 +36,13 @@ _HELP = {
     "max_headers": "Most handshake request headers (0: no limit).",
     "open_handshake_timeout": "Seconds for the whole opening handshake (0: none).",
     "close_handshake_timeout": "Seconds to wait for a close reply (0: forever).",
-    "max_connections": "Most connections; over it upgrades get 503 (0: no limit).",
+    "max_connections": "Most connections, HTTP ones too; over it 503 (0: no limit).",
+    "max_connections_per_ip": "Most connections from one IPv4 address or IPv6 /64 "
+    "(0: no limit).",
+    "per_ip_exempt": "Network not limited per address (repeatable; 'none' for "
+    "no exemption; default loopback).",
+    "max_request_body": "Largest HTTP request body in bytes; 413 over it (0: none).",
+    "request_body_timeout": "Seconds for an HTTP request body; 408 after (0: none).",
     "max_queue": "Messages queued for receive() before reads pause.",
     "max_send_buffer": "Outgoing bytes queued per connection before the policy.",
     "send_buffer_policy": "Over max-send-buffer: close, drop or wait.",
@@ -56,7 +62,11 @@ _HELP = {
     "trusted_proxies": "Proxies whose X-Forwarded-For is trusted (0: none).",
 }
 
-_REPEATABLE = {"allowed_origins": "allowed-origin", "subprotocols": "subprotocol"}
+_REPEATABLE = {
+    "allowed_origins": "allowed-origin",
+    "subprotocols": "subprotocol",
+    "per_ip_exempt": "per-ip-exempt",
+}
 
 
 def _flag(name: str) -> str:
@@ -126,6 +136,13 @@ class Options(usage.Options):
             "Accept an --auth-file mixing {SHA} and bcrypt, or bcrypt costs "
             "(a warning; response times then tell those users apart).",
         ],
+        ["static-listing", None, "--static: list directories without an index."],
+        ["static-dotfiles", None, "--static: serve names starting with '.'."],
+        [
+            "static-follow-symlinks",
+            None,
+            "--static: serve links that lead out of the directory.",
+        ],
         *_CONFIG_FLAGS,
     ]
 
@@ -135,6 +152,7 @@ class Options(usage.Options):
         self["allowed_origins"] = []
         self["subprotocols"] = []
         self["public_paths"] = []
+        self["per_ip_exempt"] = []
         self.handler: Any = None
         self.config: ServerConfig | None = None
         self.auth: Any = None
@@ -166,6 +184,11 @@ class Options(usage.Options):
         "An HTTP path served without --auth-file credentials; a trailing / "
         "opens everything under it (repeatable)."
     )
+
+    def opt_per_ip_exempt(self, network: str) -> None:
+        """Network not limited by --max-connections-per-ip (repeatable;
+        default loopback; 'none' limits loopback too)."""
+        self["per_ip_exempt"].append(network)
 
     def postOptions(self) -> None:
         """Check everything now, so twistd fails fast with a one-line error."""
@@ -199,8 +222,11 @@ class Options(usage.Options):
         values: dict[str, Any] = {}
         for f in dataclasses.fields(ServerConfig):
             if f.name in _REPEATABLE:
+                given = self[f.name]
+                if f.name == "per_ip_exempt":
+                    given = [v for v in given if v != "none"]
                 if self[f.name]:
-                    values[f.name] = tuple(self[f.name])
+                    values[f.name] = tuple(given)
             elif f.type == "bool":
                 default = getattr(ServerConfig, f.name)
                 key = f"no-{_flag(f.name)}" if default else _flag(f.name)
@@ -260,4 +286,7 @@ def makeService(options: Options) -> WebSocketServer:
         static=options["static"],
         http=page() if callable(page) and options["static"] is None else None,
         empty_404=options["empty-404"],
+        static_listing=options["static-listing"],
+        static_dotfiles=options["static-dotfiles"],
+        static_follow_symlinks=options["static-follow-symlinks"],
     )
