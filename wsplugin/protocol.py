@@ -698,6 +698,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         per frame); everything else, and every decision that is not plain
         arithmetic, stays Autobahn's. Without this a client sending one
         message as 500,000 two-byte frames holds the reactor for seconds.
+        After the connection was failed (say with 1009 in the middle of
+        such a message), the rest of the run is skipped the same way while
+        the peer's close frame is awaited.
         """
         data = self.data
         if (
@@ -705,8 +708,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             and self.inside_message
             and len(data) >= 6
             and not data[0]
-            and self.state == _WSP.STATE_OPEN
-            and not self.failedByMe
+            and (self.failedByMe or self.state == _WSP.STATE_OPEN)
             and not self._settings.frame_by_frame
             and self._read_continuations(data)
         ):
@@ -719,6 +721,12 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         run); returns how many frames were read."""
         if 0 < self.maxFramePayloadSize < 125 or self.logFrames:
             return 0  # rare settings: leave every frame to Autobahn
+        if self.failedByMe:
+            # the rest of a message we failed the connection for (e.g. with
+            # 1009) while waiting for the peer's close: skip it cheaply
+            pos, count, _ = read_continuations(data, 0, 1 << 62, keep=False)
+            self.data = data[pos:]
+            return count
         limit = self.maxMessagePayloadSize
         budget = limit - self.message_data_total_length if limit > 0 else 1 << 62
         pos, count, payload = read_continuations(data, 0, budget)
