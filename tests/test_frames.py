@@ -410,6 +410,14 @@ class ReadContinuationsTests(SynchronousTestCase):
         self.assertEqual((count, payload), (2, b"abcdef"))
         self.assertEqual(pos, 2 * 9)
 
+    def test_skip_without_keeping(self) -> None:
+        """With keep=False the run is skipped: same position and count, no
+        payload."""
+        data = _continuations([b"abc", b"", b"x" * 125])
+        self.assertEqual(
+            read_continuations(data, 0, 1 << 40, keep=False), (len(data), 3, b"")
+        )
+
     def test_start_offset(self) -> None:
         """Reading starts at ``pos``."""
         data = b"junk" + _continuations([b"xy"])

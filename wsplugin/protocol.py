@@ -5,7 +5,12 @@ route handler (``allow``, ``on_open``, ``on_message``, ...), applies the
 route's options to Autobahn's per-connection settings, and carries out the
 component options that Autobahn has no switch for (frame-by-frame delivery,
 manual pong, manual close, split messages, skip checks). Framing, masking,
-UTF-8 validation, compression and the handshake's validation stay Autobahn's.
+UTF-8 validation, compression and the handshake's validation stay Autobahn's,
+with three exceptions where Autobahn's way costs too much or is wrong: a
+message's payload is collected in one buffer instead of an object per frame,
+runs of tiny continuation frames are read in one go (see ``processData``),
+and an invalid close frame gets a close frame back instead of a bare TCP
+drop (see ``onCloseFrame``).
 
 Event order for one connection::
 
@@ -268,7 +273,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
     """Autobahn server protocol speaking wsplugin's component events.
 
     Subclass it only to reach Autobahn directly; applications normally write
-    handlers instead.
+    handlers instead. Autobahn's per-frame message hooks
+    (``onMessageFrameBegin``/``Data``/``End``) do not fire for the middle
+    frames of a message that arrive as a run of small continuation frames:
+    those are read in one go (``frame_by_frame`` mode excepted).
     """
 
     factory: WebSocketServerFactory
@@ -769,8 +777,9 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             if not self.utf8validateLast[0]:
                 self._invalid_payload("invalid UTF-8 in a text message")
                 return count
-        assert self._msg is not None
-        self._msg.append(payload)
+        msg = self._msg
+        if msg is not None:
+            msg.append(payload)
         return count
 
     def onMessageBegin(self, isBinary: bool) -> None:
@@ -969,6 +978,12 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
                 self.remoteCloseCode = code
                 self.remoteCloseReason = (
                     reasonRaw.decode("utf-8") if reasonRaw else None
+                )
+            elif not self.failedByMe:
+                self.factory._log_limited(
+                    "closing {peer}: {reason} in answer to our close",
+                    peer=self.peer,
+                    reason=problem[1],
                 )
             self._end_after_peer_close(clean=problem is None)
             if problem is None and not self.failedByMe and self._opened:
