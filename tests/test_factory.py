@@ -56,6 +56,26 @@ class BroadcastTests(SynchronousTestCase):
         self.assertEqual(self.b.messages(), ["p", "x"])
         self.assertEqual(self.c.messages(), ["n", "i", "x"])
 
+    def test_single_id_is_not_taken_apart(self) -> None:
+        """ids= and exclude= take a single id as a str (not its characters),
+        and exclude= a single Connection."""
+        b_id = self.b.connection.id
+        self.assertEqual(self.server.broadcast("only b", ids=b_id), 1)
+        self.assertEqual(self.server.broadcast("not b", exclude=b_id), 2)
+        self.assertEqual(self.server.broadcast("not a", exclude=self.a.connection), 2)
+        self.assertEqual(self.server.broadcast("b, not b", ids=b_id, exclude=b_id), 0)
+        self.assertEqual(self.a.messages(), ["not b"])
+        self.assertEqual(self.b.messages(), ["only b", "not a"])
+        self.assertEqual(self.c.messages(), ["not b", "not a"])
+
+    def test_ids_as_bytes_refused(self) -> None:
+        """An id given as bytes is a TypeError naming the argument."""
+        with self.assertRaisesRegex(TypeError, "ids="):
+            self.server.broadcast("x", ids=self.a.connection.id.encode())
+        with self.assertRaisesRegex(TypeError, "exclude="):
+            self.server.broadcast("x", exclude=b"abc")
+        self.assertEqual(self.a.messages(), [])
+
     def test_send_to_selector(self) -> None:
         """send_to sends to the connections the selector picks (TMS SendMessageTo)."""
         sender = self.a.connection

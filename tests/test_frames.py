@@ -18,13 +18,15 @@ from wsplugin.frames import (
     OP_PING,
     OP_TEXT,
     SMALL_FRAME,
+    PayloadBuffer,
     SmallFrameUnmasker,
     encode_frame,
     encode_message,
     header_size,
     payload_size_for_frame,
+    read_continuations,
 )
-from wsplugin.testing import parse_frames
+from wsplugin.testing import client_frame, parse_frames
 
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.register_profile(
@@ -268,3 +270,181 @@ class SmallFrameUnmaskerTests(SynchronousTestCase):
         """A key that is not 4 bytes is refused."""
         with self.assertRaises(ValueError):
             SmallFrameUnmasker(b"abc")
+
+
+class PayloadBufferTests(SynchronousTestCase):
+    """PayloadBuffer joins pieces into the payload, in bounded memory."""
+
+    def test_empty(self) -> None:
+        """Nothing appended (or only empty pieces) gives b""."""
+        buf = PayloadBuffer()
+        self.assertEqual(buf.take(), b"")
+        for _ in range(1000):
+            buf.append(b"")
+        self.assertEqual(len(buf), 0)
+        self.assertEqual(buf.take(), b"")
+
+    def test_one_piece_is_not_copied(self) -> None:
+        """A payload in one piece comes back as the same object."""
+        piece = os.urandom(100)
+        buf = PayloadBuffer()
+        buf.append(piece)
+        self.assertIs(buf.take(), piece)
+
+    def test_take_empties(self) -> None:
+        """take() leaves the buffer empty and reusable (frame by frame)."""
+        buf = PayloadBuffer()
+        buf.append(b"ab")
+        buf.append(b"cd")
+        self.assertEqual(buf.take(), b"abcd")
+        self.assertEqual(len(buf), 0)
+        buf.append(b"ef")
+        self.assertEqual(buf.take(), b"ef")
+
+    def test_many_small_pieces_move_into_one_bytearray(self) -> None:
+        """Past MAX_PIECES small pieces the payload is one bytearray, and
+        later pieces are appended to it."""
+        buf = PayloadBuffer()
+        for i in range(PayloadBuffer.MAX_PIECES + 10):
+            buf.append(bytes([i % 256, 1]))
+        self.assertEqual(len(buf), 2 * (PayloadBuffer.MAX_PIECES + 10))
+        out = buf.take()
+        self.assertIsInstance(out, bytearray)
+        self.assertEqual(
+            bytes(out),
+            b"".join(bytes([i % 256, 1]) for i in range(PayloadBuffer.MAX_PIECES + 10)),
+        )
+
+    def test_large_pieces_stay_a_list(self) -> None:
+        """Pieces averaging MIN_AVERAGE bytes or more are joined once at the
+        end (a big message over many reads is copied once)."""
+        buf = PayloadBuffer()
+        piece = b"x" * PayloadBuffer.MIN_AVERAGE
+        for _ in range(PayloadBuffer.MAX_PIECES * 3):
+            buf.append(piece)
+        out = buf.take()
+        self.assertIsInstance(out, bytes)
+        self.assertEqual(
+            len(out), PayloadBuffer.MIN_AVERAGE * PayloadBuffer.MAX_PIECES * 3
+        )
+
+    @given(st.lists(st.binary(max_size=40), max_size=300))
+    def test_any_pieces(self, pieces: list[bytes]) -> None:
+        """Whatever the pieces, take() is their concatenation."""
+        buf = PayloadBuffer()
+        for piece in pieces:
+            buf.append(piece)
+        self.assertEqual(len(buf), sum(map(len, pieces)))
+        self.assertEqual(bytes(buf.take()), b"".join(pieces))
+
+    def test_memory_bounded_by_payload(self) -> None:
+        """100,000 two-byte pieces (200 KB) hold well under 400 KB, where a
+        list of the pieces holds about 5 MB."""
+        import tracemalloc
+
+        pieces = [bytes([i % 256, 7]) for i in range(100_000)]
+        tracemalloc.start()
+        try:
+            buf = PayloadBuffer()
+            before = tracemalloc.get_traced_memory()[0]
+            for piece in pieces:
+                buf.append(piece)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        self.assertLess(held, 400_000)
+        self.assertEqual(len(buf), 200_000)
+
+
+def _continuations(payloads: list[bytes], fin_last: bool = False) -> bytes:
+    return b"".join(
+        client_frame(
+            OP_CONTINUATION,
+            p,
+            fin=fin_last and i == len(payloads) - 1,
+            mask=bytes([i % 256, 0x5A, (i * 3) % 256, 0xC3]),
+        )
+        for i, p in enumerate(payloads)
+    )
+
+
+class ReadContinuationsTests(SynchronousTestCase):
+    """read_continuations unmasks runs of small non-final continuation frames
+    and stops at anything else."""
+
+    def test_run_unmasked(self) -> None:
+        """A run of frames of 0 to 125 bytes is read whole and unmasked."""
+        payloads = [bytes((i + j) % 256 for j in range(i % 126)) for i in range(300)]
+        data = _continuations(payloads)
+        pos, count, payload = read_continuations(data, 0, 1 << 40)
+        self.assertEqual((pos, count), (len(data), 300))
+        self.assertEqual(payload, b"".join(payloads))
+
+    def test_empty_frames(self) -> None:
+        """Empty continuation frames are counted and add no payload."""
+        data = _continuations([b""] * 1000)
+        self.assertEqual(read_continuations(data, 0, 0), (len(data), 1000, b""))
+
+    def test_stops_at_other_frames(self) -> None:
+        """A final frame, a data frame, a control frame, a frame over 125
+        bytes, an unmasked or RSV frame, or an incomplete one ends the run
+        before it."""
+        run = _continuations([b"ab", b"cd"])
+        stoppers = [
+            client_frame(OP_CONTINUATION, b"ef", fin=True),
+            client_frame(OP_TEXT, b"ef", fin=False),
+            client_frame(OP_PING, b"ef"),
+            client_frame(OP_CONTINUATION, b"e" * 126, fin=False),
+            client_frame(OP_CONTINUATION, b"ef", fin=False, rsv=4),
+            encode_frame(OP_CONTINUATION, b"ef", fin=False),  # unmasked
+            client_frame(OP_CONTINUATION, b"ef", fin=False)[:-1],  # incomplete
+        ]
+        for stopper in stoppers:
+            pos, count, payload = read_continuations(run + stopper, 0, 1 << 40)
+            self.assertEqual((pos, count, payload), (len(run), 2, b"abcd"))
+
+    def test_budget(self) -> None:
+        """The run stops before the frame that would pass the budget."""
+        data = _continuations([b"abc", b"def", b"ghi"])
+        pos, count, payload = read_continuations(data, 0, 7)
+        self.assertEqual((count, payload), (2, b"abcdef"))
+        self.assertEqual(pos, 2 * 9)
+
+    def test_skip_without_keeping(self) -> None:
+        """With keep=False the run is skipped: same position and count, no
+        payload."""
+        data = _continuations([b"abc", b"", b"x" * 125])
+        self.assertEqual(
+            read_continuations(data, 0, 1 << 40, keep=False), (len(data), 3, b"")
+        )
+
+    def test_start_offset(self) -> None:
+        """Reading starts at ``pos``."""
+        data = b"junk" + _continuations([b"xy"])
+        self.assertEqual(read_continuations(data, 4, 100), (len(data), 1, b"xy"))
+
+    @given(
+        st.lists(st.binary(max_size=125), max_size=50),
+        st.integers(min_value=0, max_value=2000),
+    )
+    def test_matches_autobahn_unmasking(
+        self, payloads: list[bytes], budget: int
+    ) -> None:
+        """Payload and stop position agree with unmasking each frame with
+        Autobahn's masker, for any payloads and budget."""
+        data = _continuations(payloads)
+        pos, count, payload = read_continuations(data, 0, budget)
+        expected = []
+        total = 0
+        offset = 0
+        for p in payloads:
+            if total + len(p) > budget:
+                break
+            frame = data[offset : offset + 6 + len(p)]
+            masker = create_xor_masker(frame[2:6], len(p))
+            expected.append(masker.process(frame[6:]) if p else b"")
+            total += len(p)
+            offset += 6 + len(p)
+        self.assertEqual(count, len(expected))
+        self.assertEqual(pos, offset)
+        self.assertEqual(payload, b"".join(expected))

@@ -663,3 +663,317 @@ class UnmaskingTests(SynchronousTestCase):
         self.assertIn(("on_message", "héllo wörld €"), rec.events)
         closes = [f for f in client.frames() if f.opcode == 8]
         self.assertEqual([f.close_code for f in closes], [1007])
+
+
+def _fragmented(
+    opcode: int, payload: bytes, size: int, mask_seed: int = 0
+) -> list[bytes]:
+    """Client frames of one message: ``size`` payload bytes per frame."""
+    from wsplugin.testing import client_frame
+
+    pieces = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+    return [
+        client_frame(
+            opcode if i == 0 else 0,
+            piece,
+            fin=i == len(pieces) - 1,
+            mask=bytes([(i + mask_seed) % 256, 0x3C, (i * 7) % 256, 0x81]),
+        )
+        for i, piece in enumerate(pieces)
+    ]
+
+
+def _feed(client: Any, data: bytes, piece: int) -> None:
+    for i in range(0, len(data), piece):
+        client.send_raw(data[i : i + piece])
+
+
+class TinyFragmentTests(SynchronousTestCase):
+    """A message in many tiny frames costs its payload, is delivered whole,
+    and keeps every check (limits, UTF-8, deflate, frame-by-frame)."""
+
+    def test_text_in_two_byte_frames(self) -> None:
+        """Multi-byte UTF-8 split over 2-byte frames, fed in reads that cut
+        frames anywhere, arrives as the one text message."""
+        text = "wsplugin héllo € 𝄞 " * 300
+        for piece in (1, 7, 4097, 65536):
+            rec = Recorder()
+            _, harness = make(rec)
+            client = harness.open()
+            _feed(client, b"".join(_fragmented(1, text.encode(), 2)), piece)
+            self.assertEqual(
+                [e for e in rec.events if e[0] == "on_message"],
+                [("on_message", text)],
+            )
+
+    def test_binary_mixed_sizes_and_pings(self) -> None:
+        """Frames of 0 to 130 bytes with pings in between: the pings are
+        answered and the binary message is whole."""
+        from wsplugin.testing import client_frame
+
+        payload = bytes(range(256)) * 40
+        frames = []
+        pos = 0
+        i = 0
+        while pos < len(payload):
+            size = (i * 37) % 131
+            frames.append(
+                client_frame(0 if frames else 2, payload[pos : pos + size], fin=False)
+            )
+            if i % 50 == 7:
+                frames.append(client_frame(9, b"p%d" % i))
+            pos += size
+            i += 1
+        frames.append(client_frame(0, b"", fin=True))
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        _feed(client, b"".join(frames), 65536)
+        self.assertEqual(
+            [e for e in rec.events if e[0] == "on_binary"], [("on_binary", payload)]
+        )
+        pongs = [f.payload for f in client.frames() if f.opcode == 10]
+        self.assertEqual(len(pongs), sum(1 for k in range(i) if k % 50 == 7))
+
+    def _peak_while_feeding(self, frame: bytes, count: int) -> tuple[int, Recorder]:
+        import tracemalloc
+
+        from wsplugin.testing import client_frame
+
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        per_read = 65536 // len(frame)
+        reads = [frame * per_read] * (count // per_read) + [frame * (count % per_read)]
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            client.protocol.dataReceived(client_frame(2, b"", fin=False))
+            for data in reads:
+                client.protocol.dataReceived(data)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        client.send_raw(client_frame(0, b"", fin=True))
+        return peak, rec
+
+    def test_memory_is_the_payload(self) -> None:
+        """40,000 two-byte frames (80 KB of payload) hold under twice the
+        payload plus the read buffers; Autobahn's list of pieces held about
+        1.7 MB here."""
+        from wsplugin.testing import client_frame
+
+        peak, rec = self._peak_while_feeding(client_frame(0, b"xy", fin=False), 40_000)
+        self.assertLess(peak, 2 * 80_000 + 192 * 1024)
+        self.assertEqual(
+            [e for e in rec.events if e[0] == "on_binary"],
+            [("on_binary", b"xy" * 40_000)],
+        )
+
+    def test_empty_frames_cost_nothing(self) -> None:
+        """40,000 empty continuation frames hold no more than the read
+        buffers (Autobahn's list held about 400 KB here)."""
+        from wsplugin.testing import client_frame
+
+        peak, rec = self._peak_while_feeding(client_frame(0, b"", fin=False), 40_000)
+        self.assertLess(peak, 128 * 1024)
+        self.assertEqual(
+            [e for e in rec.events if e[0] == "on_binary"], [("on_binary", b"")]
+        )
+
+    def test_message_limit_1009(self) -> None:
+        """Tiny frames past max_message_size close with 1009 and report it."""
+        rec = Recorder()
+        _, harness = make(rec, max_message_size=1000)
+        client = harness.open()
+        _feed(client, b"".join(_fragmented(2, b"z" * 1200, 2)), 65536)
+        self.assertEqual([f.close_code for f in client.frames()], [1009])
+        self.assertNotIn("on_binary", rec.names())
+        self.assertIn(("on_error", "ProtocolError"), rec.events)
+        client.send_close(1000)
+        harness.flush()
+        self.assertEqual(rec.events[-1], ("on_disconnect", True, 1009))
+
+    def test_message_limit_exact(self) -> None:
+        """A message of exactly max_message_size bytes in tiny frames passes."""
+        rec = Recorder()
+        _, harness = make(rec, max_message_size=1000)
+        client = harness.open()
+        _feed(client, b"".join(_fragmented(2, b"z" * 1000, 2)), 65536)
+        self.assertIn(("on_binary", b"z" * 1000), rec.events)
+
+    def test_small_frame_limit(self) -> None:
+        """max_frame_size under 125 bytes still refuses a larger tiny frame."""
+        rec = Recorder()
+        _, harness = make(rec, max_frame_size=3)
+        client = harness.open()
+        _feed(client, b"".join(_fragmented(2, b"z" * 40, 2)), 65536)
+        self.assertIn(("on_binary", b"z" * 40), rec.events)
+        _feed(client, b"".join(_fragmented(2, b"z" * 40, 4)), 65536)
+        self.assertEqual([f.close_code for f in client.frames()], [1009])
+
+    def test_invalid_utf8_in_a_run(self) -> None:
+        """Invalid UTF-8 inside a run of tiny frames closes with 1007, before
+        the message ends."""
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        frames = _fragmented(1, b"abcd" * 50 + b"\xc3\x28" + b"abcd" * 50, 2)
+        _feed(client, b"".join(frames[:-1]), 65536)
+        self.assertEqual([f.close_code for f in client.frames()], [1007])
+        self.assertNotIn("on_message", rec.names())
+
+    def test_utf8_incomplete_at_end(self) -> None:
+        """Text that stops inside a code point at the last frame: 1007."""
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        _feed(client, b"".join(_fragmented(1, "ab€".encode()[:-1], 1)), 65536)
+        self.assertEqual([f.close_code for f in client.frames()], [1007])
+
+    def test_deflate_in_tiny_frames(self) -> None:
+        """A compressed message split into 2-byte frames inflates to the text;
+        inflated past max_message_size it closes with 1009."""
+        import zlib
+
+        from tests.test_deflate import DEFLATE
+
+        text = ("compressed in tiny pieces " * 200).encode()
+        comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        deflated = (comp.compress(text) + comp.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        frames = _fragmented(1, deflated, 2)
+        frames[0] = bytes([frames[0][0] | 0x40]) + frames[0][1:]  # RSV1
+        rec = Recorder()
+        _, harness = make(rec, compression=True)
+        client = harness.open(headers=DEFLATE)
+        _feed(client, b"".join(frames), 65536)
+        self.assertIn(("on_message", text.decode()), rec.events)
+
+        rec = Recorder()
+        _, harness = make(rec, compression=True, max_message_size=1000)
+        client = harness.open(headers=DEFLATE)
+        _feed(client, b"".join(frames), 65536)
+        self.assertEqual([f.close_code for f in client.frames()], [1009])
+        self.assertNotIn("on_message", rec.names())
+
+    def test_frame_by_frame_keeps_each_frame(self) -> None:
+        """frame_by_frame mode still hands out every tiny frame."""
+        rec = Recorder()
+        _, harness = make(rec, frame_by_frame=True)
+        client = harness.open()
+        _feed(client, b"".join(_fragmented(2, b"abcdefgh", 2)), 65536)
+        self.assertEqual(
+            [e for e in rec.events if e[0] == "on_fragment"],
+            [
+                ("on_fragment", b"ab", True, False),
+                ("on_fragment", b"cd", True, False),
+                ("on_fragment", b"ef", True, False),
+                ("on_fragment", b"gh", True, True),
+            ],
+        )
+
+    def test_large_frames_in_slices(self) -> None:
+        """A read holding small and large frames (cut into slices for the
+        parser) delivers each message whole."""
+        from wsplugin.testing import client_frame
+
+        messages = [bytes([i]) * n for i, n in enumerate([5, 70_000, 3, 20_000, 0])]
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        client.send_raw(b"".join(client_frame(2, m) for m in messages))
+        self.assertEqual([e[1] for e in rec.events if e[0] == "on_binary"], messages)
+
+
+_INVALID_CLOSES = [
+    (b"\x03", 1002),  # a 1-byte payload
+    (b"\x03\xe8\xff\xfe", 1007),  # 1000 with a reason that is not UTF-8
+    (b"\x03\xe8ok\xc3", 1007),  # a reason cut inside a code point
+] + [
+    (code.to_bytes(2, "big"), 1002)
+    for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535)
+]
+
+
+class InvalidCloseFrameTests(SynchronousTestCase):
+    """An invalid close frame gets a close frame back (1002 or 1007), then a
+    graceful TCP close; on_disconnect reports the code sent."""
+
+    def _check(self, payload: bytes, expected: int, **options: Any) -> None:
+        rec = Recorder()
+        _, harness = make(rec, **options)
+        client = harness.open()
+        client.send_frame(8, payload)
+        closes = [f for f in client.frames() if f.opcode == 8]
+        self.assertEqual([f.close_code for f in closes], [expected], payload)
+        self.assertTrue(client.transport.disconnecting)
+        harness.flush()
+        self.assertTrue(client.transport.lost)
+        self.assertFalse(client.transport.aborted, payload)
+        self.assertNotIn("on_close", rec.names())
+        self.assertIn(("on_error", "ProtocolError"), rec.events)
+        self.assertEqual(rec.events[-1], ("on_disconnect", False, expected))
+        self.assertEqual(rec.names().count("on_disconnect"), 1)
+
+    def test_invalid_close_frames(self) -> None:
+        """Each invalid close frame gets its code back."""
+        for payload, expected in _INVALID_CLOSES:
+            self._check(payload, expected)
+
+    def test_invalid_close_frames_manual_close(self) -> None:
+        """The same with manual_close: nothing is left for the application."""
+        for payload, expected in _INVALID_CLOSES:
+            self._check(payload, expected, manual_close=True)
+
+    def test_valid_codes_accepted(self) -> None:
+        """Codes a peer may send are answered with 1000 and reach on_close."""
+        for code in (1000, 1001, 1002, 1003, 1007, 1011, 1013, 3000, 4999):
+            rec = Recorder()
+            _, harness = make(rec)
+            client = harness.open()
+            client.send_close(code, "why")
+            self.assertEqual([f.close_code for f in client.frames()], [1000])
+            self.assertIn(("on_close", code, "why"), rec.events)
+            self.assertEqual(rec.events[-1], ("on_disconnect", True, code))
+
+    def test_invalid_answer_to_our_close(self) -> None:
+        """An invalid close frame answering ours ends the connection (no
+        second close frame); on_disconnect reports our code, unclean."""
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        client.connection.close(4001, "bye")
+        self.assertEqual([f.close_code for f in client.frames()], [4001])
+        client.send_frame(8, (999).to_bytes(2, "big"))
+        self.assertEqual(client.frames(), [])
+        self.assertTrue(client.transport.lost)
+        self.assertFalse(client.transport.aborted)
+        self.assertNotIn("on_close", rec.names())
+        self.assertEqual(rec.events[-1], ("on_disconnect", False, 4001))
+
+    def test_answer_closes_tcp_gracefully(self) -> None:
+        """A valid answer to our close ends with a graceful TCP close, so
+        anything still queued (a close crossing the peer's) goes out."""
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.open()
+        client.connection.close(1000)
+        client.send_close(1000)
+        self.assertTrue(client.transport.lost)
+        self.assertFalse(client.transport.aborted)
+        self.assertEqual(
+            rec.events[-2:], [("on_close", 1000, ""), ("on_disconnect", True, 1000)]
+        )
+
+    def test_silent_peer_after_invalid_close(self) -> None:
+        """A peer that does not read our close frame is aborted after
+        close_handshake_timeout."""
+        rec = Recorder()
+        _, harness = make(rec, close_handshake_timeout=2)
+        client = harness.open()
+        client.transport.loseConnection = lambda: None  # bytes never leave
+        client.send_frame(8, b"\x03")
+        self.assertFalse(client.transport.lost)
+        harness.advance(2)
+        self.assertTrue(client.transport.aborted)
+        self.assertEqual(rec.events[-1], ("on_disconnect", False, 1002))

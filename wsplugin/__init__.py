@@ -5,7 +5,15 @@ The public API is re-exported here; the modules behind it are private.
 
 from wsplugin._version import __version__
 from wsplugin.config import ServerConfig
-from wsplugin.connection import Connection, ConnectionState, Fragment, Headers, Request
+from wsplugin.connection import (
+    CloseMessage,
+    Connection,
+    ConnectionState,
+    Fragment,
+    Headers,
+    Message,
+    Request,
+)
 from wsplugin.errors import (
     ConfigError,
     ConnectionClosed,
@@ -13,6 +21,7 @@ from wsplugin.errors import (
     HandshakeRejected,
     InvalidCloseCode,
     ProtocolError,
+    ReceiveTimeout,
     Reject,
     RouteNotFound,
     UnknownConnection,
@@ -24,6 +33,7 @@ from wsplugin.routing import Route, Router
 from wsplugin.server import WebSocketServer
 
 __all__ = [
+    "CloseMessage",
     "ConfigError",
     "Connection",
     "ConnectionClosed",
@@ -34,7 +44,9 @@ __all__ = [
     "HandshakeRejected",
     "Headers",
     "InvalidCloseCode",
+    "Message",
     "ProtocolError",
+    "ReceiveTimeout",
     "Reject",
     "Request",
     "Route",

@@ -11,14 +11,18 @@ Receiving: messages go to the route handler's ``on_message`` / ``on_binary``
 when it has them; otherwise they queue for ``await conn.receive()`` or
 ``async for message in conn`` (seeds: Sparkle ``Receive``, FPC
 ``WaitForMessage``). The queue holds at most ``max_queue`` messages; beyond
-that, reading from the socket pauses until the application catches up.
+that, reading from the socket pauses until the application catches up. With
+``manual_close``, the peer's close frame arrives there too, as a
+:class:`CloseMessage`, for the receive loop to answer with ``conn.close()``.
+:meth:`Connection.wait_for_message` waits for a kind of message, pongs
+included (FPC ``WaitForPongMessage``), as the client's does.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from http.cookies import CookieError, SimpleCookie
@@ -27,17 +31,35 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from wsplugin.errors import ConnectionClosed, WSPluginError
+from wsplugin.errors import ConnectionClosed, ReceiveTimeout, WSPluginError
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress
+    from twisted.internet.interfaces import IAddress, IDelayedCall
 
     from wsplugin.config import ServerConfig
     from wsplugin.protocol import WebSocketServerProtocol
 
-__all__ = ["Connection", "ConnectionState", "Fragment", "Headers", "Request"]
+__all__ = [
+    "MESSAGE_KINDS",
+    "CloseMessage",
+    "Connection",
+    "ConnectionState",
+    "Fragment",
+    "Headers",
+    "Message",
+    "Request",
+]
 
-Message = str | bytes
+_Data = str | bytes
+
+MESSAGE_KINDS = frozenset({"text", "binary", "pong", "close"})
+"""The kinds :meth:`Connection.wait_for_message` can wait for."""
+
+MAX_PONGS = 16
+"""Pongs a connection keeps for ``wait_for_message``; older ones are dropped
+(each at most 125 bytes, so a pong flood costs at most about 3 KiB)."""
+
+_HEARTBEAT_PREFIX = b"wsplugin-hb-"
 
 
 class ConnectionState(str, Enum):
@@ -63,6 +85,84 @@ class Fragment:
     data: bytes
     is_binary: bool
     fin: bool
+
+
+@dataclass(frozen=True)
+class CloseMessage:
+    """The peer's close frame, queued for ``receive()`` under ``manual_close``
+    (seed: Sparkle ``Receive`` returning a Close message).
+
+    Answer it with ``conn.close(...)``: until then the connection stays in
+    the closing state, and after ``close_handshake_timeout`` it is dropped.
+
+    Attributes:
+        code: The peer's close code (1005 when its frame had none).
+        reason: The peer's close reason, possibly empty.
+    """
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message from :meth:`Connection.wait_for_message`.
+
+    Attributes:
+        kind: ``"text"``, ``"binary"``, ``"pong"`` or ``"close"``.
+        data: What ``receive()`` would give: ``str`` for text, ``bytes`` for
+            binary, a :class:`Fragment` in ``frame_by_frame`` mode, a
+            :class:`CloseMessage` for a close; a pong's payload (``bytes``).
+    """
+
+    kind: str
+    data: str | bytes | Fragment | CloseMessage
+
+    @property
+    def text(self) -> str:
+        """The data as text (bytes decoded as UTF-8, a close's reason)."""
+        data = self.data
+        if isinstance(data, str):
+            return data
+        if isinstance(data, bytes):
+            return data.decode("utf-8", "replace")
+        if isinstance(data, Fragment):
+            return data.data.decode("utf-8", "replace")
+        return data.reason
+
+
+_RECEIVE_KINDS = frozenset({"text", "binary", "close"})
+
+
+class _Pong:
+    """A pong's payload in the receive queue (kept apart from binary data)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+def _kind(item: _Data | Fragment | CloseMessage | _Pong) -> str:
+    if isinstance(item, str):
+        return "text"
+    if isinstance(item, _Pong):
+        return "pong"
+    if isinstance(item, Fragment):
+        return "binary" if item.is_binary else "text"
+    if isinstance(item, CloseMessage):
+        return "close"
+    return "binary"
+
+
+@dataclass
+class _Waiter:
+    """A pending ``receive()`` (``raw``) or ``wait_for_message()``."""
+
+    kinds: frozenset[str]
+    raw: bool
+    deferred: Deferred[Any]
+    timer: IDelayedCall | None = None
 
 
 class Headers(Mapping[str, str]):
@@ -273,8 +373,9 @@ class Connection:
         self._receive_mode = True
         # created on first use: most connections never need them, and a
         # server holds thousands of connections
-        self._queue: deque[Message | Fragment] | None = None
-        self._waiters: deque[Deferred[Any]] | None = None
+        self._queue: deque[_Data | Fragment | CloseMessage | _Pong] | None = None
+        self._pongs = 0  # how many of the queued items are pongs
+        self._waiters: deque[_Waiter] | None = None
         self._closed_waiters: list[Deferred[Connection]] | None = None
         self._max_queue = max_queue
         self._reading_paused = False
@@ -334,7 +435,7 @@ class Connection:
 
     # -- sending ----------------------------------------------------------
 
-    def send(self, message: Message) -> None:
+    def send(self, message: _Data) -> None:
         """Send a text (``str``) or binary (``bytes``) message."""
         if isinstance(message, str):
             self._protocol._ws_send_message(message.encode("utf-8"), False)
@@ -410,39 +511,118 @@ class Connection:
     # -- receiving --------------------------------------------------------
 
     def receive(self) -> Deferred[Any]:
-        """The next queued message (``str``, ``bytes``, or :class:`Fragment`).
+        """The next queued message: ``str``, ``bytes``, :class:`Fragment`, or
+        (with ``manual_close``) the peer's :class:`CloseMessage`.
 
-        Returns a Deferred; ``await conn.receive()`` in a coroutine.
+        Returns a Deferred; ``await conn.receive()`` in a coroutine. Pongs are
+        not returned here; :meth:`wait_for_message` gets them.
 
         Raises:
             ConnectionClosed: (through the Deferred) once the connection has
                 ended and every queued message has been received.
+            WSPluginError: the route's handler takes the messages itself
+                (it has ``on_message``, ``on_binary`` or ``on_fragment``).
         """
-        if self._queue:
-            message = self._queue.popleft()
-            if self._reading_paused and len(self._queue) < self._max_queue // 2 + 1:
-                self._reading_paused = False
-                self._protocol._ws_resume_reading()
-            return succeed(message)
+        return self._wait_for(_RECEIVE_KINDS, True, None)
+
+    def wait_for_message(
+        self,
+        kinds: Iterable[str] | str = ("text", "binary", "pong"),
+        timeout: float | None = None,
+    ) -> Deferred[Message]:
+        """The next message of one of ``kinds`` (FPC ``WaitForMessage``,
+        ``WaitForPongMessage``), as the client's ``wait_for_message``.
+
+        Messages of other kinds stay queued, in order, for :meth:`receive` or
+        a later call. Pongs are kept for this method only: at most
+        :data:`MAX_PONGS`, the oldest dropped first, and not those answering
+        the server's own heartbeat pings. On a connection whose handler takes
+        messages (``on_message``, ``on_binary`` or ``on_fragment``), only
+        ``"pong"`` may be waited for, and a pong is kept only while someone
+        waits for one (``on_pong`` sees every pong anyway).
+
+        Args:
+            kinds: Any of ``"text"``, ``"binary"``, ``"pong"``, and
+                ``"close"`` (the peer's close frame, with ``manual_close``).
+            timeout: Seconds to wait; None waits until the connection ends.
+
+        Returns:
+            A Deferred firing with a :class:`Message`; it fails with
+            :class:`~wsplugin.errors.ReceiveTimeout` after ``timeout``
+            seconds, or with :class:`~wsplugin.errors.ConnectionClosed` once
+            the connection has ended with no such message queued.
+
+        Raises:
+            ValueError: an unknown kind, or a timeout that is not positive.
+            WSPluginError: a kind other than ``"pong"`` on a connection
+                whose handler takes the messages itself.
+        """
+        if isinstance(kinds, str):
+            kinds = (kinds,)
+        wanted = frozenset(kinds)
+        if not wanted or not wanted <= MESSAGE_KINDS:
+            raise ValueError(
+                "kinds must be some of 'text', 'binary', 'pong', 'close', "
+                f"not {sorted(wanted)!r}"
+            )
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be positive or None, not {timeout!r}")
+        return self._wait_for(wanted, False, timeout)
+
+    def _wait_for(
+        self, kinds: frozenset[str], raw: bool, timeout: float | None
+    ) -> Deferred[Any]:
+        queue = self._queue
+        if queue:
+            for index, item in enumerate(queue):
+                kind = _kind(item)
+                if kind in kinds:
+                    del queue[index]
+                    if isinstance(item, _Pong):
+                        self._pongs -= 1
+                        return succeed(Message(kind, item.payload))
+                    self._dequeued()
+                    return succeed(item if raw else Message(kind, item))
         if self._closed:
             return fail(ConnectionClosed(self.close_code, self.close_reason))
-        if not self._receive_mode:
+        if not self._receive_mode and kinds != {"pong"}:
             raise WSPluginError(
-                "receive() reads connections whose handler has no on_message, "
-                "on_binary or on_fragment; this one's messages go to the handler"
+                "receive() and wait_for_message() read connections whose handler "
+                "has no on_message, on_binary or on_fragment; this one's messages "
+                "go to the handler (wait_for_message('pong') works on any)"
             )
-        d: Deferred[Any] = Deferred(self._cancel_receive)
+        waiter = _Waiter(kinds, raw, Deferred(lambda d: self._cancel_waiter(waiter)))
+        if timeout is not None:
+            clock = self._protocol.factory.clock
+            waiter.timer = clock.callLater(timeout, self._wait_expired, waiter, timeout)
         if self._waiters is None:
             self._waiters = deque()
-        self._waiters.append(d)
-        return d
+        self._waiters.append(waiter)
+        return waiter.deferred
 
-    def _cancel_receive(self, d: Deferred[Any]) -> None:
-        try:
-            if self._waiters is not None:
-                self._waiters.remove(d)
-        except ValueError:
-            pass
+    def _dequeued(self) -> None:
+        """A message left the queue: resume reading below half of max_queue."""
+        if self._reading_paused and self._queued_data() < self._max_queue // 2 + 1:
+            self._reading_paused = False
+            self._protocol._ws_resume_reading()
+
+    def _queued_data(self) -> int:
+        return len(self._queue or ()) - self._pongs
+
+    def _cancel_waiter(self, waiter: _Waiter) -> None:
+        if self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
+        if waiter.timer is not None and waiter.timer.active():
+            waiter.timer.cancel()
+
+    def _wait_expired(self, waiter: _Waiter, timeout: float) -> None:
+        waiter.timer = None
+        if self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
+            kinds = ", ".join(sorted(waiter.kinds))
+            waiter.deferred.errback(
+                ReceiveTimeout(f"no message of kind {kinds} within {timeout}s")
+            )
 
     def __aiter__(self) -> Connection:
         return self
@@ -465,16 +645,46 @@ class Connection:
 
     # -- called by the protocol adapter -----------------------------------
 
-    def _enqueue(self, message: Message | Fragment) -> None:
-        if self._waiters:
-            self._waiters.popleft().callback(message)
+    def _hand_to_waiter(self, kind: str, item: Any) -> bool:
+        waiters = self._waiters
+        if not waiters:
+            return False
+        for waiter in waiters:
+            if kind in waiter.kinds:
+                waiters.remove(waiter)
+                if waiter.timer is not None and waiter.timer.active():
+                    waiter.timer.cancel()
+                waiter.deferred.callback(item if waiter.raw else Message(kind, item))
+                return True
+        return False
+
+    def _enqueue(self, message: _Data | Fragment | CloseMessage) -> None:
+        if self._hand_to_waiter(_kind(message), message):
             return
         if self._queue is None:
             self._queue = deque()
         self._queue.append(message)
-        if not self._reading_paused and len(self._queue) >= self._max_queue:
+        if not self._reading_paused and self._queued_data() >= self._max_queue:
             self._reading_paused = True
             self._protocol._ws_pause_reading()
+
+    def _pong(self, payload: bytes) -> None:
+        """A pong arrived: for a waiter, or kept (bounded) in receive mode."""
+        if self._hand_to_waiter("pong", payload):
+            return
+        if not self._receive_mode or payload.startswith(_HEARTBEAT_PREFIX):
+            return
+        if self._queue is None:
+            self._queue = deque()
+        queue = self._queue
+        queue.append(_Pong(payload))
+        self._pongs += 1
+        if self._pongs > MAX_PONGS:
+            for index, item in enumerate(queue):
+                if isinstance(item, _Pong):
+                    del queue[index]
+                    self._pongs -= 1
+                    break
 
     def _mark_closed(self, code: int | None, reason: str) -> None:
         """The connection is gone: state, code and reason (before on_disconnect)."""
@@ -485,8 +695,12 @@ class Connection:
     def _finish(self) -> None:
         """After on_disconnect: end receive loops, release owned user data."""
         waiters, self._waiters = self._waiters or (), None
-        for d in waiters:
-            d.errback(ConnectionClosed(self.close_code, self.close_reason))
+        for waiter in waiters:
+            if waiter.timer is not None and waiter.timer.active():
+                waiter.timer.cancel()
+            waiter.deferred.errback(
+                ConnectionClosed(self.close_code, self.close_reason)
+            )
         if self.owns_user_data and self._user_data is not None:
             data, self._user_data = self._user_data, None
             closer = getattr(data, "close", None)

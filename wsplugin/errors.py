@@ -10,6 +10,7 @@ without a lookup table::
     │   ├── Reject                        raised/returned by ``allow``: any 4xx/5xx
     │   └── RouteNotFound                 no handler for host/path: 404
     ├── ConnectionClosed                  send/receive on a connection that ended
+    ├── ReceiveTimeout (TimeoutError)     ``wait_for_message(timeout=)`` elapsed
     ├── ProtocolError                     the peer broke RFC 6455; carries the
     │                                     close code sent (1002, 1007, 1009...)
     ├── UnknownConnection (LookupError)   ``write_data`` with an id nobody has
@@ -29,6 +30,7 @@ __all__ = [
     "HandshakeRejected",
     "InvalidCloseCode",
     "ProtocolError",
+    "ReceiveTimeout",
     "Reject",
     "RouteNotFound",
     "UnknownConnection",
@@ -111,6 +113,10 @@ class ConnectionClosed(WSPluginError):
         super().__init__(f"connection closed (code={code}, reason={reason!r})")
         self.code = code
         self.reason = reason
+
+
+class ReceiveTimeout(WSPluginError, TimeoutError):
+    """``Connection.wait_for_message`` found no message in time."""
 
 
 class UnknownConnection(WSPluginError, LookupError):

@@ -265,8 +265,8 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         *,
         channel: str | None = None,
         protocol: str | None = None,
-        ids: Iterable[str] | None = None,
-        exclude: Iterable[str | Connection] | None = None,
+        ids: str | Iterable[str] | None = None,
+        exclude: str | Connection | Iterable[str | Connection] | None = None,
     ) -> int:
         """Send ``message`` to every open connection, optionally filtered.
 
@@ -274,13 +274,28 @@ class WebSocketServerFactory(_AutobahnServerFactory):
             message: ``str`` is sent as text, ``bytes`` as binary.
             channel: Only connections subscribed to this channel.
             protocol: Only connections that negotiated this subprotocol.
-            ids: Only connections with these ids.
-            exclude: Skip these connections (ids or Connection objects).
+            ids: Only connections with these ids: an iterable of ids, or one
+                id as a ``str`` (not taken apart into characters).
+            exclude: Skip these connections: ids or Connection objects, or
+                a single id or Connection.
 
         Returns:
             How many connections the message was sent to.
+
+        Raises:
+            TypeError: ``ids`` or ``exclude`` is ``bytes`` (ids are ``str``).
         """
         payload, is_binary = _payload(message)
+        if isinstance(ids, str):
+            ids = (ids,)
+        if isinstance(exclude, (str, Connection)):
+            exclude = (exclude,)
+        for name, value in (("ids", ids), ("exclude", exclude)):
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    f"broadcast({name}=...) takes connection ids as str, "
+                    f"not {type(value).__name__}"
+                )
         if ids is not None:
             wanted = [self._registry.get(i) for i in dict.fromkeys(ids)]
             targets: Iterable[Connection] = [c for c in wanted if c is not None]

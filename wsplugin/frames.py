@@ -20,12 +20,14 @@ __all__ = [
     "OP_PONG",
     "OP_TEXT",
     "SMALL_FRAME",
+    "PayloadBuffer",
     "SmallFrameUnmasker",
     "deflate_message",
     "encode_frame",
     "encode_message",
     "header_size",
     "payload_size_for_frame",
+    "read_continuations",
 ]
 
 OP_CONTINUATION = 0x0
@@ -177,3 +179,118 @@ class SmallFrameUnmasker:
         return (
             int.from_bytes(data, "little") ^ int.from_bytes(key, "little")
         ).to_bytes(n, "little")
+
+
+class PayloadBuffer:
+    """The payload of one incoming message (or frame), bounded by its size.
+
+    Autobahn keeps every piece of payload it unmasks as its own ``bytes``
+    object in a list until the message ends. A message sent as 500,000
+    two-byte frames then costs about 35 bytes of object header and 8 bytes of
+    list slot per 2 payload bytes: some 25 MB for 1 MB of payload.
+
+    Here pieces are kept in a list, joined once at the end (the cheapest way
+    for a message that arrives in a few large reads), only while that costs
+    little: up to :attr:`MAX_PIECES` pieces, or more when they average at
+    least :attr:`MIN_AVERAGE` bytes (the per-piece overhead is then under 5%
+    of the payload). Past that, the payload moves into one ``bytearray`` and
+    later pieces are appended to it, so memory stays within the payload plus
+    a constant, whatever the number of frames. Empty pieces cost nothing.
+    """
+
+    MAX_PIECES = 64
+    MIN_AVERAGE = 1024
+
+    __slots__ = ("_parts", "_rest", "_size")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._rest: bytearray | None = None
+        self._size = 0
+
+    def __len__(self) -> int:
+        rest = self._rest
+        return len(rest) if rest is not None else self._size
+
+    def append(self, data: bytes) -> None:
+        """Add the next piece of payload."""
+        rest = self._rest
+        if rest is not None:
+            rest += data
+            return
+        if not data:
+            return
+        parts = self._parts
+        parts.append(data)
+        self._size += len(data)
+        count = len(parts)
+        if count > self.MAX_PIECES and count * self.MIN_AVERAGE > self._size:
+            self._rest = bytearray().join(parts)
+            self._parts = []
+
+    def take(self) -> bytes | bytearray:
+        """The payload so far (the buffer is then empty).
+
+        A ``bytearray`` once the payload has moved into one: text is decoded
+        from it without an intermediate ``bytes`` copy.
+        """
+        rest = self._rest
+        if rest is not None:
+            self._rest = None
+            return rest
+        parts, self._parts = self._parts, []
+        self._size = 0
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+
+def read_continuations(
+    data: bytes, pos: int, budget: int, keep: bool = True
+) -> tuple[int, int, bytes]:
+    """Unmask a run of small continuation frames from a client (RFC 6455, 5.2).
+
+    Reads, from ``data[pos:]``, consecutive complete frames that are
+    non-final continuation frames (first byte 0: FIN, RSV and opcode all
+    zero), masked, with at most 125 payload bytes; it stops at any other
+    frame, at an incomplete one, and before a frame that would take the
+    run's payload past ``budget`` bytes.
+
+    Such frames need no decision beyond those checks, so a message sent as
+    many tiny fragments is read at about 1 us a frame instead of the ~13 us
+    that a frame costs through Autobahn's general parser. The masking keys
+    are concatenated and applied with one XOR over the whole run.
+
+    With ``keep`` false the frames are only skipped (the payload returned is
+    empty): for a message the connection was already failed for.
+
+    Returns:
+        ``(position after the run, number of frames, unmasked payload)``.
+    """
+    end_of_data = len(data)
+    parts: list[bytes] = []
+    keys: list[bytes] = []
+    total = 0
+    count = 0
+    while pos + 6 <= end_of_data and data[pos] == 0:
+        b1 = data[pos + 1]
+        # mask bit set and a 7-bit length of at most 125: 0x80 to 0xfd
+        if b1 < 0x80 or b1 > 0xFD:
+            break
+        length = b1 - 0x80
+        end = pos + 6 + length
+        if end > end_of_data or total + length > budget:
+            break
+        if length and keep:
+            parts.append(data[pos + 6 : end])
+            mask = data[pos + 2 : pos + 6]
+            keys.append(mask[:length] if length <= 4 else (mask * 32)[:length])
+            total += length
+        count += 1
+        pos = end
+    if not total:
+        return pos, count, b""
+    payload = int.from_bytes(b"".join(parts), "little") ^ int.from_bytes(
+        b"".join(keys), "little"
+    )
+    return pos, count, payload.to_bytes(total, "little")

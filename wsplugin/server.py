@@ -19,6 +19,7 @@ from twisted.internet.defer import (
     Deferred,
     DeferredList,
     TimeoutError,
+    maybeDeferred,
     succeed,
 )
 from twisted.internet.endpoints import serverFromString
@@ -455,7 +456,8 @@ class WebSocketServer(MultiService):
             await DeferredList([self._starting])
         ports, self.ports = self.ports, []
         for port in ports:
-            await port.stopListening()
+            # IListeningPort.stopListening may return a Deferred, or None
+            await maybeDeferred(port.stopListening)
         was_listening = bool(ports)
         open_conns = [c for c in self.factory.connections]
         self.factory.disconnect_all(1001, "server shutting down")
@@ -467,7 +469,8 @@ class WebSocketServer(MultiService):
             self._fire_server_event("on_shutdown")
 
     async def _wait_closed(self, conns: list[Connection], timeout: float) -> None:
-        """Wait for ``conns`` to end, at most ``timeout`` seconds; abort the rest."""
+        """Wait for ``conns`` to end, at most ``timeout`` seconds; abort the
+        rest and wait until they have ended too."""
         if not conns:
             return
         everything = DeferredList([c.wait_closed() for c in conns], consumeErrors=True)
@@ -478,14 +481,19 @@ class WebSocketServer(MultiService):
         except (TimeoutError, CancelledError):
             pass
         stragglers = [c for c in conns if c.state is not ConnectionState.CLOSED]
-        if stragglers:
-            self.log.info(
-                "shutdown: aborting {count} connection(s) still open after {timeout}s",
-                count=len(stragglers),
-                timeout=timeout,
-            )
+        if not stragglers:
+            return
+        self.log.info(
+            "shutdown: aborting {count} connection(s) still open after {timeout}s",
+            count=len(stragglers),
+            timeout=timeout,
+        )
         for conn in stragglers:
             conn.abort()
+        # An abort ends a connection at the transport's next turn, not at
+        # once: wait for that, so that stop() and on_shutdown fire only once
+        # every connection has left server.connections.
+        await DeferredList([c.wait_closed() for c in stragglers], consumeErrors=True)
 
     def _fire_server_event(self, name: str) -> None:
         hook: Callable[..., Any] | None = getattr(self.handler, name, None)

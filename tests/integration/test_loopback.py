@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.helpers import Recorder
 from tests.integration.support import ServerTestCase, in_thread
-from wsplugin import Reject
+from wsplugin import CloseMessage, Reject
 
 
 class EventsTests(ServerTestCase):
@@ -96,10 +96,11 @@ class EventsTests(ServerTestCase):
         yield self.start_server(rec)
 
         def client() -> None:
-            # no keep-alive thread, and a with-block: otherwise websockets
-            # pings or warns later, from its thread, into another test
-            with connect(self.url, open_timeout=5, ping_interval=None) as ws:
-                ws.socket.close()
+            # Not a context manager (the socket must vanish, not close), so no
+            # keep-alive thread: its ping 20 s later would raise websockets'
+            # DeprecationWarning inside whatever test runs then.
+            ws = connect(self.url, open_timeout=5, ping_interval=None)
+            ws.socket.close()
 
         yield in_thread(client)
         yield self.when(lambda: "on_disconnect" in rec.names())
@@ -251,3 +252,75 @@ class SendingTests(ServerTestCase):
         echoed, extensions = yield in_thread(client)
         self.assertEqual(echoed, "z" * 10000)
         self.assertEqual(extensions, ["permessage-deflate"])
+
+
+class PullApiTests(ServerTestCase):
+    """await conn.receive() and wait_for_message over a real connection."""
+
+    @inlineCallbacks
+    def test_receive_loop_answers_close(self) -> None:
+        """With manual_close, a receive loop gets the client's close as a
+        CloseMessage and answers it; the client sees its own code back and
+        the connection ends cleanly (it used to hang until 1006)."""
+        seen: list[Any] = []
+        rec = Recorder()
+
+        class Loop:
+            def on_open(self, conn: Any) -> Deferred[None]:
+                async def run() -> None:
+                    async for message in conn:
+                        seen.append(message)
+                        if isinstance(message, CloseMessage):
+                            conn.close(message.code, "answered")
+                        else:
+                            conn.send_text("echo " + message)
+
+                return Deferred.fromCoroutine(run())
+
+            def on_disconnect(
+                self, conn: Any, was_clean: bool, code: Any, reason: str
+            ) -> None:
+                rec.events.append(("on_disconnect", was_clean, code))
+
+        yield self.start_server(Loop(), manual_close=True)
+
+        def client() -> tuple[str, Any]:
+            with connect(self.url, open_timeout=5) as ws:
+                ws.send("hi")
+                echo = ws.recv(timeout=5)
+                ws.close(4001, "done")
+                rcvd = ws.protocol.close_rcvd
+                assert rcvd is not None
+                return echo, (rcvd.code, rcvd.reason)
+
+        echo, answer = yield in_thread(client)
+        self.assertEqual(echo, "echo hi")
+        self.assertEqual(answer, (4001, "answered"))
+        yield self.when(lambda: "on_disconnect" in rec.names())
+        self.assertEqual(seen, ["hi", CloseMessage(4001, "done")])
+        self.assertEqual(rec.events, [("on_disconnect", True, 4001)])
+
+    @inlineCallbacks
+    def test_wait_for_pong(self) -> None:
+        """The server pings and waits for the pong (FPC WaitForPongMessage)
+        while messages stay queued for receive()."""
+
+        class Pinger:
+            def on_open(self, conn: Any) -> Deferred[None]:
+                async def run() -> None:
+                    conn.ping(b"are you there")
+                    pong = await conn.wait_for_message("pong", timeout=5)
+                    first = await conn.receive()
+                    conn.send_text(f"{pong.kind}: {pong.text}; then {first}")
+
+                return Deferred.fromCoroutine(run())
+
+        yield self.start_server(Pinger())
+
+        def client() -> str:
+            with connect(self.url, open_timeout=5) as ws:
+                ws.send("queued")
+                return str(ws.recv(timeout=5))
+
+        answer = yield in_thread(client)
+        self.assertEqual(answer, "pong: are you there; then queued")

@@ -153,6 +153,42 @@ class LifeCycleTests(ServerTestCase):
         self.assertEqual(code, 1001)
         self.assertEqual(handler.names().count("on_disconnect"), 1)
 
+    @inlineCallbacks
+    def test_stop_waits_for_aborted_connections(self) -> None:
+        """Clients that never answer the 1001 are aborted at shutdown_timeout;
+        stop() and on_shutdown fire only once they have all left
+        server.connections."""
+
+        class Handler(Echo):
+            def on_shutdown(self, server: Any) -> None:
+                super().on_shutdown(server)
+                left.append(len(server.connections))
+
+        left: list[int] = []
+        handler = Handler()
+        server = yield self.start_server(handler, shutdown_timeout=0.5)
+        port = server.ports[0].getHost().port
+
+        def silent_clients() -> list[socket.socket]:
+            socks = []
+            for _ in range(20):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(
+                    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                )
+                socks.append(sock)  # never reads, never answers
+            return socks
+
+        socks = yield in_thread(silent_clients)
+        self.addCleanup(lambda: [s.close() for s in socks])
+        yield self.when(lambda: len(server.connections) == 20)
+        yield server.stop()
+        self.assertEqual(len(server.connections), 0)
+        self.assertEqual(left, [0])
+        self.assertEqual(handler.names().count("on_disconnect"), 20)
+
 
 class WatchdogTests(ServerTestCase):
     """watchdog_interval / watchdog_attempts retry a failed listen (sgc WatchDog)."""
