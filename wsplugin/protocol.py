@@ -61,7 +61,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsplugin._events import as_deferred
-from wsplugin.connection import Connection, ConnectionState, Fragment, Headers, Request
+from wsplugin.connection import (
+    Connection,
+    ConnectionState,
+    Fragment,
+    Headers,
+    Request,
+    forwarded_address,
+)
 from wsplugin.errors import (
     ConnectionClosed,
     FragmentedSendError,
@@ -480,6 +487,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             if self.trustXForwardedFor and "x-forwarded-for" in self.http_headers
             else None
         )
+        # behind a trusted proxy the client is the X-Forwarded-For entry
+        # Autobahn picked; the socket peer (the proxy) stays as proxy_peer
+        socket_peer = self.transport.getPeer()
+        client = forwarded_address(forwarded) if forwarded else None
         conn = Connection(
             self,
             Request(
@@ -489,9 +500,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
                 host=request.host.lower(),
                 origin=request.origin or "",
                 protocols=tuple(request.protocols),
-                peer=self.transport.getPeer(),
+                peer=client or socket_peer,
                 target=head.target,
                 forwarded_for=forwarded,
+                proxy_peer=socket_peer if client else None,
             ),
             max_queue=cfg.max_queue,
             server=self.factory.owner,
