@@ -1,4 +1,5 @@
-"""Real nginx and HAProxy in front of wsplugin, for tests.
+"""Real nginx and HAProxy in front of wsplugin, and ``twistd`` started the
+way systemd starts wsplugin.service, for tests.
 
 Each proxy is the Debian binary (``/usr/sbin/nginx``, ``/usr/sbin/haproxy``;
 ``.ci/install-system-deps`` installs them), started in the foreground on free
@@ -9,6 +10,10 @@ The proxy configuration is never written here: it is the example file under
 ``examples/`` that docs/proxies.md shows, with only its ports and
 certificate paths replaced (:func:`render` checks that each replaced text
 occurs exactly once, so the example and the tests cannot drift apart).
+
+:class:`ActivatedTwistd` runs examples/systemd/wsplugin.service's
+``ExecStart`` on a socket the test binds, handed over by
+tests/integration/systemd_launch.py with systemd's ``LISTEN_*`` variables.
 
 A missing binary skips the test with the reason printed; under CI (``CI``
 set) it fails instead, because CI runs ``.ci/install-system-deps`` first.
