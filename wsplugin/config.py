@@ -201,10 +201,10 @@ class ServerConfig:
         utf8_validation: Validate incoming text as UTF-8 (close 1007 if not).
         server_header: Value of the ``Server`` response header; ``""`` omits it.
         trusted_proxies: How many reverse proxies in front of the server add
-            to ``X-Forwarded-For``. ``conn.request.peer_address`` is then the
-            address that many entries from the end of the header (the one the
-            outermost trusted proxy added); entries before it may be forged.
-            0 (the default) ignores the header.
+            to ``X-Forwarded-For``. ``conn.request.peer`` and ``peer_address``
+            are then the address that many entries from the end of the header
+            (the one the outermost trusted proxy added); entries before it may
+            be forged. 0 (the default) ignores the header.
     """
 
     frame_by_frame: bool = False

@@ -20,6 +20,7 @@ included (FPC ``WaitForPongMessage``), as the client's does.
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,6 +29,7 @@ from enum import Enum
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
@@ -260,8 +262,17 @@ class Request:
         host: The ``Host`` header without its port, lowercased.
         origin: The ``Origin`` header, or ``""``.
         protocols: Subprotocols the client offered, in its order.
-        peer: The peer's Twisted address (``IPv4Address``, ``UNIXAddress``...).
+        peer: The client's Twisted address (``IPv4Address``, ``UNIXAddress``...).
+            Behind a trusted proxy (``trusted_proxies`` N > 0 and an
+            ``X-Forwarded-For`` that names an IP address) it is the client
+            that proxy saw, with port 0 (the header carries no port); behind
+            HAProxy on a ``haproxy:`` endpoint it is the client from the
+            PROXY header, port included.
         target: The request target as sent (path and query).
+        forwarded_for: The trusted ``X-Forwarded-For`` entry as sent, or None.
+        proxy_peer: The socket peer (the trusted proxy itself) when ``peer``
+            was taken from ``X-Forwarded-For``; None when ``peer`` is the
+            socket peer.
     """
 
     path: str
@@ -273,6 +284,7 @@ class Request:
     peer: IAddress | None
     target: str = ""
     forwarded_for: str | None = field(default=None)
+    proxy_peer: IAddress | None = field(default=None)
 
     @property
     def peer_address(self) -> str:
@@ -298,6 +310,27 @@ class Request:
         """The first value of query parameter ``name``."""
         values = self.params.get(name)
         return values[0] if values else default
+
+
+def forwarded_address(value: str) -> IPv4Address | IPv6Address | None:
+    """The Twisted address of one ``X-Forwarded-For`` entry, or None.
+
+    nginx and HAProxy write the client's IP address as is (``203.0.113.7``,
+    ``2001:db8::1``); a bracketed IPv6 address is accepted too. The header
+    carries no port, so the address has port 0. Anything that is not an IP
+    address (``unknown``, a host name, an obfuscated RFC 7239 identifier)
+    gives None: the caller keeps the socket peer.
+    """
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        return IPv6Address("TCP", str(ip), 0)
+    return IPv4Address("TCP", str(ip), 0)
 
 
 _CLOSE_ALLOWED = frozenset([1000, 1001, 1002, 1003, *range(1007, 1015)])

@@ -74,6 +74,7 @@ from wsplugin.connection import (
     Fragment,
     Headers,
     Request,
+    forwarded_address,
 )
 from wsplugin.errors import (
     ConnectionClosed,
@@ -536,6 +537,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
             if self.trustXForwardedFor and "x-forwarded-for" in self.http_headers
             else None
         )
+        # behind a trusted proxy the client is the X-Forwarded-For entry
+        # Autobahn picked; the socket peer (the proxy) stays as proxy_peer
+        socket_peer = self.transport.getPeer()
+        client = forwarded_address(forwarded) if forwarded else None
         conn = Connection(
             self,
             Request(
@@ -547,9 +552,10 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
                 host=request.host.lower(),
                 origin=request.origin or "",
                 protocols=tuple(request.protocols),
-                peer=self.transport.getPeer(),
+                peer=client or socket_peer,
                 target=head.target,
                 forwarded_for=forwarded,
+                proxy_peer=socket_peer if client else None,
             ),
             max_queue=cfg.max_queue,
             server=self.factory.owner,

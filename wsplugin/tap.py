@@ -267,6 +267,13 @@ def _check_endpoint(description: str) -> None:
         serverFromString(reactor, description)
     except Exception as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "systemd:" in description and isinstance(e, LookupError):
+            # Twisted's parser only says "list index out of range" or 'ws'
+            detail = (
+                "systemd passed no such socket (LISTEN_FDS, LISTEN_PID and "
+                "LISTEN_FDNAMES name none for this process); start twistd from "
+                "its .socket unit (docs/deploy.md)"
+            )
         raise usage.UsageError(f"bad --port {description!r}: {detail}") from None
 
 

@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,18 @@ class Chromium:
     :meth:`stop` yourself.
     """
 
-    def __init__(self, executable: str | None = None, timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        executable: str | None = None,
+        timeout: float = 20.0,
+        flags: Sequence[str] = (),
+    ) -> None:
         found = executable or find_chromium()
         if found is None:
             raise BrowserError("no chromium on PATH")
         self.executable = found
         self.timeout = timeout
+        self.flags = tuple(flags)  # added to CHROMIUM_FLAGS
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
         self.port: int | None = None
@@ -121,6 +128,7 @@ class Chromium:
                 [
                     self.executable,
                     *CHROMIUM_FLAGS,
+                    *self.flags,
                     f"--user-data-dir={profile}",
                     "about:blank",
                 ],
