@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from wsplugin.config import ServerConfig
     from wsplugin.protocol import WebSocketServerProtocol
+    from wsplugin.tls import PeerCertificate
 
 __all__ = ["Connection", "ConnectionState", "Fragment", "Headers", "Request"]
 
@@ -162,6 +163,9 @@ class Request:
         protocols: Subprotocols the client offered, in its order.
         peer: The peer's Twisted address (``IPv4Address``, ``UNIXAddress``...).
         target: The request target as sent (path and query).
+        peer_certificate: The client certificate the TLS handshake verified
+            (subject, SANs, SHA-256 fingerprint), or None: no TLS, or no
+            certificate sent (see :mod:`wsplugin.tls`).
     """
 
     path: str
@@ -173,6 +177,7 @@ class Request:
     peer: IAddress | None
     target: str = ""
     forwarded_for: str | None = field(default=None)
+    peer_certificate: PeerCertificate | None = field(default=None)
 
     @property
     def peer_address(self) -> str:

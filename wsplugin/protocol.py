@@ -91,6 +91,7 @@ from wsplugin.handshake import (
     origin_allowed,
     parse_request_head,
 )
+from wsplugin.tls import peer_certificate, with_peer_check
 
 if TYPE_CHECKING:
     from wsplugin.config import ServerConfig
@@ -492,6 +493,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
                 peer=self.transport.getPeer(),
                 target=head.target,
                 forwarded_for=forwarded,
+                peer_certificate=peer_certificate(self.transport),
             ),
             max_queue=cfg.max_queue,
             server=self.factory.owner,
@@ -502,7 +504,8 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         conn.protocol = next(
             (p for p in request.protocols if p in cfg.subprotocols), None
         )
-        auth = self.route.auth
+        # verify_peer (wsplugin.tls) runs first, then the authenticator
+        auth = with_peer_check(self.route.handler, self.route.auth)
         if auth is None:
             return self._ask_allow(conn)
         try:
