@@ -22,6 +22,7 @@ from wsplugin.factory import Connections, WebSocketServerFactory
 from wsplugin.protocol import WebSocketServerProtocol
 from wsplugin.routing import Route, Router
 from wsplugin.server import WebSocketServer
+from wsplugin.tls import PeerCertificate, TLSOptions
 
 __all__ = [
     "ConfigError",
@@ -34,6 +35,7 @@ __all__ = [
     "HandshakeRejected",
     "Headers",
     "InvalidCloseCode",
+    "PeerCertificate",
     "ProtocolError",
     "Reject",
     "Request",
@@ -41,6 +43,7 @@ __all__ = [
     "RouteNotFound",
     "Router",
     "ServerConfig",
+    "TLSOptions",
     "UnknownConnection",
     "WSPluginError",
     "WebSocketServer",

@@ -145,7 +145,9 @@ class TLSOptions:
             ``("http/1.1",)``, what a WebSocket upgrade runs on: a client that
             offers ALPN without ``http/1.1`` (``h2`` alone) fails the TLS
             handshake instead of sending HTTP/2 to an HTTP/1.1 server.
-            ``()`` turns ALPN off.
+            ``()`` turns ALPN off: offers are ignored and nothing is
+            negotiated (unless the listening factory itself asks for
+            protocols, as ``twisted.web``'s ``Site`` does).
         client_ca: PEM file with the CA certificates that client
             certificates must chain to. Default: client certificates are not
             asked for.
@@ -275,7 +277,16 @@ class TLSOptions:
             # named in the certificate request, so clients holding several
             # certificates (browsers) offer one from these CAs
             context.add_client_ca(ca)
+        if not self.alpn:
+            # Twisted installs an ALPN callback even with no protocols, and it
+            # answers an ALPN offer with an empty choice, which OpenSSL turns
+            # into a fatal alert; this one ignores the offer instead
+            context.set_alpn_select_callback(_ignore_alpn)
         return options
+
+
+def _ignore_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def _read(path: str, what: str) -> bytes:
