@@ -301,7 +301,7 @@ class LibraryTLSTests(ServerTestCase):
 
         def open_connection() -> Any:
             stack = ExitStack()
-            self.addCleanup(stack.close)
+            self.addCleanup(in_thread, stack.close)  # the close needs the reactor
             ws = stack.enter_context(connect(self.wss, ssl=ctx, open_timeout=10))
             ws.send("before")
             assert ws.recv(timeout=10) == "before"
@@ -394,7 +394,7 @@ class TwistdTLSTests(TestCase):
 
         def open_connection() -> Any:
             stack = ExitStack()
-            self.addCleanup(stack.close)
+            self.addCleanup(in_thread, stack.close)  # the close needs the reactor
             ws = stack.enter_context(connect(url, ssl=ctx, open_timeout=10))
             ws.send("before")
             assert ws.recv(timeout=10) == "before"
