@@ -60,9 +60,6 @@ class Reactor(MemoryReactorClock):
         self.listened.append(made)
         return made
 
-    def removeSystemEventTrigger(self, triggerID: Any) -> None:
-        pass
-
 
 class Events:
     """A handler recording the server events."""

@@ -347,14 +347,14 @@ class WebSocketServer(MultiService):
                 reactor.stop()
 
         reactor.callWhenRunning(lambda: self.start().addErrback(failed))
-        trigger = reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        # a reactor runs once: the trigger fires (and goes) when it stops
+        reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         restore = None
         if self.tls is not None:
             restore = on_hangup(self._reload_quietly, reactor)
         try:
             reactor.run()
         finally:
-            reactor.removeSystemEventTrigger(trigger)
             if restore is not None:
                 restore()
         return status[0]
