@@ -127,8 +127,10 @@ class ServerConfig:
     Listener restart (sgc ``WatchDog``):
 
     Attributes:
-        watchdog_interval: Seconds between attempts to re-listen on an
-            endpoint that failed (0: off).
+        watchdog_interval: Seconds between attempts to listen on an endpoint
+            that failed at start, and between checks of the running
+            listeners: one found lost (its socket no longer accepts) is
+            listened on again, open connections untouched (0: off).
         watchdog_attempts: Attempts before giving up (0: forever).
 
     Negotiation:

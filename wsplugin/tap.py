@@ -55,7 +55,8 @@ _HELP = {
     "shutdown_timeout": "Seconds a stop waits for clients to close.",
     "heartbeat_interval": "Ping clients silent for this many seconds (0: off).",
     "heartbeat_timeout": "Seconds to wait for an answer, then close 1011 (0: never).",
-    "watchdog_interval": "Seconds between re-listen attempts after a failure.",
+    "watchdog_interval": "Check ports and re-listen a failed or lost one every "
+    "this many seconds (0: off).",
     "watchdog_attempts": "Re-listen attempts before giving up (0: forever).",
     "allowed_origins": "Allowed Origin pattern (repeatable; * wildcards).",
     "subprotocols": "Subprotocol the server speaks (repeatable).",

@@ -138,9 +138,11 @@ class TLSOptions:
             every browser since 2014 speaks it) or ``"1.3"`` (refuses clients
             limited to 1.2). TLS 1.0 and 1.1 are never accepted.
         ciphers: OpenSSL cipher string for TLS 1.2 (e.g.
-            ``"ECDHE+AESGCM:ECDHE+CHACHA20"``). Default: Twisted's (forward
-            secrecy, AEAD first, no RC4/3DES/MD5). TLS 1.3 suites are
-            OpenSSL's, all of them strong; this string does not change them.
+            ``"ECDHE+AESGCM:ECDHE+CHACHA20"``, which requires forward
+            secrecy). Default: Twisted's: forward-secret AES-GCM and
+            ChaCha20 first, no RC4/3DES/MD5, static RSA last for old
+            clients. TLS 1.3 suites are OpenSSL's, all of them strong; this
+            string does not change them.
         alpn: Protocols offered over ALPN, most preferred first. Default
             ``("http/1.1",)``, what a WebSocket upgrade runs on: a client that
             offers ALPN without ``http/1.1`` (``h2`` alone) fails the TLS
