@@ -98,7 +98,7 @@ class OptionsTests(SynchronousTestCase):
             (["--port", "bogus:1234"], "bad --port"),
             (["--port", "tcp:notaport"], "bad --port"),
             (["--port", "ssl:0:privateKey=/nonexistent.pem"], "bad --port"),
-            (["--tls-cert", "/nonexistent/cert.pem"], "No such file"),
+            (["--tls-cert", "/nonexistent/cert.pem"], "no such file"),
             (["--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
             (["--split-message", "--frame-size", "2"], "--frame-size"),
             (["--max-message-size", "-5"], "--max-message-size"),

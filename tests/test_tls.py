@@ -192,7 +192,7 @@ class TLSOptionsTests(SynchronousTestCase):
             )
         )
         cases: list[tuple[dict[str, Any], str]] = [
-            ({"certificate": "/nonexistent/c.pem"}, "No such file"),
+            ({"certificate": "/nonexistent/c.pem"}, "no such file"),
             ({"certificate": str(junk), "key": self.files.key}, "no PEM certificate"),
             ({"certificate": self.files.cert}, "no PEM private key"),
             (

@@ -294,6 +294,8 @@ def _ignore_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
 def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"tls {what} {path}: no such file") from None
     except OSError as e:
         raise ConfigError(f"tls {what} {path}: {e.strerror or e}") from None
 
