@@ -39,6 +39,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -335,33 +336,55 @@ def _read_key(path: str) -> Any:
     raise ConfigError(f"tls key {path}: no PEM private key in the file")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PeerCertificate:
     """A client certificate that the TLS handshake verified.
 
+    Two certificates are equal when their fingerprints are. The names are
+    read from the certificate when first asked for: reading all of them
+    costs about 0.4 ms, too much to spend on every handshake for fields an
+    application may never look at.
+
     Attributes:
+        fingerprint: SHA-256 of the DER certificate, 64 lowercase hex
+            digits (``openssl x509 -noout -fingerprint -sha256`` prints the
+            same digits in upper case with colons).
+        certificate: The certificate as a ``cryptography`` object, for
+            anything else (extensions, the public key).
         subject: The subject as an RFC 4514 string, e.g.
             ``"CN=alice,O=Example"``.
         issuer: The issuer, in the same form.
         sans: Subject alternative names, each with its type as OpenSSL
             prints it: ``"DNS:alice.example"``, ``"email:a@example.org"``,
             ``"URI:spiffe://example/alice"``, ``"IP:10.0.0.7"``.
-        fingerprint: SHA-256 of the DER certificate, 64 lowercase hex
-            digits (``openssl x509 -noout -fingerprint -sha256`` prints the
-            same digits in upper case with colons).
         not_after: End of validity (UTC).
-        certificate: The certificate as a ``cryptography`` object, for
-            anything else (extensions, the public key).
+        common_name: The subject's first common name (CN), or None.
     """
 
-    subject: str
-    issuer: str
-    sans: tuple[str, ...]
     fingerprint: str
-    not_after: datetime
-    certificate: x509.Certificate = field(repr=False, compare=False)
+    certificate: x509.Certificate = field(compare=False)
 
-    @property
+    @cached_property
+    def subject(self) -> str:
+        """The subject, RFC 4514."""
+        return self.certificate.subject.rfc4514_string()
+
+    @cached_property
+    def issuer(self) -> str:
+        """The issuer, RFC 4514."""
+        return self.certificate.issuer.rfc4514_string()
+
+    @cached_property
+    def sans(self) -> tuple[str, ...]:
+        """Subject alternative names, with their types."""
+        return _sans(self.certificate)
+
+    @cached_property
+    def not_after(self) -> datetime:
+        """End of validity (UTC)."""
+        return self.certificate.not_valid_after_utc
+
+    @cached_property
     def common_name(self) -> str | None:
         """The subject's first common name (CN), if it has one."""
         names = self.certificate.subject.get_attributes_for_oid(
@@ -370,19 +393,14 @@ class PeerCertificate:
         value = names[0].value if names else None
         return value if isinstance(value, str) else None
 
+    def __repr__(self) -> str:
+        return f"PeerCertificate(subject={self.subject!r}, sha256={self.fingerprint})"
+
     @classmethod
     def from_cryptography(cls, cert: x509.Certificate) -> PeerCertificate:
         """Describe a ``cryptography`` certificate."""
-        return cls(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            sans=_sans(cert),
-            fingerprint=hashlib.sha256(
-                cert.public_bytes(serialization.Encoding.DER)
-            ).hexdigest(),
-            not_after=cert.not_valid_after_utc,
-            certificate=cert,
-        )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        return cls(fingerprint=hashlib.sha256(der).hexdigest(), certificate=cert)
 
 
 def _sans(cert: x509.Certificate) -> tuple[str, ...]:
