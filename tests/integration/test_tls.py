@@ -343,6 +343,26 @@ class LibraryTLSTests(ServerTestCase):
         self.assertEqual(seen["fingerprint"], renewed.fingerprint)
 
     @inlineCallbacks
+    def test_silent_client_dropped(self) -> None:
+        """A client that connects and never starts TLS is dropped after
+        open_handshake_timeout: the TLS handshake counts toward it."""
+        options = TLSOptions(certificate=self.pems.cert, key=self.pems.key)
+        server = yield self.start_server(
+            Handler(), endpoints=[LOOPBACK], tls=options, open_handshake_timeout=0.5
+        )
+        port = server.ports[0].getHost().port
+
+        def silent() -> bool:
+            # a server that never drops it makes recv raise TimeoutError
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                try:
+                    return raw.recv(1) == b""
+                except ConnectionResetError:
+                    return True
+
+        self.assertTrue((yield in_thread(silent)))
+
+    @inlineCallbacks
     def test_unix_socket(self) -> None:
         """A unix: endpoint gets TLS too."""
         # a short path: AF_UNIX paths are limited to 107 bytes
