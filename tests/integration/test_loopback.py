@@ -96,7 +96,9 @@ class EventsTests(ServerTestCase):
         yield self.start_server(rec)
 
         def client() -> None:
-            ws = connect(self.url, open_timeout=5)
+            # no keepalive: its thread would ping this abandoned connection
+            # 20 s later, in whatever test is running then
+            ws = connect(self.url, open_timeout=5, ping_interval=None)
             ws.socket.close()
 
         yield in_thread(client)
