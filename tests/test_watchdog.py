@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactorClock
@@ -180,6 +180,24 @@ class WatchdogTests(SynchronousTestCase):
         self.assertEqual(port.stopped, 1)
         self.reactor.advance(0)
         self.assertEqual(len(self.reactor.listened), 2)
+
+    def test_stop_while_closing_the_lost_port(self) -> None:
+        """A stop while the lost port is still closing: no new listen
+        happens afterwards, and no on_startup."""
+        server, handler = self.make(watchdog_interval=1)
+        (port,) = server.ports
+        dead = socket.socket()
+        self.addCleanup(dead.close)
+        port.socket = dead  # type: ignore[attr-defined]
+        closing: Deferred[None] = Deferred()
+        port.stopListening = lambda: closing  # type: ignore[method-assign]
+        self.reactor.advance(1)
+        self.assertEqual(handler.events, ["on_startup", "on_shutdown"])
+        self.successResultOf(server.stop())
+        closing.callback(None)
+        self.reactor.advance(10)
+        self.assertEqual(len(self.reactor.listened), 1)
+        self.assertEqual(handler.events, ["on_startup", "on_shutdown"])
 
     def test_off_by_default(self) -> None:
         """Without watchdog_interval nothing is checked or re-listened."""

@@ -164,6 +164,7 @@ class WebSocketServer(MultiService):
         self._relisten_call: Any = None
         self._relistening = False
         self._closing: list[Deferred[Any]] = []
+        self._generation = 0  # bumped when listeners are (un)watched anew
         if handler is not None:
             if path is None:
                 self.register_handler(
@@ -522,6 +523,7 @@ class WebSocketServer(MultiService):
         flag. That needs no change to the ports and costs nothing between
         checks; the price is that a loss is seen up to one interval late.
         """
+        self._generation += 1
         self._bound = dict(enumerate(self.ports))
         self._lost = []
         if not self.config.watchdog_interval or self._listener_check is not None:
@@ -534,6 +536,7 @@ class WebSocketServer(MultiService):
         )
 
     def _unwatch_listeners(self) -> None:
+        self._generation += 1
         if self._listener_check is not None and self._listener_check.running:
             self._listener_check.stop()
         self._listener_check = None
@@ -587,8 +590,11 @@ class WebSocketServer(MultiService):
         self._relistening = False
 
     async def _relisten_lost(self) -> None:
+        generation = self._generation
         closing, self._closing = self._closing, []
         await DeferredList(closing, consumeErrors=True)
+        if generation != self._generation:
+            return  # stopped (or restarted) meanwhile
         self._lost_attempts += 1
         error: Exception | None = None
         for index in sorted(self._lost):
@@ -597,14 +603,12 @@ class WebSocketServer(MultiService):
             except Exception as e:
                 error = e
                 continue
-            if not self._wanted:  # stopped while this attempt ran
+            if generation != self._generation:  # stopped while it ran
                 await port.stopListening()
                 return
             self._lost.remove(index)
             self._bound[index] = port
             self.ports = [self._bound[i] for i in sorted(self._bound)]
-        if not self._wanted:
-            return
         if not self._lost:
             self.log.info(
                 "watchdog: listening again after {attempts} attempt(s)",
