@@ -2,7 +2,7 @@
 
 The ``twisted/plugins`` dropin is shipped as part of the ``twisted.plugins``
 namespace (no ``__init__.py`` there), so ``twistd ws`` is found after a plain
-``pip install .``.
+``pip install .``. The chat demo's page ships as package data.
 """
 
 from pathlib import Path
@@ -27,9 +27,15 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
-    package_data={"wsplugin": ["py.typed", "apps/static/*"]},
-    include_package_data=True,
+    # wsplugin/apps/static holds data only (the chat page): it is listed as
+    # a package of its own, as setuptools wants for a directory it could
+    # import, so that building does not warn about it
+    packages=[
+        *find_packages(exclude=["tests", "tests.*"]),
+        "wsplugin.apps.static",
+        "twisted.plugins",
+    ],
+    package_data={"wsplugin": ["py.typed"], "wsplugin.apps.static": ["*.html"]},
     install_requires=[
         "twisted[tls]>=23.10",
         "autobahn>=24.4",

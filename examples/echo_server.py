@@ -2,11 +2,11 @@
 
 Run:  python examples/echo_server.py [ENDPOINT]      (default tcp:8888)
 Try:  python -m websockets ws://127.0.0.1:8888/
+
+If the port is taken, it prints why and exits with status 1.
 """
 
 import sys
-
-from twisted.internet import reactor
 
 from wsplugin import WebSocketServer
 
@@ -20,5 +20,4 @@ class Echo:
 
 
 endpoint = sys.argv[1] if len(sys.argv) > 1 else "tcp:8888"
-WebSocketServer(Echo(), endpoints=[endpoint]).start()
-reactor.run()
+sys.exit(WebSocketServer(Echo(), endpoints=[endpoint]).run())

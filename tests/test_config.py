@@ -338,6 +338,21 @@ class CrossFieldTests(SynchronousTestCase):
             self.assertRaises(ConfigError, ServerConfig, **{name: 0})
             self.assertEqual(getattr(ServerConfig(**{name: 1}), name), 1)
 
+    def test_max_queue_one_message(self) -> None:
+        """max_queue -1 and 0 get the same message, which states the real
+        minimum (it once said ">= 0" for -1 and "at least 1" for 0)."""
+        messages = {
+            str(self.assertRaises(ConfigError, ServerConfig, max_queue=value))
+            for value in (-1, 0)
+        }
+        self.assertEqual(
+            messages,
+            {
+                "max_queue must be an integer >= 1, not -1",
+                "max_queue must be an integer >= 1, not 0",
+            },
+        )
+
     def test_send_buffer_policy(self) -> None:
         """The policy is close, drop or wait; anything else names the choices."""
         for policy in ("close", "drop", "wait"):

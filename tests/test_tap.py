@@ -8,16 +8,13 @@ from pathlib import Path
 
 import bcrypt
 import trustme
-from OpenSSL import SSL
-from twisted.internet import reactor
-from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsplugin.apps.chat import Chat
 from wsplugin.apps.echo import Echo
 from wsplugin.server import WebSocketServer
-from wsplugin.tap import Options, makeService
+from wsplugin.tap import Options, ReloadOnHangup, makeService
 
 
 def parse(*args: str) -> Options:
@@ -105,50 +102,15 @@ class OptionsTests(SynchronousTestCase):
             (["--port", "tcp:notaport"], "bad --port"),
             (["--port", "ssl:0:privateKey=/nonexistent.pem"], "bad --port"),
             (["--tls-cert", "/nonexistent/cert.pem"], "no such file"),
-            (["--tls-key", "k.pem"], "need --tls-cert"),
-            (["--split-message", "--frame-size", "2"], "frame_size"),
-            (["--max-message-size", "-5"], "max_message_size"),
+            (["--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
+            (["--split-message", "--frame-size", "2"], "--frame-size"),
+            (["--max-message-size", "-5"], "--max-message-size"),
             (["--path", "chat"], "--path"),
         ]
         for args, fragment in cases:
             e = self.assertRaises(usage.UsageError, parse, *args)
             self.assertIn(fragment, str(e), args)
             self.assertNotIn("\n", str(e), args)
-
-    def test_tls_turns_tcp_into_ssl(self) -> None:
-        """--tls-cert/--tls-key/--tls-chain turn tcp: ports into ssl: ones."""
-        cert = Path(self.mktemp())
-        cert.write_text("not read at this point")
-        options = Options()
-        options["tls-cert"] = str(cert)
-        options["tls-key"] = str(cert)
-        self.assertEqual(
-            options._tls_port("tcp:8443:interface=127.0.0.1"),
-            f"ssl:8443:interface=127.0.0.1:certKey={cert}:privateKey={cert}",
-        )
-        self.assertEqual(options._tls_port("unix:/x"), "unix:/x")
-
-    def test_tls_options_exclude_old_versions(self) -> None:
-        """The TLS context built from --tls-cert refuses TLS 1.0 and 1.1."""
-        ca = trustme.CA()
-        cert = ca.issue_cert("localhost")
-        base = self.mktemp()
-        cert.cert_chain_pems[0].write_to_path(base + "-c.pem")
-        cert.private_key_pem.write_to_path(base + "-k.pem")
-        options = parse(
-            "--port",
-            "tcp:0",
-            "--tls-cert",
-            base + "-c.pem",
-            "--tls-key",
-            base + "-k.pem",
-        )
-        (description,) = options["ports"]
-        endpoint = serverFromString(reactor, description)
-        flags = endpoint._sslContextFactory._options
-        self.assertTrue(flags & SSL.OP_NO_TLSv1)
-        self.assertTrue(flags & SSL.OP_NO_TLSv1_1)
-        self.assertFalse(flags & SSL.OP_NO_TLSv1_2)
 
     def test_auth_file_guards_the_site(self) -> None:
         """--auth-file guards the app's route and, through http_auth, every
@@ -236,3 +198,193 @@ class HttpFlagTests(SynchronousTestCase):
                 (files.listing, files.dotfiles, files.follow_symlinks),
                 (expected,) * 3,
             )
+
+
+class NumberOptionsTests(SynchronousTestCase):
+    """A value that is not a number is refused with the option's name."""
+
+    def test_not_a_number_names_the_option(self) -> None:
+        """--max-connections lots and --idle-timeout soon name the option
+        and the value (Twisted's own message quoted only int()'s)."""
+        cases = {
+            ("--max-connections", "lots"): "--max-connections takes a whole "
+            "number, not 'lots'",
+            ("--idle-timeout", "soon"): "--idle-timeout takes a number, not 'soon'",
+            ("--frame-size", "1.5"): "--frame-size takes a whole number, not '1.5'",
+        }
+        for args, message in cases.items():
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), message)
+
+    def test_max_queue_messages_agree(self) -> None:
+        """--max-queue -1 and --max-queue 0 give one consistent message."""
+        for value in ("-1", "0"):
+            e = self.assertRaises(usage.UsageError, parse, "--max-queue", value)
+            self.assertEqual(
+                str(e), f"--max-queue must be an integer >= 1, not {value}"
+            )
+
+    def test_config_names_become_flags(self) -> None:
+        """Errors from the config name the flag a twistd user typed."""
+        e = self.assertRaises(usage.UsageError, parse, "--send-buffer-policy", "block")
+        self.assertTrue(str(e).startswith("--send-buffer-policy must be"), str(e))
+
+
+def write_pems(test: SynchronousTestCase, ca: trustme.CA, *names: str) -> dict:
+    """Certificate, key and CA files for ``names`` in a fresh directory."""
+    base = Path(test.mktemp())
+    base.mkdir()
+    issued = ca.issue_cert(*names)
+    files = {
+        "cert": base / "cert.pem",
+        "key": base / "key.pem",
+        "ca": base / "ca.pem",
+    }
+    issued.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    issued.private_key_pem.write_to_path(str(files["key"]))
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    return {k: str(v) for k, v in files.items()}
+
+
+class TLSOptionsTests(SynchronousTestCase):
+    """--tls-* build TLSOptions; every port is wrapped or refused."""
+
+    def setUp(self) -> None:
+        self.ca = trustme.CA()
+        self.files = write_pems(self, self.ca, "localhost")
+
+    def tls(self, *args: str) -> Options:
+        return parse(
+            "--tls-cert", self.files["cert"], "--tls-key", self.files["key"], *args
+        )
+
+    def test_all_flags(self) -> None:
+        """Every --tls-* flag reaches TLSOptions; the ports stay as given
+        (the server wraps them, tcp6: and unix: included)."""
+        options = self.tls(
+            "--port",
+            "tcp:0",
+            "--port",
+            "tcp6:0:interface=\\:\\:1",
+            "--port",
+            "unix:/tmp/wsplugin-test.sock",
+            "--tls-chain",
+            self.files["ca"],
+            "--tls-min-version",
+            "1.3",
+            "--tls-ciphers",
+            "ECDHE+AESGCM",
+            "--tls-alpn",
+            "http/1.1, x-test",
+            "--tls-client-ca",
+            self.files["ca"],
+            "--tls-client-cert",
+            "optional",
+        )
+        tls = options.tls
+        self.assertEqual(
+            options["ports"],
+            ["tcp:0", "tcp6:0:interface=\\:\\:1", "unix:/tmp/wsplugin-test.sock"],
+        )
+        self.assertEqual(
+            (
+                tls.certificate,
+                tls.key,
+                tls.chain,
+                tls.min_version,
+                tls.ciphers,
+                tls.alpn,
+                tls.client_ca,
+                tls.client_cert,
+            ),
+            (
+                self.files["cert"],
+                self.files["key"],
+                self.files["ca"],
+                "1.3",
+                "ECDHE+AESGCM",
+                ("http/1.1", "x-test"),
+                self.files["ca"],
+                "optional",
+            ),
+        )
+
+    def test_defaults(self) -> None:
+        """TLS 1.2 minimum, Twisted's ciphers, ALPN http/1.1, no client
+        certificates; the default port is tcp:8888 with TLS."""
+        options = self.tls()
+        tls = options.tls
+        self.assertEqual(options["ports"], ["tcp:8888"])
+        self.assertEqual(
+            (tls.min_version, tls.ciphers, tls.alpn, tls.client_ca),
+            ("1.2", None, ("http/1.1",), None),
+        )
+        self.assertEqual(parse().tls, None)
+
+    def test_alpn_off(self) -> None:
+        """--tls-alpn none (or '') turns ALPN off."""
+        for value in ("none", ""):
+            self.assertEqual(self.tls("--tls-alpn", value).tls.alpn, ())
+
+    def test_refused_ports(self) -> None:
+        """A port that speaks TLS itself, or whose kind is unknown, is
+        refused with a one-line error instead of staying in cleartext."""
+        for port, fragment in [
+            ("ssl:0:privateKey=x.pem", "speaks TLS itself"),
+            ("tls:/etc/certs:port=0", "speaks TLS itself"),
+            ("onion:80", "cannot put TLS on"),
+            ("stdio:", "cannot put TLS on"),
+        ]:
+            e = self.assertRaises(usage.UsageError, self.tls, "--port", port)
+            self.assertIn(fragment, str(e), port)
+            self.assertTrue(str(e).startswith("--tls-cert: "), str(e))
+            self.assertNotIn("\n", str(e))
+
+    def test_errors(self) -> None:
+        """Bad --tls-* values and files: one line naming the flag."""
+        other = write_pems(self, trustme.CA(), "localhost")
+        garbage = Path(self.mktemp())
+        garbage.write_text("not a certificate")
+        cases = [
+            (["--tls-min-version", "1.1"], "--tls-min-version takes 1.2 or 1.3"),
+            (["--tls-client-cert", "maybe"], "--tls-client-cert takes optional"),
+            (["--tls-ciphers", "NO-SUCH-CIPHER"], "--tls-ciphers"),
+            (["--tls-alpn", "h2,"], "--tls-alpn"),
+            (["--tls-chain", str(garbage)], "--tls-chain"),
+            (["--tls-client-ca", "/nonexistent/ca.pem"], "--tls-client-ca"),
+        ]
+        for args, fragment in cases:
+            e = self.assertRaises(usage.UsageError, self.tls, *args)
+            self.assertIn(fragment, str(e), args)
+            self.assertNotIn("\n", str(e), args)
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--tls-cert",
+            self.files["cert"],
+            "--tls-key",
+            other["key"],
+        )
+        self.assertIn("does not belong to the certificate", str(e))
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--tls-cert",
+            str(garbage),
+            "--tls-key",
+            other["key"],
+        )
+        self.assertIn("--tls-cert", str(e))
+        for flag in ("--tls-ciphers", "--tls-client-ca"):
+            e = self.assertRaises(usage.UsageError, parse, flag, "x")
+            self.assertEqual(str(e), f"{flag} needs --tls-cert")
+
+    def test_make_service_tls(self) -> None:
+        """makeService gives the server the TLS options and a SIGHUP reloader."""
+        server = makeService(self.tls("--port", "tcp:0"))
+        self.assertEqual(server.tls.options.certificate, self.files["cert"])
+        reloaders = [s for s in server if isinstance(s, ReloadOnHangup)]
+        self.assertEqual(len(reloaders), 1)
+        plain = makeService(parse("--port", "tcp:0"))
+        self.assertIsNone(plain.tls)
+        self.assertEqual([s for s in plain if isinstance(s, ReloadOnHangup)], [])

@@ -31,6 +31,7 @@ from wsplugin.factory import Connections, WebSocketServerFactory
 from wsplugin.protocol import WebSocketServerProtocol
 from wsplugin.routing import Route, Router
 from wsplugin.server import WebSocketServer
+from wsplugin.tls import PeerCertificate, TLSOptions
 
 __all__ = [
     "CloseMessage",
@@ -45,6 +46,7 @@ __all__ = [
     "Headers",
     "InvalidCloseCode",
     "Message",
+    "PeerCertificate",
     "ProtocolError",
     "ReceiveTimeout",
     "Reject",
@@ -53,6 +55,7 @@ __all__ = [
     "RouteNotFound",
     "Router",
     "ServerConfig",
+    "TLSOptions",
     "UnknownConnection",
     "WSPluginError",
     "WebSocketServer",

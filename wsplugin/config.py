@@ -45,6 +45,9 @@ SERVER_ONLY = frozenset(
 )
 """Options a route cannot override: they act before routing, or server-wide."""
 
+_LEAST = {"max_queue": 1}
+"""Integer options whose smallest value is not 0 (one message must fit)."""
+
 
 def _tuple_of_str(name: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
@@ -172,8 +175,10 @@ class ServerConfig:
     Listener restart (sgc ``WatchDog``):
 
     Attributes:
-        watchdog_interval: Seconds between attempts to re-listen on an
-            endpoint that failed (0: off).
+        watchdog_interval: Seconds between attempts to listen on an endpoint
+            that failed at start, and between checks of the running
+            listeners: one found lost (its socket no longer accepts) is
+            listened on again, open connections untouched (0: off).
         watchdog_attempts: Attempts before giving up (0: forever).
 
     Negotiation:
@@ -251,10 +256,13 @@ class ServerConfig:
             value = getattr(self, f.name)
             if f.type == "bool" and not isinstance(value, bool):
                 raise ConfigError(f"{f.name} must be True or False, not {value!r}")
+            least = _LEAST.get(f.name, 0)
             if f.type == "int" and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
+                isinstance(value, bool) or not isinstance(value, int) or value < least
             ):
-                raise ConfigError(f"{f.name} must be an integer >= 0, not {value!r}")
+                raise ConfigError(
+                    f"{f.name} must be an integer >= {least}, not {value!r}"
+                )
             if f.type == "float":
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"{f.name} must be a number, not {value!r}")
@@ -278,8 +286,6 @@ class ServerConfig:
                 f"frame_size must be at least {MIN_FRAME_SIZE} bytes (a 2-byte "
                 f"header and 1 payload byte), not {self.frame_size}"
             )
-        if self.max_queue < 1:
-            raise ConfigError(f"max_queue must be at least 1, not {self.max_queue}")
         if self.send_buffer_policy not in SEND_BUFFER_POLICIES:
             raise ConfigError(
                 f"send_buffer_policy must be one of {', '.join(SEND_BUFFER_POLICIES)},"

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from wsplugin.config import ServerConfig
     from wsplugin.protocol import WebSocketServerProtocol
+    from wsplugin.tls import PeerCertificate
 
 __all__ = [
     "MESSAGE_KINDS",
@@ -273,6 +274,9 @@ class Request:
         proxy_peer: The socket peer (the trusted proxy itself) when ``peer``
             was taken from ``X-Forwarded-For``; None when ``peer`` is the
             socket peer.
+        peer_certificate: The client certificate the TLS handshake verified
+            (subject, SANs, SHA-256 fingerprint), or None: no TLS, or no
+            certificate sent (see :mod:`wsplugin.tls`).
     """
 
     path: str
@@ -285,6 +289,7 @@ class Request:
     target: str = ""
     forwarded_for: str | None = field(default=None)
     proxy_peer: IAddress | None = field(default=None)
+    peer_certificate: PeerCertificate | None = field(default=None)
 
     @property
     def peer_address(self) -> str:

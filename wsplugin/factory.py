@@ -17,8 +17,13 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory as _AutobahnServerFactory,
 )
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from wsplugin._events import bind_events
 from wsplugin.config import ServerConfig
@@ -124,6 +129,7 @@ def _payload(message: Message) -> tuple[bytes, bool]:
     )
 
 
+@implementer(IProtocolNegotiationFactory)
 class WebSocketServerFactory(_AutobahnServerFactory):
     """Autobahn server factory carrying wsplugin's routes and sending methods.
 
@@ -138,6 +144,12 @@ class WebSocketServerFactory(_AutobahnServerFactory):
 
     protocol = WebSocketServerProtocol
     _log = Logger()
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN for any TLS listener of this factory (``ssl:`` strings too):
+        a WebSocket upgrade is HTTP/1.1. Without it, Twisted answers a
+        client's ALPN offer (every browser sends one) with a fatal alert."""
+        return [b"http/1.1"]
 
     def __init__(
         self,

@@ -109,6 +109,7 @@ from wsplugin.handshake import (
     parse_request_head,
     target_problem,
 )
+from wsplugin.tls import peer_certificate, with_peer_check
 
 if TYPE_CHECKING:
     from wsplugin.config import ServerConfig
@@ -556,6 +557,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
                 target=head.target,
                 forwarded_for=forwarded,
                 proxy_peer=socket_peer if client else None,
+                peer_certificate=peer_certificate(self.transport),
             ),
             max_queue=cfg.max_queue,
             server=self.factory.owner,
@@ -566,7 +568,8 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
         conn.protocol = next(
             (p for p in request.protocols if p in cfg.subprotocols), None
         )
-        auth = self.route.auth
+        # verify_peer (wsplugin.tls) runs first, then the authenticator
+        auth = with_peer_check(self.route.handler, self.route.auth)
         if auth is None:
             return self._ask_allow(conn)
         try:

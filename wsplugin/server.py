@@ -9,6 +9,8 @@ and into ``twistd``. It can also be driven directly like the seed components:
 
 from __future__ import annotations
 
+import socket
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -22,8 +24,9 @@ from twisted.internet.defer import (
     maybeDeferred,
     succeed,
 )
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import serverFromString, wrapServerTLS
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -31,13 +34,43 @@ from wsplugin._events import as_deferred
 from wsplugin._gate import ConnectionGate
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection, ConnectionState
+from wsplugin.errors import ConfigError
 from wsplugin.factory import Connections, WebSocketServerFactory
 from wsplugin.handshake import accepts_other_sites
 from wsplugin.routing import Route
+from wsplugin.tls import (
+    PeerCertificate,
+    ServerTLS,
+    TLSOptions,
+    endpoint_is_tls,
+    on_hangup,
+    tls_wrappable,
+)
 
-__all__ = ["WebSocketServer"]
+__all__ = ["WebSocketServer", "listener_lost"]
 
 Message = str | bytes
+
+_SO_ACCEPTCONN = getattr(socket, "SO_ACCEPTCONN", None)
+
+
+def listener_lost(port: Any) -> str | None:
+    """Why the listening ``port`` no longer accepts connections, or None.
+
+    Twisted's TCP and UNIX ports (``tcp.Port``, its subclasses) expose the
+    listening ``socket`` and a ``connected`` flag; other ports are only
+    judged by the flag.
+    """
+    if getattr(port, "connected", True) is False:
+        return "the port was closed after an error"
+    sock = getattr(port, "socket", None)
+    if sock is None or _SO_ACCEPTCONN is None:
+        return None
+    try:
+        accepting = sock.getsockopt(socket.SOL_SOCKET, _SO_ACCEPTCONN)
+    except OSError as e:
+        return f"its socket is unusable: {e.strerror or e}"
+    return None if accepting else "its socket no longer accepts connections"
 
 
 class WebSocketServer(MultiService):
@@ -79,6 +112,11 @@ class WebSocketServer(MultiService):
         endpoints: Endpoint strings to listen on (``tcp:8888``,
             ``ssl:443:privateKey=key.pem``, ``unix:/run/ws.sock``,
             ``systemd:domain=INET:index=0``...).
+        tls: TLS for every endpoint (:class:`~wsplugin.TLSOptions`:
+            certificate, key, chain, minimum version, ciphers, ALPN, client
+            certificates). The endpoints must then be ``tcp:``, ``tcp6:``,
+            ``unix:`` or ``systemd:`` ones; :meth:`reload_tls` re-reads the
+            files.
         config: Server options; keyword ``options`` are applied on top.
         reactor: The reactor (the global one if None).
         **options: Any :class:`~wsplugin.ServerConfig` option by name.
@@ -109,11 +147,17 @@ class WebSocketServer(MultiService):
         static_listing: bool = False,
         static_dotfiles: bool = False,
         static_follow_symlinks: bool = False,
+        tls: TLSOptions | None = None,
         **options: Any,
     ) -> None:
         super().__init__()
         if isinstance(endpoints, str):
             endpoints = [endpoints]
+        self.tls: ServerTLS | None = None
+        if tls is not None:
+            for description in endpoints:
+                tls_wrappable(description)
+            self.tls = ServerTLS(tls)
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -134,6 +178,15 @@ class WebSocketServer(MultiService):
         self._start_pending = False
         self._wanted = False
         self._watchdog_call: Any = None
+        # the listener watchdog (see _check_listeners)
+        self._bound: dict[int, IListeningPort] = {}
+        self._lost: list[int] = []
+        self._lost_attempts = 0
+        self._listener_check: LoopingCall | None = None
+        self._relisten_call: Any = None
+        self._relistening = False
+        self._closing: list[Deferred[Any]] = []
+        self._generation = 0  # bumped when listeners are (un)watched anew
         if handler is not None:
             if path is None:
                 self.register_handler(
@@ -321,6 +374,80 @@ class WebSocketServer(MultiService):
         d.addCallback(lambda _: self.start())
         return d
 
+    def reload_tls(self) -> PeerCertificate:
+        """Read the TLS certificate, key, chain and client CA files again.
+
+        New TLS handshakes use the new files at once; open connections, and
+        handshakes already under way, keep the certificate they started
+        with. ``twistd ws`` and :meth:`run` call this on SIGHUP, so a renewed
+        certificate (e.g. from certbot's deploy hook) is picked up without a
+        restart.
+
+        Returns:
+            The server certificate now in use (subject, SANs, fingerprint).
+
+        Raises:
+            ConfigError: the server has no ``tls=`` options, or the files
+                cannot be used (missing, not PEM, key not matching...); the
+                previous certificate stays in use and the reason is logged.
+        """
+        if self.tls is None:
+            raise ConfigError(
+                "this server has no tls= options to reload (an ssl: endpoint "
+                "string reads its files only when it starts listening)"
+            )
+        return self.tls.reload()
+
+    def run(self) -> int:
+        """Start the server, run the reactor until it stops, return an exit status.
+
+        The one call a script needs (``sys.exit(server.run())``):
+
+        - the server starts when the reactor runs; if it cannot listen
+          (port taken, permission denied; with the watchdog, once its
+          attempts run out) the error goes to standard error and the log,
+          the reactor stops, and ``run`` returns 1;
+        - SIGINT/SIGTERM (Ctrl-C) stop it gracefully: each client gets a
+          1001 close, at most ``shutdown_timeout`` seconds are waited, then
+          ``run`` returns 0;
+        - with ``tls=``, SIGHUP reloads the certificate (:meth:`reload_tls`).
+
+        Logging is left as it is: start it first
+        (``globalLogBeginner.beginLoggingTo``) to see the server's log.
+        """
+        reactor = self.reactor
+        status = [0]
+
+        def failed(failure: Failure) -> None:
+            status[0] = 1
+            print(
+                f"{sys.argv[0] or 'wsplugin'}: cannot start: "
+                f"{failure.getErrorMessage()}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if reactor.running:
+                reactor.stop()
+
+        reactor.callWhenRunning(lambda: self.start().addErrback(failed))
+        # a reactor runs once: the trigger fires (and goes) when it stops
+        reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        restore = None
+        if self.tls is not None:
+            restore = on_hangup(self._reload_quietly, reactor)
+        try:
+            reactor.run()
+        finally:
+            if restore is not None:
+                restore()
+        return status[0]
+
+    def _reload_quietly(self) -> None:
+        try:
+            self.reload_tls()
+        except ConfigError:
+            pass  # logged by reload_tls; the old certificate stays
+
     def privilegedStartService(self) -> None:
         """Listen while still privileged, as twistd runs it before ``--uid``
         drops root: ports below 1024 work."""
@@ -344,6 +471,7 @@ class WebSocketServer(MultiService):
     def stopService(self) -> Deferred[None]:
         """Stop child services, stop listening and close connections."""
         self._wanted = False
+        self._unwatch_listeners()
         children = super().stopService()
         self._stopping = Deferred.fromCoroutine(self._shutdown(children))
         return self._stopping
@@ -352,24 +480,50 @@ class WebSocketServer(MultiService):
         ports = []
         try:
             for description in self.endpoints:
-                endpoint = serverFromString(self.reactor, description)
-                try:
-                    port = await endpoint.listen(self.listening_factory)
-                except Exception as e:
-                    self.log.error(
-                        "cannot listen on {endpoint}: {error}",
-                        endpoint=description,
-                        error=e,
-                    )
-                    raise
-                self.log.info("listening on {endpoint}", endpoint=description)
-                ports.append(port)
+                ports.append(await self._listen_one(description))
         except BaseException:
             for port in ports:
                 await port.stopListening()
             raise
         self._report_nvx()
+        self._warn_plaintext_auth()
         return ports
+
+    async def _listen_one(self, description: str) -> IListeningPort:
+        """Listen on one endpoint string, with TLS around it if configured."""
+        endpoint = serverFromString(self.reactor, description)
+        if self.tls is not None:
+            endpoint = wrapServerTLS(self.tls, endpoint, clock=self.reactor)
+        try:
+            port: IListeningPort = await endpoint.listen(self.listening_factory)
+        except Exception as e:
+            self.log.error(
+                "cannot listen on {endpoint}: {error}", endpoint=description, error=e
+            )
+            raise
+        self.log.info(
+            "listening on {endpoint}{tls}",
+            endpoint=description,
+            tls=" (TLS)" if self.tls is not None else "",
+        )
+        return port
+
+    def _warn_plaintext_auth(self) -> None:
+        """Warn when an authenticator guards a route on an endpoint without
+        TLS: Basic passwords, tokens and session cookies then cross the
+        network in clear, readable by anyone on the path."""
+        if self.tls is not None:
+            return
+        plain = [d for d in self.endpoints if not endpoint_is_tls(d)]
+        guarded = [r.path for r in self.factory.router.routes() if r.auth is not None]
+        if plain and guarded:
+            self.log.warn(
+                "authentication on {paths} is served without TLS on {endpoints}: "
+                "credentials cross the network in clear; use tls= (twistd: "
+                "--tls-cert) or an ssl: endpoint, unless a TLS proxy is in front",
+                paths=", ".join(guarded),
+                endpoints=", ".join(plain),
+            )
 
     def _report_nvx(self) -> None:
         """Say whether Autobahn's native accelerators (NVX) are in use: without
@@ -404,6 +558,7 @@ class WebSocketServer(MultiService):
             self._start_pending = False
             self.ports = list(result)
             self._start_result = None
+            self._watch_listeners()
             self._fire_server_event("on_startup")
         waiters, self._start_waiters = self._start_waiters, []
         for d in waiters:
@@ -434,6 +589,128 @@ class WebSocketServer(MultiService):
         self._watchdog_call = None
         self._starting = Deferred.fromCoroutine(self._listen_all())
         self._starting.addBoth(self._started)
+
+    # -- the watchdog after an unexpected stop -----------------------------
+
+    def _watch_listeners(self) -> None:
+        """Check the listeners every ``watchdog_interval`` (sgc ``WatchDog``).
+
+        A Twisted listening port has no event for "this socket stopped
+        accepting": when ``accept()`` fails in an unexpected way (the socket
+        was shut down or closed underneath, its interface went away) the
+        reactor logs the error and closes the port, and nothing else hears
+        of it. So the server looks: every interval it checks each port's
+        socket with ``getsockopt(SO_ACCEPTCONN)`` (one system call per port;
+        it also fails on a closed descriptor) and Twisted's ``connected``
+        flag. That needs no change to the ports and costs nothing between
+        checks; the price is that a loss is seen up to one interval late.
+        """
+        self._generation += 1
+        self._bound = dict(enumerate(self.ports))
+        self._lost = []
+        if not self.config.watchdog_interval or self._listener_check is not None:
+            return
+        check = LoopingCall(self._check_listeners)
+        check.clock = self.reactor
+        self._listener_check = check
+        check.start(self.config.watchdog_interval, now=False).addErrback(
+            lambda f: self.log.failure("watchdog check failed", f)
+        )
+
+    def _unwatch_listeners(self) -> None:
+        self._generation += 1
+        if self._listener_check is not None and self._listener_check.running:
+            self._listener_check.stop()
+        self._listener_check = None
+        if self._relisten_call is not None and self._relisten_call.active():
+            self._relisten_call.cancel()
+        self._relisten_call = None
+        self._lost = []
+        self._bound = {}
+
+    def _check_listeners(self) -> None:
+        if not self._wanted or not self._bound:
+            return
+        lost = [i for i, port in sorted(self._bound.items()) if self._is_lost(i, port)]
+        if not lost:
+            return
+        was_complete = not self._lost
+        for index in lost:
+            port = self._bound.pop(index)
+            self._lost.append(index)
+            if getattr(port, "connected", False):
+                # release the descriptor, so the endpoint can be bound again
+                self._closing.append(maybeDeferred(port.stopListening))
+        self.ports = [self._bound[i] for i in sorted(self._bound)]
+        if was_complete:
+            # the seed's order: OnShutdown fires, then the watchdog restarts
+            self._fire_server_event("on_shutdown")
+        if self._relisten_call is None and not self._relistening:
+            self._lost_attempts = 0
+            self._relisten_call = self.reactor.callLater(0, self._relisten)
+
+    def _is_lost(self, index: int, port: IListeningPort) -> bool:
+        why = listener_lost(port)
+        if why is not None:
+            self.log.error(
+                "watchdog: the listener on {endpoint} is lost ({why}); open "
+                "connections are kept; listening again every {interval}s",
+                endpoint=self.endpoints[index],
+                why=why,
+                interval=self.config.watchdog_interval,
+            )
+        return why is not None
+
+    def _relisten(self) -> None:
+        self._relisten_call = None
+        self._relistening = True
+        d = Deferred.fromCoroutine(self._relisten_lost())
+        d.addErrback(lambda f: self.log.failure("watchdog: re-listening failed", f))
+        d.addBoth(self._relistened)
+
+    def _relistened(self, _: Any) -> None:
+        self._relistening = False
+
+    async def _relisten_lost(self) -> None:
+        generation = self._generation
+        closing, self._closing = self._closing, []
+        await DeferredList(closing, consumeErrors=True)
+        if generation != self._generation:
+            return  # stopped (or restarted) meanwhile
+        self._lost_attempts += 1
+        error: Exception | None = None
+        for index in sorted(self._lost):
+            try:
+                port = await self._listen_one(self.endpoints[index])
+            except Exception as e:
+                error = e
+                continue
+            if generation != self._generation:  # stopped while it ran
+                await port.stopListening()
+                return
+            self._lost.remove(index)
+            self._bound[index] = port
+            self.ports = [self._bound[i] for i in sorted(self._bound)]
+        if not self._lost:
+            self.log.info(
+                "watchdog: listening again after {attempts} attempt(s)",
+                attempts=self._lost_attempts,
+            )
+            self._fire_server_event("on_startup")
+            return
+        limit = self.config.watchdog_attempts
+        if limit and self._lost_attempts >= limit:
+            self.log.error(
+                "watchdog: giving up on {endpoints} after {attempts} attempt(s) "
+                "({error}); the other listeners and open connections are kept",
+                endpoints=", ".join(self.endpoints[i] for i in sorted(self._lost)),
+                attempts=self._lost_attempts,
+                error=error,
+            )
+            return
+        self._relisten_call = self.reactor.callLater(
+            self.config.watchdog_interval, self._relisten
+        )
 
     def _deliver_start(self, d: Deferred[WebSocketServer]) -> None:
         if isinstance(self._start_result, Failure):

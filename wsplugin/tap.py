@@ -9,16 +9,27 @@ Bad options exit with status 1 and a one-line error naming the problem.
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.application.service import Service
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from wsplugin.apps import AppNotFound, load_app
 from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
 from wsplugin.server import WebSocketServer
+from wsplugin.tls import (
+    CLIENT_CERT_MODES,
+    TLS_VERSIONS,
+    ServerTLS,
+    TLSOptions,
+    on_hangup,
+    tls_wrappable,
+)
 
 __all__ = ["Options", "makeService"]
 
@@ -50,7 +61,8 @@ _HELP = {
     "shutdown_timeout": "Seconds a stop waits for clients to close.",
     "heartbeat_interval": "Ping clients silent for this many seconds (0: off).",
     "heartbeat_timeout": "Seconds to wait for an answer, then close 1011 (0: never).",
-    "watchdog_interval": "Seconds between re-listen attempts after a failure.",
+    "watchdog_interval": "Check ports and re-listen a failed or lost one every "
+    "this many seconds (0: off).",
     "watchdog_attempts": "Re-listen attempts before giving up (0: forever).",
     "allowed_origins": "Allowed Origin pattern (repeatable; * wildcards).",
     "subprotocols": "Subprotocol the server speaks (repeatable).",
@@ -73,6 +85,20 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
+def _number(flag: str, kind: type) -> Callable[[str], Any]:
+    """A coercer that names its option when the value is not a number
+    (Twisted's own message would only quote ``int()``'s complaint)."""
+    what = "a whole number" if kind is int else "a number"
+
+    def coerce(value: str) -> Any:
+        try:
+            return kind(value)
+        except ValueError:
+            raise usage.UsageError(f"--{flag} takes {what}, not {value!r}") from None
+
+    return coerce
+
+
 def _config_options() -> tuple[list[list[Any]], list[list[Any]]]:
     defaults = ServerConfig()
     flags: list[list[Any]] = []
@@ -88,7 +114,8 @@ def _config_options() -> tuple[list[list[Any]], list[list[Any]]]:
             else:
                 flags.append([_flag(f.name), None, text])
         else:
-            coerce = {"int": int, "float": float}.get(str(f.type), str)
+            kind = {"int": int, "float": float}.get(str(f.type))
+            coerce = str if kind is None else _number(_flag(f.name), kind)
             params.append([_flag(f.name), None, default, text, coerce])
     return flags, params
 
@@ -103,13 +130,14 @@ class Options(usage.Options):
     longdesc = (
         "Run a wsplugin WebSocket server. With no options: the chat demo on "
         "tcp:8888. --port takes any Twisted endpoint string (tcp:, ssl:, "
-        "unix:, systemd:) and may be repeated."
+        "unix:, systemd:) and may be repeated. With --tls-cert every port "
+        "speaks TLS; SIGHUP reloads the TLS files."
     )
 
     optParameters = [
         ["app", "a", "chat", "echo, chat, or module:attribute of a handler."],
         ["path", None, None, "Serve the app only on this path (others get 404)."],
-        ["tls-cert", None, None, "Certificate (PEM): turns tcp: ports into TLS."],
+        ["tls-cert", None, None, "Certificate (PEM): every port speaks TLS."],
         [
             "tls-key",
             None,
@@ -117,6 +145,21 @@ class Options(usage.Options):
             "Private key (PEM) for --tls-cert (default: same file).",
         ],
         ["tls-chain", None, None, "Intermediate certificates (PEM) for --tls-cert."],
+        ["tls-min-version", None, "1.2", "Lowest TLS version: 1.2 or 1.3."],
+        ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2."],
+        [
+            "tls-alpn",
+            None,
+            "http/1.1",
+            "ALPN protocols, comma-separated ('' or none: off).",
+        ],
+        ["tls-client-ca", None, None, "CA file (PEM): ask for client certificates."],
+        [
+            "tls-client-cert",
+            None,
+            "required",
+            "With --tls-client-ca: required or optional.",
+        ],
         ["static", None, None, "Serve this directory over HTTP on the same port."],
         [
             "auth-file",
@@ -156,6 +199,7 @@ class Options(usage.Options):
         self.handler: Any = None
         self.config: ServerConfig | None = None
         self.auth: Any = None
+        self.tls: TLSOptions | None = None
 
     def opt_port(self, endpoint: str) -> None:
         """Listen on a Twisted endpoint string (repeatable; default tcp:8888)."""
@@ -196,7 +240,7 @@ class Options(usage.Options):
             self["ports"] = ["tcp:8888"]
         if self["path"] is not None and not self["path"].startswith("/"):
             raise usage.UsageError(f"--path must start with '/': {self['path']!r}")
-        self["ports"] = [self._tls_port(p) for p in self["ports"]]
+        self.tls = self._tls_options()
         self.config = self._build_config()
         for description in self["ports"]:
             _check_endpoint(description)
@@ -237,26 +281,81 @@ class Options(usage.Options):
         try:
             return ServerConfig.from_options(**values)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            raise usage.UsageError(_flags_in(str(e))) from None
 
-    def _tls_port(self, description: str) -> str:
+    def _tls_options(self) -> TLSOptions | None:
+        """--tls-* as TLSOptions, with the files read now (fail fast), and
+        every --port checked: all of them will speak TLS."""
         cert = self["tls-cert"]
         if cert is None:
-            if self["tls-key"] or self["tls-chain"]:
-                raise usage.UsageError("--tls-key and --tls-chain need --tls-cert")
-            return description
-        if not description.startswith("tcp:") and not description.isdigit():
-            return description
-        for option in ("tls-cert", "tls-key", "tls-chain"):
-            path = self[option]
-            if path is not None and not Path(path).is_file():
-                raise usage.UsageError(f"--{option}: no such file: {path}")
-        rest = description[4:] if description.startswith("tcp:") else description
-        args = [f"certKey={quoteStringArgument(cert)}"]
-        args.append(f"privateKey={quoteStringArgument(self['tls-key'] or cert)}")
-        if self["tls-chain"]:
-            args.append(f"extraCertChain={quoteStringArgument(self['tls-chain'])}")
-        return "ssl:" + rest + ":" + ":".join(args)
+            given = [
+                f"--{name}"
+                for name in ("tls-key", "tls-chain", "tls-ciphers", "tls-client-ca")
+                if self[name] is not None
+            ]
+            if given:
+                verb = "needs" if len(given) == 1 else "need"
+                raise usage.UsageError(f"{', '.join(given)} {verb} --tls-cert")
+            return None
+        if self["tls-min-version"] not in TLS_VERSIONS:
+            raise usage.UsageError(
+                f"--tls-min-version takes {' or '.join(TLS_VERSIONS)}, "
+                f"not {self['tls-min-version']!r}"
+            )
+        if self["tls-client-cert"] not in CLIENT_CERT_MODES:
+            raise usage.UsageError(
+                f"--tls-client-cert takes {' or '.join(CLIENT_CERT_MODES)}, "
+                f"not {self['tls-client-cert']!r}"
+            )
+        alpn = self["tls-alpn"].strip()
+        names = [] if alpn.lower() in ("", "none") else alpn.split(",")
+        for description in self["ports"]:
+            try:
+                tls_wrappable(description)
+            except ConfigError as e:
+                raise usage.UsageError(f"--tls-cert: {e}") from None
+        try:
+            options = TLSOptions(
+                certificate=cert,
+                key=self["tls-key"],
+                chain=self["tls-chain"],
+                min_version=self["tls-min-version"],
+                ciphers=self["tls-ciphers"],
+                alpn=tuple(name.strip() for name in names),
+                client_ca=self["tls-client-ca"],
+                client_cert=self["tls-client-cert"],
+            )
+            ServerTLS(options)
+        except ConfigError as e:
+            raise usage.UsageError(_flags_in(str(e))) from None
+        return options
+
+
+_TLS_FLAGS = {
+    "tls certificate": "--tls-cert",
+    "tls key": "--tls-key",
+    "tls chain": "--tls-chain",
+    "tls client_ca": "--tls-client-ca",
+    "tls client_cert": "--tls-client-cert",
+    "tls min_version": "--tls-min-version",
+    "tls ciphers": "--tls-ciphers",
+    "tls alpn": "--tls-alpn",
+    "tls:": "--tls-cert:",
+}
+_OPTION_NAME = re.compile(
+    r"\b("
+    + "|".join(sorted(ServerConfig.option_names(), key=len, reverse=True))
+    + r")\b"
+)
+
+
+def _flags_in(message: str) -> str:
+    """A config error as a twistd user reads it: ``max_queue`` becomes
+    ``--max-queue``, ``tls key`` becomes ``--tls-key``."""
+    for name, flag in _TLS_FLAGS.items():
+        if message.startswith(name):
+            return flag + message[len(name) :]
+    return _OPTION_NAME.sub(lambda m: "--" + _flag(m.group(1)), message)
 
 
 def _check_endpoint(description: str) -> None:
@@ -277,12 +376,42 @@ def _check_endpoint(description: str) -> None:
         raise usage.UsageError(f"bad --port {description!r}: {detail}") from None
 
 
+class ReloadOnHangup(Service):
+    """Reload the server's TLS files on SIGHUP while running (``twistd ws``).
+
+    A failed reload is logged and the old certificate stays in use; open
+    connections are never touched.
+    """
+
+    def __init__(self, server: WebSocketServer) -> None:
+        self.server = server
+        self._restore: Callable[[], None] | None = None
+
+    def startService(self) -> None:
+        """Install the SIGHUP handler."""
+        super().startService()
+        self._restore = on_hangup(self._reload, self.server.reactor)
+
+    def stopService(self) -> None:
+        """Put the previous SIGHUP handler back."""
+        super().stopService()
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+
+    def _reload(self) -> None:
+        try:
+            self.server.reload_tls()
+        except ConfigError:
+            pass  # logged by reload_tls; the old certificate stays
+
+
 def makeService(options: Options) -> WebSocketServer:
     """Build the server from parsed options (the twistd entry point)."""
     assert options.config is not None
     handler = options.handler
     page = getattr(handler, "resource", None)
-    return WebSocketServer(
+    server = WebSocketServer(
         handler,
         path=options["path"],
         endpoints=options["ports"],
@@ -296,4 +425,8 @@ def makeService(options: Options) -> WebSocketServer:
         static_listing=options["static-listing"],
         static_dotfiles=options["static-dotfiles"],
         static_follow_symlinks=options["static-follow-symlinks"],
+        tls=options.tls,
     )
+    if server.tls is not None:
+        ReloadOnHangup(server).setServiceParent(server)
+    return server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -86,6 +87,31 @@ class ExamplesTests(TestCase):
                 return ws.recv(timeout=10), ws.recv(timeout=10)
 
         self.assertEqual((yield in_thread(client)), ("hi", b"\x00"))
+        output = yield in_thread(example.stop)
+        self.assertEqual(example.proc.returncode, 0, output)
+        self.assertNotIn("Traceback", output)
+
+    @inlineCallbacks
+    def test_echo_server_port_taken(self) -> None:
+        """echo_server.py on a port that is taken prints why and exits with
+        status 1 (it used to run forever without listening)."""
+        blocker = socket.socket()
+        self.addCleanup(blocker.close)
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        example = Example(
+            self, *python("echo_server.py"), port=blocker.getsockname()[1]
+        )
+
+        def wait() -> tuple[int, str]:
+            output, _ = example.proc.communicate(timeout=30)
+            return example.proc.returncode, output
+
+        status, output = yield in_thread(wait)
+        self.assertEqual(status, 1, output)
+        self.assertIn("cannot start: Couldn't listen on 127.0.0.1:", output)
+        self.assertIn("Address already in use", output)
+        self.assertNotIn("Traceback", output)
 
     @inlineCallbacks
     def test_broadcast_server(self) -> None:
