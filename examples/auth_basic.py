@@ -14,7 +14,6 @@ import sys
 import tempfile
 
 import bcrypt
-from twisted.internet import reactor
 
 from wsplugin import WebSocketServer
 from wsplugin.auth import BasicAuth, HtpasswdChecker
@@ -38,5 +37,4 @@ def demo_password_file():
 endpoint = sys.argv[1] if len(sys.argv) > 1 else "tcp:8888"
 password_file = sys.argv[2] if len(sys.argv) > 2 else demo_password_file()
 auth = BasicAuth(HtpasswdChecker(password_file), realm="example")
-WebSocketServer(Greeter(), endpoints=[endpoint], auth=auth).start()
-reactor.run()
+sys.exit(WebSocketServer(Greeter(), endpoints=[endpoint], auth=auth).run())

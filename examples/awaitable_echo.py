@@ -8,7 +8,6 @@ Run:  python examples/awaitable_echo.py [ENDPOINT]     (default tcp:8888)
 
 import sys
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from wsplugin import WebSocketServer
@@ -24,5 +23,4 @@ class Loop:
 
 
 endpoint = sys.argv[1] if len(sys.argv) > 1 else "tcp:8888"
-WebSocketServer(Loop(), endpoints=[endpoint]).start()
-reactor.run()
+sys.exit(WebSocketServer(Loop(), endpoints=[endpoint]).run())

@@ -8,8 +8,6 @@ Run:  python examples/broadcast_server.py [ENDPOINT]   (default tcp:8888)
 
 import sys
 
-from twisted.internet import reactor
-
 from wsplugin import WebSocketServer
 
 
@@ -26,5 +24,4 @@ class Broadcast:
 
 
 endpoint = sys.argv[1] if len(sys.argv) > 1 else "tcp:8888"
-WebSocketServer(Broadcast(), endpoints=[endpoint]).start()
-reactor.run()
+sys.exit(WebSocketServer(Broadcast(), endpoints=[endpoint]).run())

@@ -10,7 +10,6 @@ Then open http://127.0.0.1:8888/ in two browser tabs.
 import sys
 from pathlib import Path
 
-from twisted.internet import reactor
 from twisted.web.resource import Resource
 
 from wsplugin import WebSocketServer
@@ -37,5 +36,4 @@ pages.putChild(b"", File(str(PAGE), defaultType="text/html"))
 endpoint = sys.argv[1] if len(sys.argv) > 1 else "tcp:8888"
 server = WebSocketServer(None, endpoints=[endpoint], http=pages)
 server.register_handler("*", "/chat", Chat(), default_host=True)
-server.start()
-reactor.run()
+sys.exit(server.run())

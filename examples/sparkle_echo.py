@@ -38,5 +38,18 @@ root = Resource()
 root.putChild(b"echo", EchoService())
 
 endpoint = sys.argv[1] if len(sys.argv) > 1 else "tcp:8888"
-endpoints.serverFromString(reactor, endpoint).listen(Site(root))
+
+listening = endpoints.serverFromString(reactor, endpoint).listen(Site(root))
+failed = []
+
+
+def cannot_listen(failure):
+    failed.append(failure)
+    reactor.callWhenRunning(reactor.stop)
+
+
+listening.addErrback(cannot_listen)
 reactor.run()
+if failed:
+    print(f"cannot start: {failed[0].getErrorMessage()}", file=sys.stderr)
+    sys.exit(1)

@@ -10,8 +10,6 @@ Run:  python examples/user_data.py [ENDPOINT]          (default tcp:8888)
 import itertools
 import sys
 
-from twisted.internet import reactor
-
 from wsplugin import WebSocketServer
 
 numbers = itertools.count(1)
@@ -43,5 +41,4 @@ class Named:
 
 
 endpoint = sys.argv[1] if len(sys.argv) > 1 else "tcp:8888"
-WebSocketServer(Named(), endpoints=[endpoint]).start()
-reactor.run()
+sys.exit(WebSocketServer(Named(), endpoints=[endpoint]).run())

@@ -129,6 +129,14 @@ class WebSocketServer(MultiService):
 
     log = Logger()
 
+    exit_on_listen_failure = False
+    """End the process (exit status 1) when a port cannot be bound at start
+    and the watchdog is off: ``twistd ws`` sets it, so a server that cannot
+    listen does not run on without listening. Library users get a failed
+    :meth:`start` Deferred instead (or :meth:`run`'s exit status)."""
+
+    _privileged_start = False
+
     def __init__(
         self,
         handler: Any = None,
@@ -450,14 +458,34 @@ class WebSocketServer(MultiService):
 
     def privilegedStartService(self) -> None:
         """Listen while still privileged, as twistd runs it before ``--uid``
-        drops root: ports below 1024 work."""
+        drops root: ports below 1024 work.
+
+        With :attr:`exit_on_listen_failure` (``twistd ws`` sets it), a port
+        that cannot be bound ends the process here, with the reason on
+        standard error and exit status 1, as ``twistd web`` does; with the
+        watchdog on, the retries decide instead.
+        """
         super().privilegedStartService()
+        self._privileged_start = True
         self._begin_listening()
+        failure = self._start_result
+        if (
+            self.exit_on_listen_failure
+            and not self._start_pending
+            and isinstance(failure, Failure)
+        ):
+            raise SystemExit(f"cannot listen: {failure.getErrorMessage()}")
 
     def startService(self) -> None:
         """Start child services and listen on every endpoint (unless
-        :meth:`privilegedStartService` already began)."""
+        :meth:`privilegedStartService` already tried: that attempt's outcome
+        stands, and a server that could not listen stays inactive)."""
         super().startService()
+        if self._privileged_start:
+            self._privileged_start = False
+            if not self._start_pending and isinstance(self._start_result, Failure):
+                self.running = False  # as after start(); start() tries again
+            return
         if not self._start_pending and not self.ports:
             self._begin_listening()
 

@@ -427,6 +427,7 @@ def makeService(options: Options) -> WebSocketServer:
         static_follow_symlinks=options["static-follow-symlinks"],
         tls=options.tls,
     )
+    server.exit_on_listen_failure = True  # as twistd web: exit, don't idle
     if server.tls is not None:
         ReloadOnHangup(server).setServiceParent(server)
     return server

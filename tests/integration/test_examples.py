@@ -92,26 +92,33 @@ class ExamplesTests(TestCase):
         self.assertNotIn("Traceback", output)
 
     @inlineCallbacks
-    def test_echo_server_port_taken(self) -> None:
-        """echo_server.py on a port that is taken prints why and exits with
-        status 1 (it used to run forever without listening)."""
+    def test_port_taken(self) -> None:
+        """Every example server on a port that is taken prints why and exits
+        with status 1 (they used to run forever without listening)."""
         blocker = socket.socket()
         self.addCleanup(blocker.close)
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
-        example = Example(
-            self, *python("echo_server.py"), port=blocker.getsockname()[1]
-        )
+        for script in (
+            "echo_server.py",
+            "broadcast_server.py",
+            "user_data.py",
+            "awaitable_echo.py",
+            "chat_server.py",
+            "sparkle_echo.py",
+            "auth_basic.py",
+        ):
+            example = Example(self, *python(script), port=blocker.getsockname()[1])
 
-        def wait() -> tuple[int, str]:
-            output, _ = example.proc.communicate(timeout=30)
-            return example.proc.returncode, output
+            def wait(example: Example = example) -> tuple[int, str]:
+                output, _ = example.proc.communicate(timeout=30)
+                return example.proc.returncode, output
 
-        status, output = yield in_thread(wait)
-        self.assertEqual(status, 1, output)
-        self.assertIn("cannot start: Couldn't listen on 127.0.0.1:", output)
-        self.assertIn("Address already in use", output)
-        self.assertNotIn("Traceback", output)
+            status, output = yield in_thread(wait)
+            self.assertEqual(status, 1, f"{script}: {output}")
+            self.assertIn("cannot start: Couldn't listen on 127.0.0.1:", output)
+            self.assertIn("Address already in use", output)
+            self.assertNotIn("Traceback", output)
 
     @inlineCallbacks
     def test_broadcast_server(self) -> None:

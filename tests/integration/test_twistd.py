@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -135,6 +136,50 @@ class TwistdTests(TestCase):
             self.assertEqual(result.returncode, 1, output)
             self.assertIn(fragment, output.strip().splitlines()[-1], output)
             self.assertNotIn("Traceback", output)
+
+    def test_port_taken_exits(self) -> None:
+        """A port that cannot be bound ends twistd with status 1 and one line
+        naming the error, after a single attempt (not running on without
+        listening); with the watchdog on, twistd stays up to retry."""
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            endpoint = f"tcp:{port}:interface=127.0.0.1"
+            result = subprocess.run(
+                [
+                    str(VENV_BIN / "twistd"),
+                    "-n",
+                    "--pidfile=",
+                    "ws",
+                    "--port",
+                    endpoint,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            output = result.stdout + result.stderr
+            self.assertEqual(result.returncode, 1, output)
+            last = output.strip().splitlines()[-1]
+            self.assertIn("cannot listen: ", last)  # SystemExit, through the log
+            self.assertIn("Address already in use", last)
+            self.assertNotIn("Traceback", output)
+            self.assertEqual(output.count("cannot listen on"), 1, output)
+            watched = subprocess.Popen(
+                [
+                    str(VENV_BIN / "twistd"), "-n", "--pidfile=", "ws",
+                    "--port", endpoint, "--watchdog-interval", "0.2",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            try:
+                self.assertRaises(subprocess.TimeoutExpired, watched.wait, 2)
+            finally:
+                watched.terminate()
+                watched.communicate(timeout=30)
 
 
 class TwistdWebTests(TestCase):
