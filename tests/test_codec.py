@@ -17,11 +17,13 @@ The compiled codec's tests skip when it is not built, except under
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 from typing import Any
 from unittest import SkipTest
 
@@ -49,6 +51,7 @@ TEXT, BINARY, CLOSE, PING, PONG = 1, 2, 8, 9, 10
 FRAGMENT, ERROR = _pycodec.FRAGMENT, _pycodec.ERROR
 MASK = b"\x37\xfa\x21\x3d"
 MiB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def need_c(case: SynchronousTestCase) -> Any:
@@ -542,6 +545,60 @@ class CCodecTests(CodecTests, SynchronousTestCase):
     def setUp(self) -> None:
         self.impl = need_c(self)
 
+    def test_no_leaks(self) -> None:
+        """Every path (messages, fragments, controls, each error, a feed
+        after an error, a reader dropped with a buffer, the encoders and
+        their argument errors) run 200 times keeps no object and no memory.
+
+        (benchmarks/codec_leakcheck.py does the same under a debug CPython
+        and also counts references.)"""
+        streams = [
+            frame(TEXT, "é€".encode() * 30),
+            frame(BINARY, b"x" * 70000),
+            frame(TEXT, b"a", fin=False)
+            + frame(PING, b"p")
+            + frame(0, b"\xe2\x82\xac"),
+            frame(BINARY, b"x" * 3000, fin=False) + frame(0, b"y"),
+            frame(CLOSE, b"\x03\xe8bye"),
+            *BAD_FRAMES,
+        ]
+
+        def exercise() -> None:
+            for data in streams:
+                for by_frame in (False, True):
+                    reader = self.impl.FrameReader(100, 150, frame_by_frame=by_frame)
+                    reader.feed(data)
+                    if reader.error is not None:
+                        self.assertRaises(RuntimeError, reader.feed, b"x")
+                    reader = self.impl.FrameReader(0, 0, frame_by_frame=by_frame)
+                    for i in range(0, len(data), 1000):
+                        if reader.error is None:
+                            reader.feed(memoryview(data)[i : i + 1000])
+                    self.impl.FrameReader(0, 0).feed(data[: len(data) // 2])
+            self.impl.encode_frame(TEXT, "é€", mask=b"abcd")
+            self.impl.encode_message(b"x" * 70000, True, 1000)
+            self.impl.frame_header(BINARY, 2**40)
+            self.assertRaises(ValueError, self.impl.encode_frame, 1, b"x", mask=b"abc")
+            self.assertRaises(TypeError, self.impl.encode_message, 5, True)
+            self.assertRaises(ValueError, self.impl.FrameReader, -1, 0)
+
+        for _ in range(3):
+            exercise()
+        tracemalloc.start()
+        try:
+            gc.collect()
+            blocks = sys.getallocatedblocks()
+            traced = tracemalloc.get_traced_memory()[0]
+            for _ in range(200):
+                exercise()
+            gc.collect()  # exceptions and their tracebacks make cycles
+            kept_blocks = sys.getallocatedblocks() - blocks
+            kept_bytes = tracemalloc.get_traced_memory()[0] - traced
+        finally:
+            tracemalloc.stop()
+        self.assertLess(kept_blocks, 20)
+        self.assertLess(kept_bytes, 4096)
+
 
 class EncodeMessageTests(SynchronousTestCase):
     """Splitting messages, checked on random payloads and frame sizes."""
@@ -619,6 +676,66 @@ class SelectionTests(SynchronousTestCase):
             "CLOSE_MESSAGE_TOO_BIG",
         ):
             self.assertEqual(getattr(c, name), getattr(_pycodec, name), name)
+
+
+class BuildTests(SynchronousTestCase):
+    """The extension is optional at build time, as websockets' speedups."""
+
+    def build(self, **env: str) -> tuple[int, list[Path], str]:
+        """Run setup.py build_ext into a temporary directory: its exit
+        code, the extension files built and its output."""
+        out = Path(self.mktemp()).resolve()
+        result = subprocess.run(
+            [sys.executable, "setup.py", "-q", "build_ext"]
+            + ["--build-lib", str(out / "lib"), "--build-temp", str(out / "tmp")],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
+        built = sorted((out / "lib").glob("wsplugin/_speedups*"))
+        return result.returncode, built, result.stdout + result.stderr
+
+    def test_no_compiler(self) -> None:
+        """Without a working C compiler the build warns and succeeds, with
+        no extension (the pure-Python codec is then used)."""
+        rc, built, output = self.build(CC="/nonexistent/cc")
+        self.assertEqual((rc, built), (0, []), output)
+        self.assertIn("wsplugin._speedups", output)
+
+    def test_required(self) -> None:
+        """WSPLUGIN_BUILD_EXTENSION=yes makes a failed build an error (CI),
+        and =no skips the extension."""
+        rc, built, _ = self.build(CC="/nonexistent/cc", WSPLUGIN_BUILD_EXTENSION="yes")
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(self.build(WSPLUGIN_BUILD_EXTENSION="no")[:2], (0, []))
+
+    def test_compiler(self) -> None:
+        """With the compiler the extension builds; the result imports and
+        parses a frame."""
+        need_c(self)  # a built extension means a compiler is here
+        rc, built, output = self.build()
+        self.assertEqual(rc, 0, output)
+        self.assertEqual(len(built), 1, output)
+        code = (
+            "import importlib.util as u, sys;"
+            "s = u.spec_from_file_location('wsplugin._speedups', sys.argv[1]);"
+            "m = u.module_from_spec(s); s.loader.exec_module(m);"
+            "print(m.FrameReader(0, 0).feed(sys.argv[2].encode('latin-1')))"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                str(built[0]),
+                frame(TEXT, b"hi").decode("latin-1"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.assertEqual(result.stdout.strip(), "[(1, 'hi')]")
 
 
 class ClosePayloadTests(SynchronousTestCase):

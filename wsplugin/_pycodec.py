@@ -28,6 +28,7 @@ The kinds of message and control events are their opcodes.
 from __future__ import annotations
 
 import codecs
+import struct
 from typing import Any, Final
 
 from autobahn.websocket.xormasker import create_xor_masker
@@ -468,10 +469,15 @@ def frame_header(opcode: int, length: int, fin: bool = True, rsv: int = 0) -> by
         raise ValueError(f"a frame payload is 0 to 2**63-1 bytes, not {length}")
     b0 = (0x80 if fin else 0) | (rsv & 0x7) << 4 | (opcode & 0xF)
     if length <= 125:
-        return bytes((b0, length))
+        return _HEAD_7(b0, length)
     if length <= 0xFFFF:
-        return bytes((b0, 126)) + length.to_bytes(2, "big")
-    return bytes((b0, 127)) + length.to_bytes(8, "big")
+        return _HEAD_16(b0, 126, length)
+    return _HEAD_64(b0, 127, length)
+
+
+_HEAD_7 = struct.Struct("!BB").pack
+_HEAD_16 = struct.Struct("!BBH").pack
+_HEAD_64 = struct.Struct("!BBQ").pack
 
 
 def _as_bytes(payload: bytes | str) -> bytes:
