@@ -150,6 +150,7 @@ typedef struct {
     char by_frame;
     char require_mask;
     char broken;     /* an exception (MemoryError) left it half-way */
+    char ready;      /* __init__ ran */
     PyObject *error; /* the ERROR event, once failed */
     unsigned char head[14];
     int head_len;
@@ -515,10 +516,11 @@ FrameReader_feed(FrameReader *self, PyObject *arg)
                      PyTuple_GET_ITEM(self->error, 1));
         return NULL;
     }
-    if (self->broken) {
+    if (self->broken || !self->ready) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "this FrameReader stopped on an exception; it takes no "
-                        "more input (fail the connection)");
+                        self->ready ? "this FrameReader stopped on an exception; "
+                                      "it takes no more input (fail the connection)"
+                                    : "FrameReader.__init__ was not called");
         return NULL;
     }
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
@@ -735,6 +737,7 @@ FrameReader_init(FrameReader *self, PyObject *args, PyObject *kwds)
     PyObject *max_frame, *max_message;
     int validate = 1, by_frame = 0, require_mask = 1;
 
+    self->ready = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$ppp:FrameReader", kwlist,
                                      &max_frame, &max_message, &validate,
                                      &by_frame, &require_mask))
@@ -760,6 +763,7 @@ FrameReader_init(FrameReader *self, PyObject *args, PyObject *kwds)
     self->declared = 0;
     drop_message(self);
     self->ctrl_len = 0;
+    self->ready = 1;
     return 0;
 }
 
