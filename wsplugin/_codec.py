@@ -17,6 +17,7 @@ each other); docs/codec.md describes the API and the design.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import TYPE_CHECKING, Any, Final
 
@@ -75,10 +76,9 @@ def load_speedups(environ: Any = None) -> Any:
     if extensions_disabled(environ):
         return None
     try:
-        from wsplugin import _speedups
-    except ImportError:
+        return importlib.import_module("wsplugin._speedups")
+    except ImportError:  # not built, or built for another interpreter
         return None
-    return _speedups
 
 
 _impl: Any = load_speedups()

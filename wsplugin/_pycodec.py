@@ -77,7 +77,13 @@ Event = tuple[Any, ...]
 """One event: a tuple whose first item is its kind (see the module docstring)."""
 
 _MAX_LENGTH: Final = 0x7FFF_FFFF_FFFF_FFFF
-_SMALL: Final = 1024
+_SMALL: Final = 1024  # payloads unmasked as Python integers; above, by Autobahn
+
+# error reasons shared by the C codec (the fuzz compares them)
+_R_UTF8: Final = "invalid UTF-8 in a text message"
+_R_UTF8_END: Final = "text message ends inside a UTF-8 code point"
+_R_MINIMAL: Final = "frame length not in its shortest encoding"
+_R_TOP_BIT: Final = "frame length with the most significant bit set"
 
 _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -130,10 +136,6 @@ def _utf8_pending_invalid(pending: bytes) -> bool:
     compiled codec (like Autobahn's validator) does, so the check is here.
     """
     return len(pending) > 1 and pending[0] == 0xED and pending[1] > 0x9F
-
-
-_R_UTF8: Final = "invalid UTF-8 in a text message"
-_R_UTF8_END: Final = "text message ends inside a UTF-8 code point"
 
 
 def _start_problem(b0: int, b1: int, in_message: bool, require_mask: bool) -> str:
@@ -455,10 +457,6 @@ class FrameReader:
         return events
 
 
-_R_MINIMAL: Final = "frame length not in its shortest encoding"
-_R_TOP_BIT: Final = "frame length with the most significant bit set"
-
-
 def frame_header(opcode: int, length: int, fin: bool = True, rsv: int = 0) -> bytes:
     """The header of an unmasked frame of ``length`` payload bytes.
 
@@ -528,7 +526,7 @@ def encode_message(
     if not fragment_size or total <= fragment_size:
         return frame_header(opcode, total) + data
     view = memoryview(data)
-    parts = []
+    parts: list[bytes | memoryview] = []
     for start in range(0, total, fragment_size):
         stop = start + fragment_size
         parts.append(
