@@ -14,7 +14,7 @@ $(PY):
 
 # Editable "compat" mode puts the checkout on sys.path, which is what lets
 # Twisted find the twisted/plugins dropin from anywhere.
-$(STAMP): $(PY) setup.py pyproject.toml
+$(STAMP): $(PY) setup.py pyproject.toml wsplugin/_speedups.c
 	$(PIP) install --quiet -e . --config-settings editable_mode=compat
 	touch $@
 

@@ -5,11 +5,29 @@ namespace (no ``__init__.py`` there), so ``twistd ws`` is found after a plain
 ``pip install .``. The chat demo's page ships as package data.
 """
 
+import os
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
+
+
+def _extensions() -> list[Extension]:
+    """The compiled frame codec (docs/codec.md), optional like websockets'
+    speedups: without a C compiler (or Python headers) the build warns and
+    installs the pure-Python codec. WSPLUGIN_BUILD_EXTENSION=yes makes a
+    failed build an error (CI), =no skips it."""
+    mode = os.environ.get("WSPLUGIN_BUILD_EXTENSION", "").strip().lower()
+    if mode == "no":
+        return []
+    return [
+        Extension(
+            "wsplugin._speedups",
+            sources=["wsplugin/_speedups.c"],
+            optional=mode != "yes",
+        )
+    ]
 
 
 def _version() -> str:
@@ -36,6 +54,7 @@ setup(
         "twisted.plugins",
     ],
     package_data={"wsplugin": ["py.typed"], "wsplugin.apps.static": ["*.html"]},
+    ext_modules=_extensions(),
     install_requires=[
         "twisted[tls]>=23.10",
         "autobahn>=24.4",

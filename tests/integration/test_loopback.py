@@ -96,11 +96,12 @@ class EventsTests(ServerTestCase):
         yield self.start_server(rec)
 
         def client() -> None:
-            # Not a context manager (the socket must vanish, not close), so no
-            # keep-alive thread: its ping 20 s later would raise websockets'
-            # DeprecationWarning inside whatever test runs then.
-            ws = connect(self.url, open_timeout=5, ping_interval=None)
-            ws.socket.close()
+            # A with block and no keep-alive thread: websockets >= 17.1 warns
+            # (DeprecationWarning) about a bare connect(), and a keep-alive ping
+            # 20 s later would land in whatever test runs then. The socket
+            # vanishes first, so the close on exit is a no-op.
+            with connect(self.url, open_timeout=5, ping_interval=None) as ws:
+                ws.socket.close()
 
         yield in_thread(client)
         yield self.when(lambda: "on_disconnect" in rec.names())
