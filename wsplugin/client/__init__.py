@@ -2053,7 +2053,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result:
         return result[0]
     return chat.status if chat.status is not None else EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())
