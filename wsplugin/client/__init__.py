@@ -110,12 +110,25 @@ from zope.interface import implementer
 
 from wsplugin._events import as_deferred
 from wsplugin._version import __version__
+from wsplugin.client._http import (
+    MAX_RESPONSE_HEAD,
+    Response,
+    ResponseHead,
+    parse_response_head,
+)
+from wsplugin.client._http import body_progress as _body_progress
+from wsplugin.client._http import decode_chunked as decode_chunked
 from wsplugin.connection import Connection, ConnectionState, Headers, Request
 from wsplugin.errors import (
+    ClientError,
     ConfigError,
+    ConnectFailed,
     ConnectionClosed,
     FragmentedSendError,
-    WSPluginError,
+    HandshakeFailed,
+    OpenTimeout,
+    ReceiveTimeout,
+    TLSFailed,
 )
 from wsplugin.factory import _ReactorTimer, _transport_buffered
 from wsplugin.frames import OP_BINARY, OP_CONTINUATION, OP_TEXT
@@ -147,9 +160,6 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
-MAX_RESPONSE_HEAD = 64 * 1024
-"""Bytes of response status line and headers read before giving up."""
-
 MESSAGE_KINDS = frozenset({"text", "binary", "pong"})
 """The kinds :meth:`ClientConnection.wait_for_message` can wait for."""
 
@@ -177,96 +187,6 @@ _RESERVED_REQUEST_HEADERS = frozenset(
 # --------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------
-
-
-class ClientError(WSPluginError):
-    """Base class of the errors :func:`connect` and the client raise."""
-
-
-class ConnectFailed(ClientError):
-    """No connection to the server (DNS, refused, unreachable, dropped).
-
-    Args:
-        host: The host of the URL.
-        port: The port connected to.
-        reason: What went wrong, in a few words ("Connection refused").
-    """
-
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(self._message(host, port, reason))
-        self.host = host
-        self.port = port
-        self.reason = reason
-
-    @staticmethod
-    def _message(host: str, port: int, reason: str) -> str:
-        return f"cannot connect to {_netloc(host, port)}: {reason}"
-
-
-class TLSFailed(ConnectFailed):
-    """The TLS handshake failed: an untrusted or expired certificate, a
-    certificate for another host name, or no common protocol version."""
-
-    @staticmethod
-    def _message(host: str, port: int, reason: str) -> str:
-        return f"TLS handshake with {_netloc(host, port)} failed: {reason}"
-
-
-class OpenTimeout(ConnectFailed, TimeoutError):
-    """The connection was not open within ``open_timeout`` seconds (TCP, TLS
-    and the opening handshake together)."""
-
-
-class HandshakeFailed(ClientError):
-    """The server did not accept the upgrade (FPC ``OnHandshakeFailure``).
-
-    Attributes:
-        url: The URL connected to.
-        status: The HTTP status the server answered with (e.g. 401, 403,
-            404); 101 when it did switch protocols but its answer was invalid
-            (a wrong ``Sec-WebSocket-Accept``, an extension or subprotocol the
-            client did not offer); None when it sent no valid HTTP response
-            at all (closed the connection, or sent something else).
-        reason: The status line's reason phrase.
-        headers: The response headers (case-insensitive; ``get_all`` for
-            repeated ones such as ``Set-Cookie`` or ``WWW-Authenticate``).
-        body: The response body, at most ``max_error_body`` bytes.
-        detail: What was wrong, for a status of 101 or None.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        status: int | None,
-        reason: str = "",
-        headers: Headers | None = None,
-        body: bytes = b"",
-        detail: str = "",
-    ) -> None:
-        if status is not None and status != 101:
-            what = f"{status} {reason}".rstrip()
-        elif status == 101:
-            what = f"invalid 101 response: {detail}"
-        else:
-            what = detail or "no HTTP response"
-        super().__init__(f"handshake with {url} failed: {what}")
-        self.url = url
-        self.status = status
-        self.reason = reason
-        self.headers = headers if headers is not None else Headers()
-        self.body = body
-        self.detail = detail
-
-    @property
-    def response(self) -> Response | None:
-        """The server's answer as a :class:`Response` (None without one)."""
-        if self.status is None:
-            return None
-        return Response(self.status, self.reason, self.headers, self.body)
-
-
-class ReceiveTimeout(ClientError, TimeoutError):
-    """:meth:`ClientConnection.wait_for_message` found no message in time."""
 
 
 def _netloc(host: str, port: int) -> str:
@@ -357,100 +277,6 @@ def parse_url(url: str | URL) -> URL:
     path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
     query = quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
     return URL(scheme == "wss", host, port, path, query, url.strip())
-
-
-@dataclass(frozen=True)
-class ResponseHead:
-    """A parsed HTTP response head (see :func:`parse_response_head`)."""
-
-    version: str
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    length: int
-
-
-def parse_response_head(data: bytes) -> ResponseHead | None:
-    """Parse an HTTP/1.x response's status line and headers.
-
-    Returns None while ``data`` holds no complete head (no blank line yet).
-
-    Raises:
-        ValueError: the head is not a valid HTTP/1.x response head.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = data[:end].decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or not re.fullmatch(r"[0-9]{3}", code):
-        raise ValueError(f"not an HTTP response status line: {lines[0][:80]!r}")
-    headers = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.match(name):
-            raise ValueError(f"malformed response header line: {line[:80]!r}")
-        headers.append((name, value.strip(" \t")))
-    return ResponseHead(version, int(code), reason.strip(), tuple(headers), end + 4)
-
-
-def decode_chunked(data: bytes, limit: int) -> tuple[bytes, bool]:
-    """Decode a ``Transfer-Encoding: chunked`` body, reading at most ``limit``
-    bytes of payload. Returns ``(body so far, complete)``; complete once the
-    last chunk arrived, the limit is reached, or the encoding is broken."""
-    body = bytearray()
-    pos = 0
-    while True:
-        eol = data.find(b"\r\n", pos)
-        if eol < 0:
-            return bytes(body), False
-        size_text = data[pos:eol].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            return bytes(body), True
-        if size == 0:
-            return bytes(body), True
-        start = eol + 2
-        chunk = data[start : start + size]
-        body += chunk[: limit - len(body)]
-        if len(body) >= limit:
-            return bytes(body[:limit]), True
-        if len(chunk) < size or len(data) < start + size + 2:
-            return bytes(body), False
-        pos = start + size + 2
-
-
-def _body_progress(head: ResponseHead, data: bytes, limit: int) -> tuple[bytes, bool]:
-    """The error response's body read so far, and whether it is complete."""
-    if head.status in (204, 304) or 100 <= head.status < 200:
-        return b"", True
-    headers = Headers(head.headers)
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        return decode_chunked(data, limit)
-    length = headers.get("content-length")
-    if length is not None and length.strip().isdigit():
-        need = min(int(length), limit)
-        return data[:need], len(data) >= need
-    return data[:limit], len(data) >= limit
-
-
-@dataclass(frozen=True)
-class Response:
-    """The server's answer to the opening handshake.
-
-    Attributes:
-        status: 101 for an accepted handshake.
-        reason: The status line's reason phrase.
-        headers: Case-insensitive headers; ``headers.get_all("Set-Cookie")``.
-        body: The body of an error response (empty for a 101).
-    """
-
-    status: int
-    reason: str
-    headers: Headers
-    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -1010,7 +836,9 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         try:
             head = parse_response_head(self.data)
         except ValueError as e:
-            self._fail_open(HandshakeFailed(self.factory.url, None, detail=str(e)))
+            self._fail_open(
+                HandshakeFailed(self.factory.url, None, "", Headers(), detail=str(e))
+            )
             return
         if head is None:
             if len(self.data) > MAX_RESPONSE_HEAD:
@@ -1018,6 +846,8 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
                     HandshakeFailed(
                         self.factory.url,
                         None,
+                        "",
+                        Headers(),
                         detail=f"response head over {MAX_RESPONSE_HEAD} bytes",
                     )
                 )
@@ -1061,7 +891,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
                 self.factory.url,
                 101 if response is not None else None,
                 response.reason if response is not None else "",
-                response.headers if response is not None else None,
+                response.headers if response is not None else Headers(),
                 detail=reason,
             )
         super().failHandshake(reason)
@@ -1175,7 +1005,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
             detail = "the connection closed in the middle of the response head"
         else:
             detail = "the connection closed before the server answered"
-        return HandshakeFailed(factory.url, None, detail=detail)
+        return HandshakeFailed(factory.url, None, "", Headers(), detail=detail)
 
     # -- the transport's push producer ----------------------------------------
 
