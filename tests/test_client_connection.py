@@ -4,6 +4,8 @@ server (``iosim``)."""
 
 from __future__ import annotations
 
+import warnings
+
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -272,3 +274,19 @@ class MessagingTests(SynchronousTestCase):
         self.assertEqual(Message("pong", b"h\xc3\xa9").text, "hé")
         self.assertEqual(Message("binary", b"\xff").text, "\ufffd")
         self.assertEqual(Message("text", "x").text, "x")
+
+    def test_protocol_is_a_deprecated_alias(self) -> None:
+        """``protocol`` still reads the subprotocol, with a DeprecationWarning
+        naming ``subprotocol``; making a connection warns about nothing."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            conn, _ = open_conn(self)
+        self.assertEqual([w.category for w in caught], [])
+        self.assertIsNone(conn.subprotocol)
+        conn.subprotocol = "chat.v2"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.assertEqual(conn.protocol, "chat.v2")
+        self.assertEqual([w.category for w in caught], [DeprecationWarning])
+        self.assertIn("use .subprotocol", str(caught[0].message))
+        self.assertEqual(caught[0].filename, __file__)

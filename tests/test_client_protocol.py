@@ -48,12 +48,12 @@ class HandshakeTests(SynchronousTestCase):
             self.assertEqual(getattr(proto, name), getattr(proto.factory, name), name)
 
     def test_subprotocol(self) -> None:
-        """The server's choice among the offered subprotocols is ``protocol``."""
+        """The server's choice among the offered subprotocols is ``subprotocol``."""
         harness = Harness(Echo(), subprotocols=("chat.v2",))
         conn = self.successResultOf(
             harness.connect(subprotocols=["chat.v1", "chat.v2"])
         )
-        self.assertEqual(conn.protocol, "chat.v2")
+        self.assertEqual(conn.subprotocol, "chat.v2")
         self.assertEqual(conn.request.protocols, ("chat.v1", "chat.v2"))
 
     def test_reject_401(self) -> None:

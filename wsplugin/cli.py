@@ -294,7 +294,7 @@ class ChatClient:
         self.conn = conn
         if self.stdio_factory is not None:
             self.stdio = self.stdio_factory(ChatInput(self))
-        details = f" (subprotocol {conn.protocol})" if conn.protocol else ""
+        details = f" (subprotocol {conn.subprotocol})" if conn.subprotocol else ""
         self.output(
             f"connected to {conn.url}{details}; type a message, "
             '"ping TEXT" to ping, "exit" to quit'

@@ -33,7 +33,7 @@ never made (or a wait ended), not how one was closed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from wsplugin.client import Response
@@ -288,8 +288,9 @@ class HandshakeFailed(ClientError):
         self.url = url
         self.status = status
         self.reason = reason
-        self.headers: Headers | _NoHeaders = (
-            headers if headers is not None else _NoHeaders()
+        # _NoHeaders has the read API of Headers (mapping, get_all, raw)
+        self.headers: Headers = (
+            headers if headers is not None else cast("Headers", _NoHeaders())
         )
         self.body = body
         self.detail = detail

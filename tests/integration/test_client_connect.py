@@ -162,7 +162,7 @@ class IndependentServerTests(ClientTestCase):
             subprotocols=["chat.v1", "chat.v2"],
             compression=True,
         )
-        self.assertEqual(conn.protocol, "chat.v2")
+        self.assertEqual(conn.subprotocol, "chat.v2")
         self.assertEqual(conn.extensions, ("permessage-deflate",))
         self.assertEqual((yield bounded(conn.receive())), "abc")
         text = "compressible " * 10000

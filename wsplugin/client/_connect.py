@@ -66,6 +66,11 @@ def connect_reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _open_connection(proto: WebSocketClientProtocol) -> ClientConnection:
+    assert proto.connection is not None  # open() fires once it is set
+    return proto.connection
+
+
 class Connector:
     """Makes WebSocket connections to one URL: TCP, TLS, handshake, timeout.
 
@@ -104,8 +109,7 @@ class Connector:
 
     def connect(self) -> Deferred[ClientConnection]:
         """One attempt; fires with an open connection or fails (see connect)."""
-        d = self.open()
-        return d.addCallback(lambda proto: proto.connection)
+        return self.open().addCallback(_open_connection)
 
     def open(self) -> Deferred[WebSocketClientProtocol]:
         """One attempt; fires with the protocol of the open connection.

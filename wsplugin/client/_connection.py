@@ -12,6 +12,7 @@ Python on an injected clock: the protocol adapter puts messages in
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -216,7 +217,7 @@ class ClientConnection(Connection):
         response: The server's 101 :class:`Response` (FPC
             ``OnHandshakeSuccess``): ``conn.response.headers.get_all("Set-Cookie")``.
         response_headers: The 101's headers as ``(name, value)`` pairs.
-        protocol: The subprotocol the server chose, or None.
+        subprotocol: The subprotocol the server chose, or None.
         extensions: The extensions in use, e.g. ``("permessage-deflate",)``.
         options: The :class:`ClientConfig` of the connection.
     """
@@ -231,6 +232,7 @@ class ClientConnection(Connection):
         options: ClientConfig,
         inbox: Inbox,
     ) -> None:
+        self.subprotocol: str | None = None
         super().__init__(protocol, request, max_queue=options.max_queue)
         self.url = url
         self.response = response
@@ -241,6 +243,25 @@ class ClientConnection(Connection):
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.id} {self.url} {self.state.value}>"
+
+    @property
+    def protocol(self) -> str | None:
+        """Deprecated alias of :attr:`subprotocol` (kept for one release).
+
+        ``protocol`` reads like the Autobahn protocol object; the value is the
+        negotiated subprotocol. Reading it warns with DeprecationWarning.
+        """
+        warnings.warn(
+            "ClientConnection.protocol is deprecated; use .subprotocol",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.subprotocol
+
+    @protocol.setter
+    def protocol(self, value: str | None) -> None:
+        # Connection.__init__ assigns the attribute; setting never warns
+        self.subprotocol = value
 
     def receive(self) -> Deferred[Any]:
         """The next text (``str``) or binary (``bytes``) message.

@@ -274,7 +274,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
             options=config,
             inbox=self._inbox,
         )
-        conn.protocol = response.protocol
+        conn.subprotocol = response.protocol
         conn.extensions = tuple(
             str(getattr(ext, "EXTENSION_NAME", ext)) for ext in response.extensions
         )

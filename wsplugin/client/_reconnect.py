@@ -42,7 +42,7 @@ class ConnectionTransport:
     WebSocket with a closing handshake (1000), not just the TCP connection."""
 
     def __init__(self, proto: WebSocketClientProtocol) -> None:
-        assert proto.connection is not None
+        assert proto.connection is not None and proto.transport is not None
         self.connection: ClientConnection = proto.connection
         self._tcp = proto.transport
 
