@@ -2,6 +2,6 @@
 
 import sys
 
-from wsplugin.client import main
+from wsplugin.cli import main
 
 sys.exit(main())
