@@ -74,7 +74,7 @@ setup(
             "txredisapi>=1.6",  # the Redis backplane's tests
         ],
     },
-    entry_points={"console_scripts": ["wsplugin-client = wsplugin.client:main"]},
+    entry_points={"console_scripts": ["wsplugin-client = wsplugin.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

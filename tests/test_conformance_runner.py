@@ -431,3 +431,87 @@ class ModeTableTests(SynchronousTestCase):
     def test_free_port(self) -> None:
         """``free_port`` returns a usable port number."""
         self.assertTrue(0 < run.free_port() < 65536)
+
+
+def _load_echo_client() -> ModuleType:
+    """Import ``conformance/echo_client.py`` as ``conformance_echo_client``."""
+    name = "conformance_echo_client"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, RUNNER_PATH.with_name("echo_client.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class ConformanceClientModeTests(SynchronousTestCase):
+    """The ``client`` mode of the conformance runner (pure parts)."""
+
+    def test_mode_table(self) -> None:
+        """``client`` is selectable and run by default, besides the server modes."""
+        self.assertNotIn("client", run.MODES)
+        self.assertEqual(list(run.ALL_MODES)[-1], "client")
+        mode = run.ALL_MODES["client"]
+        self.assertIsInstance(mode, run.ClientMode)
+        self.assertTrue(mode.compression)
+        self.assertEqual(mode.client_args, ("--compression",))
+        self.assertEqual(run.parse_args(["--mode", "client"]).mode, ["client"])
+        self.assertIsNone(run.parse_args([]).mode)
+
+    def test_commands(self) -> None:
+        """kosoku serves on loopback; the echo client is pointed at it."""
+        fuzzer = run.fuzzingserver_command(4321, ["1.*", "2.1"], Path("/x/client"))
+        self.assertEqual(Path(fuzzer[0]).name, "kosoku")
+        self.assertEqual(
+            fuzzer[1:],
+            [
+                "-m",
+                "fuzzingserver",
+                "127.0.0.1:4321",
+                "-o",
+                "/x/client",
+                "-i",
+                "1.*",
+                "-i",
+                "2.1",
+            ],
+        )
+        client = run.echo_client_command(run.ALL_MODES["client"], 4321)
+        self.assertEqual(client[0], sys.executable)
+        self.assertEqual(Path(client[1]).name, "echo_client.py")
+        self.assertEqual(
+            client[2:],
+            ["ws://127.0.0.1:4321", "--agent", "wsplugin-client", "--compression"],
+        )
+
+    def test_verdicts(self) -> None:
+        """Compression is offered, so UNIMPLEMENTED 12.* fails the client mode;
+        the JSON digest names the client's options."""
+        mode = run.ALL_MODES["client"]
+        outcomes = run.parse_index(
+            {"wsplugin-client": {"1.1.1": {"behavior": "OK", "behaviorClose": "OK"}}}
+        )
+        self.assertTrue(run.ModeResult(mode, ["1.1.1"], outcomes).passed)
+        self.assertFalse(run.unimplemented_allowed(mode, "12.1.1"))
+        digest = run.ModeResult(mode, ["1.1.1"], outcomes).to_json()
+        self.assertEqual(digest["client_args"], ["--compression"])
+
+    def test_whole_suite(self) -> None:
+        """The client mode selects all 517 cases."""
+        ids = run.all_case_ids()
+        self.assertEqual(len(run.select_cases(run.ALL_MODES["client"].cases, ids)), 517)
+
+    test_whole_suite.skip = KOSOKU_SKIP  # type: ignore[attr-defined]
+
+    def test_echo_client_arguments(self) -> None:
+        """The echo client takes the server URL, an agent and --compression."""
+        echo_client = _load_echo_client()
+        args = echo_client.parse_args(["ws://127.0.0.1:9001", "--compression"])
+        self.assertEqual(
+            (args.url, args.agent, args.compression),
+            ("ws://127.0.0.1:9001", "wsplugin-client", True),
+        )

@@ -15,24 +15,46 @@ without a lookup table::
     │                                     close code sent (1002, 1007, 1009...)
     ├── UnknownConnection (LookupError)   ``write_data`` with an id nobody has
     ├── InvalidCloseCode (ValueError)     ``close()`` with a code RFC 6455 forbids
-    └── FragmentedSendError               data sent while a ``send_frame``
-                                          message is still open
+    ├── FragmentedSendError               data sent while a ``send_frame``
+    │                                     message is still open
+    └── ClientError                       raised by :mod:`wsplugin.client`
+        ├── ConnectFailed                 no connection: DNS, refused, unreachable
+        │   ├── TLSFailed                 the TLS handshake failed (untrusted
+        │   │                             certificate, wrong host name, protocol)
+        │   └── OpenTimeout (TimeoutError)  not open within ``open_timeout``
+        ├── HandshakeFailed               no valid 101: carries the ``status``
+        │                                 (None without an HTTP answer),
+        │                                 ``headers`` and ``body``
+        └── ReceiveTimeout (TimeoutError)   ``wait_for_message(timeout=)`` elapsed
+
+The client's errors carry no close code: they describe why a connection was
+never made (or a wait ended), not how one was closed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from wsplugin.client import Response
+    from wsplugin.connection import Headers
 
 __all__ = [
+    "ClientError",
     "ConfigError",
+    "ConnectFailed",
     "ConnectionClosed",
     "FragmentedSendError",
+    "HandshakeFailed",
     "HandshakeRejected",
     "InvalidCloseCode",
+    "OpenTimeout",
     "ProtocolError",
     "ReceiveTimeout",
     "Reject",
     "RouteNotFound",
+    "TLSFailed",
     "UnknownConnection",
     "WSPluginError",
 ]
@@ -155,3 +177,140 @@ class ProtocolError(WSPluginError):
         super().__init__(f"protocol error, closing with {code}: {reason}")
         self.code = code
         self.reason = reason
+
+
+# --------------------------------------------------------------------------
+# The client's errors (wsplugin.client re-exports them)
+# --------------------------------------------------------------------------
+
+
+class ClientError(WSPluginError):
+    """Base class of the errors :func:`wsplugin.client.connect` and the
+    client raise."""
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ConnectFailed(ClientError):
+    """No connection to the server (DNS, refused, unreachable, dropped).
+
+    Args:
+        host: The host of the URL.
+        port: The port connected to.
+        reason: What went wrong, in a few words ("Connection refused").
+    """
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(self._message(host, port, reason))
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+    @staticmethod
+    def _message(host: str, port: int, reason: str) -> str:
+        return f"cannot connect to {_netloc(host, port)}: {reason}"
+
+
+class TLSFailed(ConnectFailed):
+    """The TLS handshake failed: an untrusted or expired certificate, a
+    certificate for another host name, or no common protocol version."""
+
+    @staticmethod
+    def _message(host: str, port: int, reason: str) -> str:
+        return f"TLS handshake with {_netloc(host, port)} failed: {reason}"
+
+
+class OpenTimeout(ConnectFailed, TimeoutError):
+    """The connection was not open within ``open_timeout`` seconds (TCP, TLS
+    and the opening handshake together)."""
+
+
+class _NoHeaders(Mapping[str, str]):
+    """The headers of a :class:`HandshakeFailed` built without any: empty,
+    with the ``get_all`` and ``raw`` of :class:`wsplugin.connection.Headers`.
+
+    The client always passes a real ``Headers``; this default exists because
+    ``errors`` is the bottom module and may not import ``connection`` (which
+    imports it).
+    """
+
+    def __getitem__(self, name: str) -> str:
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def get_all(self, name: str) -> list[str]:
+        """No values for any name."""
+        return []
+
+    def raw(self) -> tuple[tuple[str, str], ...]:
+        """No pairs."""
+        return ()
+
+    def __repr__(self) -> str:
+        return "Headers([])"
+
+
+class HandshakeFailed(ClientError):
+    """The server did not accept the upgrade (FPC ``OnHandshakeFailure``).
+
+    Attributes:
+        url: The URL connected to.
+        status: The HTTP status the server answered with (e.g. 401, 403,
+            404); 101 when it did switch protocols but its answer was invalid
+            (a wrong ``Sec-WebSocket-Accept``, an extension or subprotocol the
+            client did not offer); None when it sent no valid HTTP response
+            at all (closed the connection, or sent something else).
+        reason: The status line's reason phrase.
+        headers: The response headers (case-insensitive; ``get_all`` for
+            repeated ones such as ``Set-Cookie`` or ``WWW-Authenticate``).
+        body: The response body, at most ``max_error_body`` bytes.
+        detail: What was wrong, for a status of 101 or None.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        status: int | None,
+        reason: str = "",
+        headers: Headers | None = None,
+        body: bytes = b"",
+        detail: str = "",
+    ) -> None:
+        if status is not None and status != 101:
+            what = f"{status} {reason}".rstrip()
+        elif status == 101:
+            what = f"invalid 101 response: {detail}"
+        else:
+            what = detail or "no HTTP response"
+        super().__init__(f"handshake with {url} failed: {what}")
+        self.url = url
+        self.status = status
+        self.reason = reason
+        # _NoHeaders has the read API of Headers (mapping, get_all, raw)
+        self.headers: Headers = (
+            headers if headers is not None else cast("Headers", _NoHeaders())
+        )
+        self.body = body
+        self.detail = detail
+
+    @property
+    def response(self) -> Response | None:
+        """The server's answer as a :class:`wsplugin.client.Response` (None
+        without one)."""
+        if self.status is None:
+            return None
+        # a leaf module (no wsplugin imports), so no import cycle
+        from wsplugin.client._http import Response
+
+        return Response(self.status, self.reason, self.headers, self.body)
+
+
+class ReceiveTimeout(ClientError, TimeoutError):
+    """``ClientConnection.wait_for_message`` found no message in time."""
