@@ -10,7 +10,8 @@ without a lookup table::
     │   ├── Reject                        raised/returned by ``allow``: any 4xx/5xx
     │   └── RouteNotFound                 no handler for host/path: 404
     ├── ConnectionClosed                  send/receive on a connection that ended
-    ├── ReceiveTimeout (TimeoutError)     ``wait_for_message(timeout=)`` elapsed
+    ├── ReceiveTimeout (TimeoutError)     ``wait_for_message(timeout=)`` elapsed,
+    │                                     on a server or a client connection
     ├── ProtocolError                     the peer broke RFC 6455; carries the
     │                                     close code sent (1002, 1007, 1009...)
     ├── UnknownConnection (LookupError)   ``write_data`` with an id nobody has
@@ -22,10 +23,9 @@ without a lookup table::
         │   ├── TLSFailed                 the TLS handshake failed (untrusted
         │   │                             certificate, wrong host name, protocol)
         │   └── OpenTimeout (TimeoutError)  not open within ``open_timeout``
-        ├── HandshakeFailed               no valid 101: carries the ``status``
-        │                                 (None without an HTTP answer),
-        │                                 ``headers`` and ``body``
-        └── ReceiveTimeout (TimeoutError)   ``wait_for_message(timeout=)`` elapsed
+        └── HandshakeFailed               no valid 101: carries the ``status``
+                                          (None without an HTTP answer),
+                                          ``headers`` and ``body``
 
 The client's errors carry no close code: they describe why a connection was
 never made (or a wait ended), not how one was closed.
@@ -138,7 +138,8 @@ class ConnectionClosed(WSPluginError):
 
 
 class ReceiveTimeout(WSPluginError, TimeoutError):
-    """``Connection.wait_for_message`` found no message in time."""
+    """``wait_for_message`` found no message in time (on a server
+    :class:`~wsplugin.Connection` or a client connection alike)."""
 
 
 class UnknownConnection(WSPluginError, LookupError):
@@ -310,7 +311,3 @@ class HandshakeFailed(ClientError):
         from wsplugin.client._http import Response
 
         return Response(self.status, self.reason, self.headers, self.body)
-
-
-class ReceiveTimeout(ClientError, TimeoutError):
-    """``ClientConnection.wait_for_message`` found no message in time."""

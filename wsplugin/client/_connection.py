@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from wsplugin.connection import Connection, ConnectionState, Request
+from wsplugin.connection import Connection, ConnectionState, Message, Request
 from wsplugin.errors import ConnectionClosed, ReceiveTimeout
 
 if TYPE_CHECKING:
@@ -37,26 +37,6 @@ MESSAGE_KINDS = frozenset({"text", "binary", "pong"})
 
 DATA_KINDS = frozenset({"text", "binary"})
 """The kinds :meth:`ClientConnection.receive` returns."""
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message from :meth:`ClientConnection.wait_for_message`.
-
-    Attributes:
-        kind: ``"text"``, ``"binary"`` or ``"pong"``.
-        data: ``str`` for text, ``bytes`` for binary messages and pongs.
-    """
-
-    kind: str
-    data: str | bytes
-
-    @property
-    def text(self) -> str:
-        """The data as text (a pong's or binary payload decoded as UTF-8)."""
-        if isinstance(self.data, str):
-            return self.data
-        return self.data.decode("utf-8", "replace")
 
 
 @dataclass
