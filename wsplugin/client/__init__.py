@@ -50,17 +50,17 @@ Exceptions (defined in :mod:`wsplugin.errors`, all
 :class:`~wsplugin.errors.WSPluginError`)::
 
     WSPluginError
+    ├── ReceiveTimeout                 ``wait_for_message(timeout=)`` elapsed
+    │   (also TimeoutError)            (the same class as on the server)
     └── ClientError                    base of the client's errors
         ├── ConnectFailed              no TCP connection: DNS, refused, unreachable
         │   ├── TLSFailed              the TLS handshake failed (untrusted
         │   │                          certificate, wrong host name, protocol)
         │   └── OpenTimeout            not open within ``open_timeout``
         │       (also TimeoutError)
-        ├── HandshakeFailed            the server did not answer with a valid
-        │                              101: ``status`` (None if it sent no
-        │                              valid HTTP response), ``headers``, ``body``
-        └── ReceiveTimeout             ``wait_for_message(timeout=)`` elapsed
-            (also TimeoutError)
+        └── HandshakeFailed            the server did not answer with a valid
+                                       101: ``status`` (None if it sent no
+                                       valid HTTP response), ``headers``, ``body``
 
 Sending or receiving on a connection that has ended raises
 :class:`~wsplugin.errors.ConnectionClosed`, as on the server.
