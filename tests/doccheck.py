@@ -15,7 +15,7 @@ GitHub):
     a ```sh block run with ``bash`` in the page's working directory (it
     makes files later blocks use), or a ```text / ```console transcript
     whose ``$ `` lines are run there and whose other lines are compared
-    with what they print.
+    with what they print (a transcript calls that directory ``/srv``).
 ``<!-- server-output -->`` / ``<!-- server-output: NAME -->``
     a ```text block whose lines the running server (or the server program
     NAME, or ``twistd``: the page's last ``twistd`` server) prints, in this

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import http.client
 import io
 import json
 import os
@@ -42,10 +43,12 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 
 from tests.doccheck import (
     EXCLUDED,
@@ -64,6 +68,7 @@ from tests.doccheck import (
     ROOT,
     Block,
     TwistdLine,
+    command_lines,
     doc_pages,
     lines_found_in_order,
     output_matches,
@@ -71,7 +76,13 @@ from tests.doccheck import (
     twistd_lines,
 )
 from tests.integration.support import VENV_BIN, ServerTestCase, free_port, in_thread
+from wsplugin import TLSOptions
+from wsplugin.auth import BasicAuth
 from wsplugin.testing import client_frame, handshake_request
+
+DOC_PORTS = ("8888", "8443", "9000", "9001")
+"""The ports the pages use; each run moves them to free loopback ports."""
+_PORTS = "|".join(DOC_PORTS)
 
 PYTHON = sys.executable
 TWISTD = str(VENV_BIN / "twistd")
@@ -125,8 +136,10 @@ def fixtures(page: str, directory: Path) -> None:
                 "server.pem": "cert",
                 "server-key.pem": "key",
                 "devices-ca.pem": "ca",
+                "cert.pem": "cert",
             },
         )
+        tls_files(directory, {"key.pem": "key"})  # another certificate's key
 
 
 PATH_REWRITES = {
@@ -248,7 +261,7 @@ class PageRun:
         self.dir = Path(tempfile.mkdtemp(prefix="wsdocs-"))
         test.addCleanup(shutil.rmtree, self.dir, True)
         (self.dir / ".venv").symlink_to(VENV_BIN.parent)
-        self.ports = {"8888": free_port(), "8443": free_port()}
+        self.ports = {port: free_port() for port in DOC_PORTS}
         self.env = {
             **os.environ,
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -272,19 +285,24 @@ class PageRun:
         """The page's code with its ports, /tmp/ and absolute paths moved
         to this run's ports and directory, and every endpoint on loopback."""
         ports = ports or self.ports
+        text = text.replace("/tmp/", f"{self.dir}/")
         for source, target in PATH_REWRITES.get(self.page, {}).items():
             text = text.replace(source, f"{self.dir}/{target}")
-        text = text.replace("/tmp/", f"{self.dir}/")
         text = re.sub(
-            r"\btcp:(8888|8443)\b(?!:interface)", r"tcp:\1:interface=127.0.0.1", text
+            rf"\btcp:({_PORTS})\b(?!:interface)", r"tcp:\1:interface=127.0.0.1", text
         )
         text = re.sub(r"(interface=(?:\\{1,2}:){2})(?=[\"'\s]|$)", r"\g<1>1", text)
-        return re.sub(r"\b(8888|8443)\b", lambda m: str(ports[m.group(1)]), text)
+        return re.sub(rf"\b({_PORTS})\b", lambda m: str(ports[m.group(1)]), text)
 
     def unlocalize(self, text: str) -> str:
         """Output as the page shows it: our ports back to 8888/8443."""
         for original, port in self.ports.items():
             text = re.sub(rf"\b{port}\b", original, text)
+            # undo what localize added to a bare tcp:8888
+            text = text.replace(
+                f"tcp:{original}:interface=127.0.0.1", f"tcp:{original}"
+            )
+        text = text.replace("interface=\\:\\:1", "interface=\\:\\:")
         return text.replace(f"{self.dir}/", "/tmp/")
 
     def used_ports(self, code: str) -> list[int]:
@@ -344,7 +362,7 @@ class PageRun:
             blocker.listen()
             taken = blocker.getsockname()[1]
             path = self.dir / f".taken-{block.line}.py"
-            path.write_text(self.localize(code, {"8888": taken, "8443": taken}))
+            path.write_text(self.localize(code, dict.fromkeys(DOC_PORTS, taken)))
             done = subprocess.run(
                 [PYTHON, str(path)],
                 cwd=self.dir,
@@ -489,11 +507,11 @@ class PageRun:
             self.ran.append(f"{block.where} sh")
             return
         lines = twistd_lines(block)
-        commands = [
-            c for c in block.code.split("\n") if c.strip() and not c.startswith("#")
-        ]
+        commands = [c for _, c in command_lines(block) if not c.startswith("#")]
         if len(lines) != 1 or len(commands) != 1 or "--help" in lines[0].twistd_args:
             return
+        if re.search(r"<[^<>]*>|\bPORT\b", lines[0].text):
+            return  # a template ("<mode flags>"): parsed below, not run
         line = lines[0]
         args = line.twistd_args
         if line.is_ws and not any(a in ("-p", "--port") for a in line.ws_args):
@@ -516,11 +534,11 @@ class PageRun:
         expected = []
         for text in block.code.rstrip("\n").split("\n"):
             if text.startswith("$ "):
-                script.append(self.localize(text[2:]))
+                script.append(self.localize(text[2:]).replace("/srv/", f"{self.dir}/"))
             else:
                 expected.append(text)
         done = self.command(["bash", "-c", "\n".join(script)])
-        output = self.unlocalize(done.stdout)
+        output = self.unlocalize(done.stdout.replace(str(self.dir), "/srv"))
         self.test.assertTrue(
             output_matches("\n".join(expected), output),
             f"{block.where}: the page shows\n{block.code}\nbut it printed\n{output}",
@@ -553,7 +571,8 @@ class PageRun:
     # --- twistd command lines --------------------------------------------
 
     def parse_twistd_lines(self, blocks: list[Block]) -> None:
-        lines = [t for b in blocks for t in twistd_lines(b)]
+        # transcripts (<!-- run -->) show refused lines on purpose; they run
+        lines = [t for b in blocks if "run" not in b.markers for t in twistd_lines(b)]
         lines = [t for t in lines if "--help" not in t.twistd_args]
         if not lines:
             return
@@ -704,15 +723,7 @@ class LogLinesTests(ServerTestCase):
     def test_reference_logging_lines(self) -> None:
         """Invalid UTF-8, a message over max_message_size, a 1-byte close
         payload, and an upgrade from another site: the quoted lines."""
-        lines: list[str] = []
-
-        def observe(event: dict[str, Any]) -> None:
-            if str(event.get("log_namespace", "")).startswith("wsplugin"):
-                level = event["log_level"].name
-                lines.append(f"[{event['log_namespace']}#{level}] {formatEvent(event)}")
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        lines = self.capture()
         yield self.start_server(
             Stand(),
             max_message_size=100,
@@ -728,6 +739,20 @@ class LogLinesTests(ServerTestCase):
         block = block_after("docs/reference.md", "## Logging")
         missing = lines_found_in_order(block.code, "\n".join(lines))
         self.assertEqual(missing, [], "\n".join(lines))
+
+    def capture(self) -> list[str]:
+        """wsplugin's log lines from now on, as textFileLogObserver writes
+        them (without the time stamp)."""
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if str(event.get("log_namespace", "")).startswith("wsplugin"):
+                level = event["log_level"].name
+                lines.append(f"[{event['log_namespace']}#{level}] {formatEvent(event)}")
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
 
     @staticmethod
     def _clients(port: int) -> list[bytes]:
@@ -754,3 +779,90 @@ class LogLinesTests(ServerTestCase):
                     with contextlib.suppress(ConnectionResetError):
                         sock.recv(4096)  # the server's close frame
         return answers
+
+    @inlineCallbacks
+    def test_tls_plaintext_warning(self) -> None:
+        """The warning docs/tls.md quotes for an authenticator without TLS."""
+        lines = self.capture()
+        checker = InMemoryUsernamePasswordDatabaseDontUse()
+        checker.addUser(b"alice", b"secret")
+        yield self.start_server(Stand(), auth=BasicAuth(checker))
+        endpoint = self.server.endpoints[0]
+        block = block_after(
+            "docs/tls.md", "## Authentication without TLS is warned about"
+        )
+        expected = block.code.replace("tcp:8888", endpoint)
+        missing = lines_found_in_order(expected, "\n".join(lines))
+        self.assertEqual(missing, [], "\n".join(lines))
+
+
+class Home(Resource):
+    """A one-word page."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        return b"home"
+
+
+class SecurityClaimTests(ServerTestCase):
+    """Claims docs/security.md makes that no other test performs."""
+
+    @inlineCallbacks
+    def test_no_redirect_on_the_same_port(self) -> None:
+        """On a same-port server, Autobahn's ?redirect= never redirects: a
+        plain GET to the WebSocket path gets 426, another path the HTTP
+        tree's own answer; neither has a Location header."""
+        page = Resource()
+        page.putChild(b"", Home())
+        yield self.start_server(Stand(), path="/chat", http=page)
+        port = self.server.ports[0].getHost().port
+
+        def get(path: str) -> tuple[int, str | None]:
+            web = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                web.request("GET", path)
+                response = web.getresponse()
+                response.read()
+                return response.status, response.getheader("Location")
+            finally:
+                web.close()
+
+        for path, status in [
+            ("/chat?redirect=https://evil.example", 426),
+            ("/?redirect=https://evil.example", 200),
+            ("/elsewhere?redirect=https://evil.example", 404),
+        ]:
+            self.assertEqual((yield in_thread(get, path)), (status, None), path)
+
+    @inlineCallbacks
+    def test_old_tls_versions_refused(self) -> None:
+        """tls= accepts TLS 1.2 and refuses a client that offers only TLS 1.0
+        or 1.1 (the client is told to offer them, weak ciphers allowed)."""
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        ca = tls_files(directory, {"server.pem": "cert+key"})
+        yield self.start_server(
+            Stand(), tls=TLSOptions(certificate=str(directory / "server.pem"))
+        )
+        port = self.server.ports[0].getHost().port
+
+        def handshake(version: str) -> str:
+            with warnings.catch_warnings():
+                # naming TLS 1.0/1.1 at all is deprecated in Python's ssl
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ca.configure_trust(ctx)
+                ctx.set_ciphers("ALL:@SECLEVEL=0")
+                ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion[version]
+                with socket.create_connection(("127.0.0.1", port), 10) as sock:
+                    try:
+                        with ctx.wrap_socket(sock, server_hostname="localhost") as s:
+                            return str(s.version())
+                    except ssl.SSLError as e:
+                        return f"refused: {e.reason}"
+
+        self.assertEqual((yield in_thread(handshake, "TLSv1_2")), "TLSv1.2")
+        for version in ("TLSv1", "TLSv1_1"):
+            answer = yield in_thread(handshake, version)
+            self.assertEqual(answer, "refused: TLSV1_ALERT_PROTOCOL_VERSION", version)
