@@ -36,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, cast
 
+from wsplugin._headers import check_header
+
 if TYPE_CHECKING:
     from wsplugin.client import Response
     from wsplugin.connection import Headers
@@ -94,8 +96,6 @@ class HandshakeRejected(WSPluginError):
         self.status = status
         self.reason = reason
         self.headers = list(headers)
-        from wsplugin.handshake import check_header
-
         for name, value in self.headers:
             try:
                 check_header(name, value)

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from wsplugin._headers import PROTECTED_RESPONSE_HEADERS, check_header
 from wsplugin.errors import HandshakeRejected
 
 __all__ = [
+    "PROTECTED_RESPONSE_HEADERS",
     "SAME_ORIGIN",
     "RequestHead",
     "accepts_other_sites",
@@ -335,36 +337,3 @@ def accepts_other_sites(patterns: tuple[str, ...] | None) -> bool:
 def _glob(pattern: str) -> str:
     # only "*" is a wildcard: "[" (IPv6 literals) and "?" match themselves
     return pattern.lower().replace("[", "[[]").replace("?", "[?]")
-
-
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
-PROTECTED_RESPONSE_HEADERS = frozenset(
-    {
-        "upgrade",
-        "connection",
-        "sec-websocket-accept",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-        "content-length",
-        "transfer-encoding",
-    }
-)
-"""Headers the server writes itself; an application may not set them."""
-
-
-def check_header(name: str, value: str, *, protected: bool = True) -> None:
-    """Raise ValueError unless ``name: value`` is a safe response header.
-
-    The name must be an HTTP token, the value must hold no control characters
-    (no CR/LF: no header injection), and with ``protected`` the name must not
-    be one the handshake itself sets (:data:`PROTECTED_RESPONSE_HEADERS`).
-    """
-    if not isinstance(name, str) or not _TOKEN.match(name):
-        raise ValueError(f"invalid response header name {name!r}")
-    if not isinstance(value, str) or _BAD_VALUE.search(value):
-        raise ValueError(
-            f"response header {name!r} has a control character in its value"
-        )
-    if protected and name.lower() in PROTECTED_RESPONSE_HEADERS:
-        raise ValueError(f"response header {name!r} is set by the server itself")

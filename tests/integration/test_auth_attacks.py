@@ -28,8 +28,8 @@ from twisted.web.resource import Resource
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from tests.auth_support import HeldChecker
 from tests.integration.support import ServerTestCase, in_thread
-from tests.test_auth import HeldChecker
 from wsplugin.auth import (
     BasicAuth,
     HtpasswdChecker,

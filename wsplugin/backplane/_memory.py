@@ -300,3 +300,9 @@ class LocalBackplane:
     def local_channels(self) -> dict[str, int]:
         """Channels with local subscribers, and how many each has."""
         return dict(self._members)
+
+    def history_channels(self) -> list[str]:
+        """Channels whose history (epoch, offsets, kept publications) is in
+        memory now. An idle channel is forgotten ``history_ttl`` after its
+        last publication, at the next sweep, so memory stays bounded."""
+        return list(self._logs)

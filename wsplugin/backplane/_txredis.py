@@ -1,4 +1,4 @@
-"""The parts of :mod:`._redis` that touch txredisapi.
+"""The parts of the Redis backplane that touch txredisapi.
 
 Imported only when a :class:`~wsplugin.backplane.RedisBackplane` is built:
 txredisapi imports ``twisted.internet.reactor`` at import time, which would
@@ -15,6 +15,7 @@ when a link comes and goes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import txredisapi
@@ -36,6 +37,7 @@ __all__ = [
     "RedisConnectionError",
     "SubscriberProtocol",
     "make_endpoint",
+    "open_links",
 ]
 
 RedisConnectionError = txredisapi.ConnectionError
@@ -168,3 +170,48 @@ def make_endpoint(
         options = optionsForClientTLS(url.host, trustRoot=trust)
         endpoint = wrapClientTLS(options, endpoint)
     return endpoint
+
+
+def open_links(
+    reactor: Any,
+    url: RedisURL,
+    node_id: str,
+    *,
+    connect_timeout: float,
+    reply_timeout: float,
+    initial_delay: float,
+    max_delay: float,
+    on_up: Callable[[str, Any], None],
+    on_down: Callable[[str, Any], None],
+    on_error: Callable[[str], None],
+    on_message: Callable[[bytes, bytes], None],
+) -> list[LinkFactory]:
+    """Start a node's two reconnecting links to ``url``: the command link
+    (role ``"cmd"``, with ``SELECT db``) and the subscriber link (``"sub"``,
+    handing pub/sub messages to ``on_message``).
+
+    ``on_up`` and ``on_down`` get the role and the protocol. One endpoint
+    serves both links, so a TLS CA file is read once.
+
+    Raises:
+        ConfigError: the URL's CA file cannot be read.
+    """
+    endpoint = make_endpoint(reactor, url, connect_timeout)
+    factories = []
+    for role, protocol in (("cmd", CommandProtocol), ("sub", SubscriberProtocol)):
+        factory = LinkFactory(
+            f"{node_id}/{role}",
+            url,
+            protocol,
+            select_db=role == "cmd",
+            reply_timeout=reply_timeout,
+            initial_delay=initial_delay,
+            max_delay=max_delay,
+            on_up=partial(on_up, role),
+            on_down=partial(on_down, role),
+            on_error=on_error,
+            on_message=on_message if role == "sub" else None,
+        )
+        factories.append(factory)
+        factory.startConnecting(endpoint)
+    return factories
