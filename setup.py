@@ -61,6 +61,7 @@ setup(
         "service-identity>=21.1",
         "pyopenssl>=23.2",
         "bcrypt>=4.0",  # htpasswd -B password files (wsplugin.auth)
+        'tomli>=1.1; python_version < "3.11"',  # twistd ws --config (tomllib)
     ],
     extras_require={
         # the Redis backplane (wsplugin.backplane.RedisBackplane)

@@ -4,12 +4,17 @@ Every :class:`~wsplugin.ServerConfig` option is a command-line option
 (``max_message_size`` is ``--max-message-size``; a boolean that defaults to
 on, like ``utf8_validation``, is turned off with ``--no-utf8-validation``).
 Bad options exit with status 1 and a one-line error naming the problem.
+
+``--config ws.toml`` reads the same options (and ``[[route]]`` tables) from
+a TOML file; options given on the command line win over it
+(:mod:`wsplugin._configfile`, docs/config.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from wsplugin._configfile import ConfigFile, ConfigFileError, RouteSpec, given_options
 from wsplugin.apps import AppNotFound, load_app
 from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
@@ -169,6 +175,13 @@ class Options(usage.Options):
             "and every HTTP path (see --public-path).",
         ],
         ["realm", None, "wsplugin", "Realm named in the Basic auth challenge."],
+        [
+            "config",
+            None,
+            None,
+            "TOML file with any of these options and [[route]] tables; "
+            "options given here win (docs/config.md).",
+        ],
         *_CONFIG_PARAMS,
     ]
     optFlags = [
@@ -200,6 +213,24 @@ class Options(usage.Options):
         self.config: ServerConfig | None = None
         self.auth: Any = None
         self.tls: TLSOptions | None = None
+        self.given: set[str] = set()  # options on the command line (--config)
+        self.config_file: ConfigFile | None = None
+        self.routes: list[RouteSpec] = []  # the --config file's [[route]]s
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, noting which options were given: they win over --config.
+        An error about a value from the --config file names its line and key."""
+        self.given = given_options(self, sys.argv[1:] if options is None else options)
+        try:
+            super().parseOptions(options)
+        except ConfigFileError as e:
+            raise usage.UsageError(str(e)) from None
+        except usage.UsageError as e:
+            if self.config_file is None:
+                raise
+            raise usage.UsageError(
+                self.config_file.explain(str(e), self.given)
+            ) from None
 
     def opt_port(self, endpoint: str) -> None:
         """Listen on a Twisted endpoint string (repeatable; default tcp:8888)."""
@@ -236,6 +267,9 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Check everything now, so twistd fails fast with a one-line error."""
+        if self["config"] is not None:  # its values, under the command line's
+            self.config_file = ConfigFile.load(self["config"], self)
+            self.config_file.apply(self, self.given)
         if not self["ports"]:
             self["ports"] = ["tcp:8888"]
         if self["path"] is not None and not self["path"].startswith("/"):
@@ -245,7 +279,8 @@ class Options(usage.Options):
         for description in self["ports"]:
             _check_endpoint(description)
         try:
-            self.handler = load_app(self["app"])
+            if self.handler is None and self["app"] is not None:  # --config: loaded
+                self.handler = load_app(self["app"])
         except AppNotFound as e:
             raise usage.UsageError(str(e)) from None
         if self["static"] is not None and not Path(self["static"]).is_dir():
@@ -261,6 +296,8 @@ class Options(usage.Options):
                 self.auth = BasicAuth(checker, self["realm"])
             except ConfigError as e:
                 raise usage.UsageError(f"--auth-file: {e}") from None
+        if self.config_file is not None:
+            self.routes = self.config_file.routes(self)
 
     def _build_config(self) -> ServerConfig:
         values: dict[str, Any] = {}
@@ -427,6 +464,8 @@ def makeService(options: Options) -> WebSocketServer:
         static_follow_symlinks=options["static-follow-symlinks"],
         tls=options.tls,
     )
+    for route in options.routes:
+        route.register(server)
     server.exit_on_listen_failure = True  # as twistd web: exit, don't idle
     if server.tls is not None:
         ReloadOnHangup(server).setServiceParent(server)

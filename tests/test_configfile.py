@@ -1,0 +1,1116 @@
+"""``twistd ws --config``: the TOML file, its keys, precedence, routes, errors."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from wsplugin import TLSOptions
+from wsplugin._configfile import (
+    AUTH_KEYS,
+    ROUTE_KEYS,
+    ConfigFileError,
+    _Lines,
+    given_options,
+    option_keys,
+    tomllib,
+)
+from wsplugin.apps.chat import Chat
+from wsplugin.apps.echo import Echo
+from wsplugin.auth import ApiKeyAuth, BasicAuth, QueryTokenAuth
+from wsplugin.config import SERVER_ONLY, ServerConfig
+from wsplugin.tap import Options, makeService
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "config" / "ws.toml"
+DOC = ROOT / "docs" / "config.md"
+ROUTE_WORDS = (*ROUTE_KEYS, *AUTH_KEYS, *(k for v in AUTH_KEYS.values() for k in v))
+"""Every key a [[route]] table or its auth table may have (but options)."""
+
+
+def sha_line(user: str, password: str) -> str:
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    return f"{user}:{{SHA}}{digest}\n"
+
+
+def check_token(token: str) -> str | None:
+    """A token checker for ``auth = { token = ... }`` (module:attr)."""
+    return "tester" if token == "good" else None
+
+
+class Authenticator:
+    """An authenticator object for ``auth = { authenticator = ... }``."""
+
+    def authenticate(self, conn: Any) -> str:
+        return "anyone"
+
+
+AUTHENTICATOR = Authenticator()
+NOT_CALLABLE = 42
+
+
+class Files:
+    """A directory with a config file and the files it may name."""
+
+    def __init__(self, test: SynchronousTestCase) -> None:
+        self.dir = Path(test.mktemp()).resolve()
+        self.dir.mkdir(parents=True)
+        self.path = self.dir / "ws.toml"
+        (self.dir / "users").write_text(sha_line("ann", "pw"))
+        (self.dir / "public").mkdir()
+
+    def options(self, text: str, *args: str) -> Options:
+        """Parse ``--config ws.toml *args`` with ``text`` as the file."""
+        self.path.write_text(text)
+        options = Options()
+        options.parseOptions(["--config", str(self.path), *args])
+        return options
+
+    def error(self, test: SynchronousTestCase, text: str, *args: str) -> str:
+        """The usage error for ``text``, with the directory written as DIR."""
+        e = test.assertRaises(usage.UsageError, self.options, text, *args)
+        message = str(e)
+        test.assertNotIn("\n", message)
+        test.assertNotIn("Traceback", message)
+        return message.replace(str(self.dir), "DIR")
+
+
+def certificates(test: SynchronousTestCase) -> dict[str, str]:
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost")
+    base = Path(test.mktemp()).resolve()
+    base.mkdir()
+    files = {"cert": base / "cert.pem", "key": base / "key.pem", "ca": base / "ca.pem"}
+    issued.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    issued.private_key_pem.write_to_path(str(files["key"]))
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    return {k: str(v) for k, v in files.items()}
+
+
+class KeysTests(SynchronousTestCase):
+    """The keys are derived from the options: every flag has one."""
+
+    def test_every_flag_has_a_key_and_back(self) -> None:
+        """Each long option of ``twistd ws`` (but --help, --version and
+        --config) is exactly one key, and each key is an option."""
+        options = Options()
+        flags = {
+            options.synonyms.get(o.rstrip("="), o.rstrip("=")) for o in options.longOpt
+        } - {"help", "version", "config"}
+        keys = option_keys(options)
+        self.assertEqual(sorted(k.flag for k in keys.values()), sorted(flags))
+        self.assertEqual(len(keys), len(flags))
+
+    def test_names(self) -> None:
+        """Flags become keys with ``_``; --no-X is X; repeatable flags are
+        lists under their plural; --tls-* are the [tls] table's keys."""
+        keys = option_keys(Options())
+        expected = {
+            "max_message_size": ("max-message-size", "int"),
+            "idle_timeout": ("idle-timeout", "float"),
+            "send_buffer_policy": ("send-buffer-policy", "str"),
+            "utf8_validation": ("no-utf8-validation", "negated"),
+            "compression": ("compression", "flag"),
+            "ports": ("port", "list"),
+            "allowed_origins": ("allowed-origin", "list"),
+            "subprotocols": ("subprotocol", "list"),
+            "per_ip_exempt": ("per-ip-exempt", "list"),
+            "public_paths": ("public-path", "list"),
+            "tls.certificate": ("tls-cert", "str"),
+            "tls.alpn": ("tls-alpn", "csv"),
+            "app": ("app", "str"),
+            "auth_file": ("auth-file", "str"),
+        }
+        for name, (flag, kind) in expected.items():
+            self.assertEqual((keys[name].flag, keys[name].kind), (flag, kind), name)
+        self.assertEqual(
+            {k.name for k in keys.values() if k.is_file},
+            {
+                "static",
+                "auth_file",
+                "tls.certificate",
+                "tls.key",
+                "tls.chain",
+                "tls.client_ca",
+            },
+        )
+
+    def test_tls_keys_are_tls_options_fields(self) -> None:
+        """The [tls] keys are TLSOptions' field names, one for one."""
+        keys = option_keys(Options())
+        tls = {k.name[4:] for k in keys.values() if k.name.startswith("tls.")}
+        self.assertEqual(tls, {f.name for f in dataclasses.fields(TLSOptions)})
+
+    def test_every_config_field_is_a_key(self) -> None:
+        """Every ServerConfig option is a top-level key of the same name."""
+        keys = option_keys(Options())
+        for name in ServerConfig.option_names():
+            self.assertIn(name, keys)
+
+    def test_given_options(self) -> None:
+        """The options given are recorded by their long names, from short
+        options, abbreviations and ``--x=value`` forms, whatever the value."""
+        options = Options()
+        self.assertEqual(
+            given_options(
+                options,
+                ["-p", "tcp:1", "-a", "echo", "--max-q", "32", "--no-utf8-validation"]
+                + ["--path=/x", "--per-ip-exempt", "none"],
+            ),
+            {"port", "app", "max-queue", "no-utf8-validation", "path", "per-ip-exempt"},
+        )
+        self.assertEqual(given_options(options, ["--no-such-flag"]), set())
+
+
+def fraction(text: str) -> float:
+    """A coercer of the kind other options may have: 0 < value <= 1."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"--ratio must be in (0, 1], not {text}")
+    return value
+
+
+class Extended(Options):
+    """Options with the kinds of flags ``twistd ws`` may grow (an int with a
+    default, a free string, a custom coercer, a method with and without an
+    argument): a file reaches them with no change to the file format."""
+
+    optParameters = [
+        *Options.optParameters,
+        ["workers", None, 1, "Worker processes.", int],
+        ["log-format", None, "text", "text or json."],
+        ["ratio", None, None, "A fraction.", fraction],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["metrics"] = None
+        self["verbose"] = False
+
+    def opt_metrics(self, endpoint: str) -> None:
+        """Serve /metrics on this endpoint."""
+        if ":" not in endpoint:
+            raise usage.UsageError(f"--metrics takes an endpoint, not {endpoint!r}")
+        self["metrics"] = endpoint
+
+    def opt_verbose(self) -> None:
+        """Log more."""
+        self["verbose"] = True
+
+
+def every_key(test: SynchronousTestCase) -> tuple[str, list[str], Files]:
+    """A file setting every key to a value other than its default, and the
+    command line that says the same."""
+    files = Files(test)
+    pems = certificates(test)
+    users = str(files.dir / "users")
+    public = str(files.dir / "public")
+    flags = [
+        "empty_404",
+        "allow_mixed_hashes",
+        "static_listing",
+        "static_dotfiles",
+        "static_follow_symlinks",
+        "frame_by_frame",
+        "skip_upgrade_check",
+        "skip_version_check",
+        "manual_pong",
+        "manual_close",
+        "split_message",
+        "compression",
+        "compression_context_takeover",
+    ]
+    numbers: dict[str, int | float] = {
+        "frame_size": 64,
+        "max_message_size": 1000,
+        "max_frame_size": 900,
+        "max_request_head": 8000,
+        "max_headers": 50,
+        "open_handshake_timeout": 3.5,
+        "close_handshake_timeout": 2.5,
+        "max_connections": 77,
+        "max_connections_per_ip": 7,
+        "max_request_body": 4096,
+        "request_body_timeout": 9.0,
+        "max_queue": 5,
+        "max_send_buffer": 65536,
+        "idle_timeout": 60.0,
+        "shutdown_timeout": 1.5,
+        "heartbeat_interval": 4.0,
+        "heartbeat_timeout": 3.0,
+        "watchdog_interval": 2.0,
+        "watchdog_attempts": 3,
+        "trusted_proxies": 1,
+    }
+    strings = {
+        "app": "echo",
+        "path": "/ws",
+        "static": public,
+        "auth_file": users,
+        "realm": "the realm",
+        "send_buffer_policy": "drop",
+        "server_header": "test-server",
+    }
+    lists = {
+        "ports": ["tcp:0", "unix:/tmp/wsplugin-config-test.sock"],
+        "allowed_origins": ["https://a.example", "https://*.b.example"],
+        "subprotocols": ["one", "two"],
+        "per_ip_exempt": ["10.0.0.0/8"],
+        "public_paths": ["/login", "/assets/"],
+    }
+    tls = {
+        "certificate": pems["cert"],
+        "key": pems["key"],
+        "chain": pems["ca"],
+        "min_version": "1.3",
+        "ciphers": "ECDHE+AESGCM",
+        "client_ca": pems["ca"],
+        "client_cert": "optional",
+    }
+    keys = option_keys(Options())
+    covered = {*flags, *numbers, *strings, *lists, "utf8_validation", "tls.alpn"}
+    covered |= {f"tls.{k}" for k in tls}
+    test.assertEqual(covered, set(keys), "every key needs a value in this test")
+
+    lines = [f"{k} = true" for k in flags] + ["utf8_validation = false"]
+    lines += [f"{k} = {v}" for k, v in numbers.items()]
+    lines += [f"{k} = {v!r}" for k, v in strings.items()]
+    lines += [f"{k} = {v!r}" for k, v in lists.items()]
+    lines += ["[tls]"] + [f"{k} = {v!r}" for k, v in tls.items()]
+    lines += ["alpn = ['http/1.1', 'x-test']"]
+    args = [f"--{keys[k].flag}" for k in flags] + ["--no-utf8-validation"]
+    for k, v in {**numbers, **strings}.items():
+        args += [f"--{keys[k].flag}", str(v)]
+    for k, values in lists.items():
+        for v in values:
+            args += [f"--{keys[k].flag}", v]
+    for k, v in tls.items():
+        args += [f"--{keys['tls.' + k].flag}", v]
+    args += ["--tls-alpn", "http/1.1,x-test"]
+    return "\n".join(lines) + "\n", args, files
+
+
+class ApplyTests(SynchronousTestCase):
+    """The file's values reach the options as the same flags would."""
+
+    def test_every_key_as_its_flag(self) -> None:
+        """A file with every key set gives the very options, config, TLS
+        settings, app and authenticator kind that the same flags give."""
+        text, args, files = every_key(self)
+        from_file = files.options(text)
+        from_flags = Options()
+        from_flags.parseOptions(args)
+        for key in option_keys(from_file).values():
+            self.assertEqual(from_file[key.dest], from_flags[key.dest], key.name)
+        self.assertEqual(from_file.config, from_flags.config)
+        self.assertNotEqual(from_file.config, ServerConfig())
+        self.assertEqual(from_file.tls, from_flags.tls)
+        self.assertIsInstance(from_file.handler, Echo)
+        self.assertIsInstance(from_file.auth, BasicAuth)
+        self.assertEqual(from_file.auth.realm, "the realm")
+
+    def test_flags_win(self) -> None:
+        """A flag given on the command line wins over the file, even with
+        the option's default value; a repeatable flag replaces the file's
+        whole list; keys the command line does not give still apply."""
+        files = Files(self)
+        text = (
+            'ports = ["tcp:1", "tcp:2"]\nmax_queue = 5\nidle_timeout = 9.0\n'
+            'utf8_validation = true\nallowed_origins = ["https://file.example"]\n'
+            'app = "echo"\n[tls]\nmin_version = "1.3"\n'
+        )
+        options = files.options(
+            text,
+            "--port", "tcp:0",
+            "--max-queue", "32",
+            "--no-utf8-validation",
+            "--allowed-origin", "https://cli.example",
+            "--tls-min-version", "1.2",
+            "--app", "chat",
+        )  # fmt: skip
+        self.assertEqual(options["ports"], ["tcp:0"])
+        self.assertEqual(options.config.max_queue, 32)  # the default, given
+        self.assertEqual(options.config.idle_timeout, 9.0)  # from the file
+        self.assertFalse(options.config.utf8_validation)
+        self.assertEqual(options.config.allowed_origins, ("https://cli.example",))
+        self.assertEqual(options["tls-min-version"], "1.2")
+        self.assertIsInstance(options.handler, Chat)
+        self.assertEqual(options.given, {"config", "port", "max-queue",
+                                         "no-utf8-validation", "allowed-origin",
+                                         "tls-min-version", "app"})  # fmt: skip
+
+    def test_relative_paths_from_the_file(self) -> None:
+        """Relative file names are taken from the file's directory, not the
+        working directory; absolute ones stay as they are."""
+        files = Files(self)
+        pems = certificates(self)
+        options = files.options(
+            'static = "public"\nauth_file = "users"\n'
+            f'ports = ["tcp:0"]\n[tls]\ncertificate = {pems["cert"]!r}\n'
+            f"key = {pems['key']!r}\n"
+        )
+        self.assertEqual(options["static"], str(files.dir / "public"))
+        self.assertEqual(options["auth-file"], str(files.dir / "users"))
+        self.assertEqual(options.tls.certificate, pems["cert"])
+
+    def test_empty_lists(self) -> None:
+        """``[]`` says what no flag can: no origin allowed, no exemption
+        from the per-address limit, no ALPN; an empty ``ports`` is refused."""
+        files = Files(self)
+        options = files.options("allowed_origins = []\nper_ip_exempt = []\n")
+        self.assertEqual(options.config.allowed_origins, ())
+        self.assertEqual(options.config.per_ip_exempt, ())
+        pems = certificates(self)
+        options = files.options(
+            f"[tls]\ncertificate = {pems['cert']!r}\nkey = {pems['key']!r}\nalpn = []\n"
+        )
+        self.assertEqual(options.tls.alpn, ())
+        self.assertEqual(
+            files.error(self, "ports = []\n"),
+            "DIR/ws.toml:1: ports: lists no endpoint; leave the key out for tcp:8888",
+        )
+
+    def test_defaults_without_keys(self) -> None:
+        """An empty file changes nothing: the chat app on tcp:8888."""
+        options = Files(self).options("# nothing\n")
+        self.assertEqual(options["ports"], ["tcp:8888"])
+        self.assertEqual(options.config, ServerConfig())
+        self.assertIsInstance(options.handler, Chat)
+        self.assertEqual(options.routes, [])
+
+
+class NewOptionsTests(SynchronousTestCase):
+    """Options added to ``twistd ws`` later are keys of the file at once."""
+
+    def options(self, files: Files, text: str, *args: str) -> Extended:
+        files.path.write_text(text)
+        options = Extended()
+        options.parseOptions(["--config", str(files.path), *args])
+        return options
+
+    def test_kinds(self) -> None:
+        """An int parameter, a string, a custom coercer, a method taking a
+        value and one taking none, each as its key; flags still win."""
+        keys = option_keys(Extended())
+        self.assertEqual(
+            {n: keys[n].kind for n in ("workers", "log_format", "ratio")},
+            {"workers": "int", "log_format": "str", "ratio": "value"},
+        )
+        self.assertEqual(
+            (keys["metrics"].kind, keys["verbose"].kind), ("call", "switch")
+        )
+        files = Files(self)
+        text = (
+            'workers = 4\nlog_format = "json"\nratio = 0.5\n'
+            'metrics = "tcp:9100"\nverbose = true\n'
+        )
+        options = self.options(files, text)
+        self.assertEqual(
+            [options[k] for k in ("workers", "log-format", "ratio", "metrics")]
+            + [options["verbose"]],
+            [4, "json", 0.5, "tcp:9100", True],
+        )
+        options = self.options(files, text, "--workers", "1", "--metrics", "unix:/m")
+        self.assertEqual((options["workers"], options["metrics"]), (1, "unix:/m"))
+        self.assertFalse(self.options(files, "verbose = false\n")["verbose"])
+
+    def test_errors(self) -> None:
+        """Their refusals name the file, the line and the key."""
+        files = Files(self)
+        for text, expected in [
+            ('workers = "4"\n', "workers: must be an integer, not '4' (a string)"),
+            ("ratio = 2\n", "ratio: must be in (0, 1], not 2"),
+            ("ratio = true\n", "ratio: must be a string or a number, not true "
+             "(a boolean)"),
+            ('metrics = "9100"\n', "metrics: takes an endpoint, not '9100'"),
+            ("verbose = 1\n", "verbose: must be true or false, not 1 (an integer)"),
+        ]:  # fmt: skip
+            files.path.write_text(text)
+            e = self.assertRaises(
+                usage.UsageError, Extended().parseOptions, ["--config", str(files.path)]
+            )
+            self.assertEqual(str(e), f"{files.path}:1: {expected}")
+
+
+class RouteTests(SynchronousTestCase):
+    """[[route]] tables become routes of the server."""
+
+    def test_routes_registered(self) -> None:
+        """Each route gets its handler, host, overrides and authenticator;
+        without an app, paths no route takes have no route (404)."""
+        files = Files(self)
+        options = files.options(
+            'ports = ["tcp:0"]\nmax_message_size = 5000\n'
+            '[[route]]\npath = "/echo"\nhandler = "echo"\nmax_message_size = 100\n'
+            'subprotocols = ["a", "b"]\ncompression = true\n'
+            '[[route]]\npath = "/chat"\nhost = "chat.example"\nhandler = "chat"\n'
+            'auth = { htpasswd = "users", realm = "chatters" }\n'
+            '[[route]]\npath = "/keys"\nhandler = "echo"\n'
+            'auth = { api_keys = { "k-1" = "alice" }, header = "X-Key" }\n'
+            '[[route]]\npath = "/token"\nhandler = "echo"\n'
+            'auth = { token = "tests.test_configfile:check_token", param = "t" }\n'
+            '[[route]]\npath = "/custom"\nhandler = "echo"\n'
+            'auth = { authenticator = "tests.test_configfile:AUTHENTICATOR" }\n'
+        )
+        self.assertIsNone(options.handler)
+        server = makeService(options)
+        router = server.factory.router
+        echo = router.resolve("any.example:80", "/echo")
+        self.assertIsInstance(echo.handler, Echo)
+        self.assertEqual(echo.config.max_message_size, 100)
+        self.assertEqual(echo.config.subprotocols, ("a", "b"))
+        self.assertTrue(echo.config.compression)
+        self.assertIsNone(echo.auth)
+        self.assertEqual(server.config.max_message_size, 5000)
+        chat = router.resolve("chat.example", "/chat")
+        self.assertIsInstance(chat.handler, Chat)
+        self.assertIsInstance(chat.auth, BasicAuth)
+        self.assertEqual(chat.auth.realm, "chatters")
+        self.assertEqual(chat.auth.checker.path, files.dir / "users")
+        self.assertIsNone(router.resolve("other.example", "/chat"))
+        keys = router.resolve("x", "/keys").auth
+        self.assertIsInstance(keys, ApiKeyAuth)
+        self.assertEqual((keys.keys, keys.header), ({"k-1": "alice"}, "X-Key"))
+        token = router.resolve("x", "/token").auth
+        self.assertIsInstance(token, QueryTokenAuth)
+        self.assertEqual((token.check, token.param), (check_token, "t"))
+        self.assertIs(router.resolve("x", "/custom").auth, AUTHENTICATOR)
+        self.assertIsNone(router.resolve("x", "/other"))
+
+    def test_routes_beside_the_app(self) -> None:
+        """With an app, the app serves the paths no route takes; a route
+        with ``default_path`` takes them instead on its host."""
+        files = Files(self)
+        text = 'app = "chat"\n[[route]]\npath = "/echo"\nhandler = "echo"\n'
+        router = makeService(files.options(text)).factory.router
+        self.assertIsInstance(router.resolve("x", "/echo").handler, Echo)
+        self.assertIsInstance(router.resolve("x", "/elsewhere").handler, Chat)
+        router = makeService(files.options(text + "default_path = true\n")).factory
+        self.assertIsInstance(router.router.resolve("x", "/elsewhere").handler, Echo)
+        # --app on the command line is an app too
+        text = '[[route]]\npath = "/echo"\nhandler = "echo"\n'
+        options = files.options(text, "--app", "chat", "--path", "/chat")
+        router = makeService(options).factory.router
+        self.assertIsInstance(router.resolve("x", "/chat").handler, Chat)
+        self.assertIsNone(router.resolve("x", "/elsewhere"))
+
+    def test_default_host(self) -> None:
+        """A route with a host and ``default_host`` serves unknown hosts,
+        when no route (or app) serves every host already."""
+        files = Files(self)
+        options = files.options(
+            '[[route]]\npath = "/a"\nhost = "a.example"\nhandler = "echo"\n'
+            "default_host = true\n"
+        )
+        router = makeService(options).factory.router
+        self.assertIsNotNone(router.resolve("unknown.example", "/a"))
+
+    def test_auth_inherited_unless_false(self) -> None:
+        """A route without ``auth`` is guarded by ``auth_file`` like the
+        app; ``auth = false`` makes it public."""
+        files = Files(self)
+        options = files.options(
+            'auth_file = "users"\n'
+            '[[route]]\npath = "/guarded"\nhandler = "echo"\n'
+            '[[route]]\npath = "/open"\nhandler = "echo"\nauth = false\n'
+        )
+        router = makeService(options).factory.router
+        self.assertIs(router.resolve("x", "/guarded").auth, options.auth)
+        self.assertIsInstance(options.auth, BasicAuth)
+        self.assertIsNone(router.resolve("x", "/open").auth)
+
+    def test_route_options_are_the_overridable_ones(self) -> None:
+        """Every ServerConfig option not in SERVER_ONLY can be set per
+        route; every one in it is refused there."""
+        files = Files(self)
+        for name in ServerConfig.option_names():
+            value = getattr(ServerConfig(), name)
+            if isinstance(value, tuple) or value is None:
+                literal = '["x.example"]' if name != "per_ip_exempt" else "[]"
+            elif isinstance(value, bool):
+                literal = "true" if not value else "false"
+            elif isinstance(value, str):
+                literal = repr(value)
+            else:
+                literal = str(value)
+            text = f'[[route]]\npath = "/r"\nhandler = "echo"\n{name} = {literal}\n'
+            if name in SERVER_ONLY:
+                self.assertIn("applies to the whole server", files.error(self, text))
+            else:
+                route = files.options(text).routes[0]
+                self.assertIn(name, route.overrides)
+
+    def test_registration_logged(self) -> None:
+        """makeService logs each route with where the file declares it."""
+        files = Files(self)
+        options = files.options('[[route]]\npath = "/e"\nhandler = "echo"\n')
+        seen: list[str] = []
+
+        def observe(event: dict) -> None:
+            seen.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        makeService(options)
+        self.assertIn(f"route * /e: Echo ({files.path}:1)", seen)
+
+
+class ErrorTests(SynchronousTestCase):
+    """Every error names the file, the line and the key, in one line."""
+
+    def check(self, cases: list[tuple[str, str]], *args: str) -> None:
+        files = Files(self)
+        for text, expected in cases:
+            self.assertEqual(files.error(self, text, *args), expected, text)
+
+    def test_syntax(self) -> None:
+        """TOML syntax errors: tomllib's line and column, the key on that
+        line; a key given twice is pointed at where it is repeated."""
+        self.check(
+            [
+                (
+                    'ports = ["tcp:0"]\nmax_queue = \n',
+                    "DIR/ws.toml:2:13: max_queue: invalid value (TOML syntax)",
+                ),
+                (
+                    "a = 1 2\n",
+                    "DIR/ws.toml:1:7: a: expected newline or end of document "
+                    "after a statement (TOML syntax)",
+                ),
+                (
+                    "max_queue = 1\n\n# again\nmax_queue = 2\n",
+                    "DIR/ws.toml:4: max_queue: given twice (TOML syntax)",
+                ),
+                (
+                    '[tls]\nkey = "x"\n\n[tls]\n',
+                    "DIR/ws.toml:4:5: cannot declare ('tls',) twice (TOML syntax)",
+                ),
+            ]
+        )
+
+    def test_unreadable(self) -> None:
+        """A missing file, or one that is not UTF-8."""
+        files = Files(self)
+        options = Options()
+        e = self.assertRaises(
+            usage.UsageError,
+            options.parseOptions,
+            ["--config", str(files.dir / "missing.toml")],
+        )
+        self.assertEqual(
+            str(e).replace(str(files.dir), "DIR"),
+            "DIR/missing.toml: cannot read: No such file or directory",
+        )
+        files.path.write_bytes(b'realm = "ok"\nserver_header = "\xff"\n')
+        e = self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--config", str(files.path)]
+        )
+        self.assertEqual(
+            str(e).replace(str(files.dir), "DIR"), "DIR/ws.toml:2: not UTF-8 text"
+        )
+
+    def test_top_level(self) -> None:
+        """Unknown keys and tables (with a suggestion), wrong types, and
+        values an option refuses."""
+        self.check(
+            [
+                (
+                    'ports = ["tcp:0"]\nmax_mesage_size = 5\n',
+                    "DIR/ws.toml:2: max_mesage_size: unknown key; "
+                    "did you mean max_message_size?",
+                ),
+                ("[server]\nx = 1\n", "DIR/ws.toml:1: server: unknown table"),
+                (
+                    '[tsl]\ncertificate = "c.pem"\n',
+                    "DIR/ws.toml:1: tsl: unknown table; did you mean tls?",
+                ),
+                (
+                    '[tls]\ncert = "c.pem"\n',
+                    "DIR/ws.toml:2: tls.cert: unknown key; did you mean "
+                    "tls.certificate?",
+                ),
+                (
+                    'config = "other.toml"\n',
+                    "DIR/ws.toml:1: config: a config file cannot name another one",
+                ),
+                (
+                    'max_queue = "5"\n',
+                    "DIR/ws.toml:1: max_queue: must be an integer, not '5' (a string)",
+                ),
+                (
+                    "max_queue = 5.0\n",
+                    "DIR/ws.toml:1: max_queue: must be an integer, not 5.0 (a number)",
+                ),
+                (
+                    "idle_timeout = true\n",
+                    "DIR/ws.toml:1: idle_timeout: must be a number, not true "
+                    "(a boolean)",
+                ),
+                (
+                    "compression = 1\n",
+                    "DIR/ws.toml:1: compression: must be true or false, "
+                    "not 1 (an integer)",
+                ),
+                (
+                    "realm = 5\n",
+                    "DIR/ws.toml:1: realm: must be a string, not 5 (an integer)",
+                ),
+                (
+                    'ports = "tcp:0"\n',
+                    'DIR/ws.toml:1: ports: must be a list of strings, e.g. ["a", "b"], '
+                    "not 'tcp:0' (a string)",
+                ),
+                (
+                    'subprotocols = ["a", 5]\n',
+                    "DIR/ws.toml:1: subprotocols: must be a list of non-empty "
+                    "strings; it holds 5 (an integer)",
+                ),
+                (
+                    "tls = 5\n",
+                    "DIR/ws.toml:1: tls: must be a table: write [tls]",
+                ),
+                (
+                    '[route]\npath = "/a"\n',
+                    "DIR/ws.toml:1: route: must be an array of tables: write [[route]]",
+                ),
+            ]
+        )
+
+    def test_values_checked_by_the_options(self) -> None:
+        """What the options refuse is told in the file's terms: key for
+        flag, the key's line, and the file's directory in paths."""
+        self.check(
+            [
+                (
+                    'ports = ["tcp:0"]\n\nmax_queue = 0\n',
+                    "DIR/ws.toml:3: max_queue: must be an integer >= 1, not 0",
+                ),
+                (
+                    'send_buffer_policy = "block"\n',
+                    "DIR/ws.toml:1: send_buffer_policy: must be one of close, "
+                    "drop, wait, not 'block'",
+                ),
+                (
+                    'ports = [\n  "tcp:0",\n  "tcp:x",\n]\n',
+                    "DIR/ws.toml:1: ports: bad endpoint 'tcp:x': invalid literal "
+                    "for int() with base 10: 'x'",
+                ),
+                (
+                    'public_paths = ["/ok", "nope"]\n',
+                    "DIR/ws.toml:1: public_paths: must start with '/': 'nope'",
+                ),
+                (
+                    'per_ip_exempt = ["nonsense"]\n',
+                    "DIR/ws.toml:1: per_ip_exempt: 'nonsense' is not an IP "
+                    "network (e.g. '10.0.0.0/8', '::1')",
+                ),
+                (
+                    'static = "nodir"\n',
+                    "DIR/ws.toml:1: static: no such directory: DIR/nodir",
+                ),
+                (
+                    'app = "nosuch"\n',
+                    "DIR/ws.toml:1: app: unknown app 'nosuch': use one of chat, "
+                    "echo or module:attribute",
+                ),
+                (
+                    'path = "ws"\n',
+                    "DIR/ws.toml:1: path: must start with '/': 'ws'",
+                ),
+                (
+                    'auth_file = "nofile"\n',
+                    "DIR/ws.toml:1: auth_file: cannot read the password file "
+                    "DIR/nofile: No such file or directory",
+                ),
+                (
+                    '[tls]\nkey = "k.pem"\n',
+                    "DIR/ws.toml:2: tls.key: needs tls.certificate",
+                ),
+                (
+                    '\n[tls]\ncertificate = "nope.pem"\n',
+                    "DIR/ws.toml:3: tls.certificate: DIR/nope.pem: no such file",
+                ),
+                (
+                    '[tls]\nmin_version = "1.1"\ncertificate = "c"\n',
+                    "DIR/ws.toml:2: tls.min_version: takes 1.2 or 1.3, not '1.1'",
+                ),
+            ]
+        )
+
+    def test_flag_and_file_together(self) -> None:
+        """An error about a file value checked with a flag names the file's
+        key and leaves the flag as typed; an error about the flag alone is
+        the command line's, as without a file."""
+        self.check(
+            [
+                (
+                    "frame_size = 2\n",
+                    "DIR/ws.toml:1: frame_size: must be at least 3 bytes (a 2-byte "
+                    "header and 1 payload byte), not 2",
+                ),
+            ],
+            "--split-message",
+        )
+        self.check(
+            [('realm = "r"\n', "--max-queue must be an integer >= 1, not 0")],
+            "--max-queue",
+            "0",
+        )
+
+    def test_routes(self) -> None:
+        """Route errors name the route by its path and the key in it."""
+        route = '[[route]]\npath = "/a"\nhandler = "echo"\n'
+        self.check(
+            [
+                (
+                    route + "max_connections = 5\n",
+                    'DIR/ws.toml:4: route "/a": max_connections: applies to the '
+                    "whole server (it acts before a route is known); set it at "
+                    "the top level of the file",
+                ),
+                (
+                    route + "handlr = 1\n",
+                    'DIR/ws.toml:4: route "/a": handlr: unknown key; did you '
+                    "mean handler?",
+                ),
+                (
+                    '[[route]]\npath = "/a"\n',
+                    'DIR/ws.toml:1: route "/a": needs a handler (every [[route]] '
+                    "has a path and a handler)",
+                ),
+                (
+                    '[[route]]\nhandler = "echo"\n',
+                    "DIR/ws.toml:1: route 1: needs a path (every [[route]] has a "
+                    "path and a handler)",
+                ),
+                (
+                    '[[route]]\npath = "a"\nhandler = "echo"\n',
+                    "DIR/ws.toml:2: route \"a\": path: must start with '/', not 'a'",
+                ),
+                (
+                    route + route.replace("/a", "/b") + "max_queue = 0\n",
+                    'DIR/ws.toml:7: route "/b": max_queue: must be an integer '
+                    ">= 1, not 0",
+                ),
+                (
+                    route + 'idle_timeout = "1"\n',
+                    'DIR/ws.toml:4: route "/a": idle_timeout: must be a number, '
+                    "not '1' (a string)",
+                ),
+                (
+                    route + 'host = ""\n',
+                    'DIR/ws.toml:4: route "/a": host: must be a host name; leave '
+                    "it out for every host",
+                ),
+                (
+                    route + "default_host = true\n",
+                    'DIR/ws.toml:4: route "/a": default_host: needs a host (a '
+                    "route without one serves every host already)",
+                ),
+                (
+                    '[[route]]\npath = "/a"\nhandler = "nosuch"\n',
+                    "DIR/ws.toml:3: route \"/a\": handler: unknown app 'nosuch': "
+                    "use one of chat, echo or module:attribute",
+                ),
+                (
+                    'path = "/x"\n' + route,
+                    "DIR/ws.toml:1: path: is where the app serves, but there is "
+                    "no app (a file with routes has none unless it sets app); set "
+                    "app, or leave path out",
+                ),
+                (
+                    route
+                    + route.replace("/a", "/b")
+                    + 'host = "b.example"\ndefault_host = true\n',
+                    'DIR/ws.toml:8: route "/b": default_host: only one host can be '
+                    'the default; route "/a" (line 1) has no host, so it serves '
+                    "every other host already",
+                ),
+                (
+                    'app = "echo"\n[[route]]\npath = "/b"\nhandler = "echo"\n'
+                    'host = "b.example"\ndefault_host = true\n',
+                    'DIR/ws.toml:6: route "/b": default_host: only one host can be '
+                    "the default; the app serves every other host already",
+                ),
+                (
+                    '[[route]]\npath = "/b"\nhandler = "echo"\nhost = "b.example"\n'
+                    "default_host = true\n" + route,
+                    'DIR/ws.toml:6: route "/a": a route without a host serves '
+                    "every host, but route \"/b\" (line 1) makes 'b.example' the "
+                    "default host; give this route a host, or drop default_host "
+                    "there",
+                ),
+                (
+                    '[[route]]\npath = "/a"\nhandler = '
+                    '"tests.test_configfile:BadHandler"\n',
+                    'DIR/ws.toml:1: route "/a": BadHandler.on_message is not callable',
+                ),
+            ]
+        )
+
+    def test_route_auth(self) -> None:
+        """Bad ``auth`` tables: their kind, keys and files."""
+        route = '[[route]]\npath = "/a"\nhandler = "echo"\n'
+        self.check(
+            [
+                (
+                    route + "auth = true\n",
+                    'DIR/ws.toml:4: route "/a": auth: must be a table such as '
+                    '{ htpasswd = "users.htpasswd" }, or false for a public route; '
+                    "not true (a boolean)",
+                ),
+                (
+                    route + "auth = {}\n",
+                    'DIR/ws.toml:4: route "/a": auth: needs exactly one of '
+                    "htpasswd, api_keys, token, authenticator",
+                ),
+                (
+                    route + 'auth = { htpasswd = "users", token = "x:y" }\n',
+                    'DIR/ws.toml:4: route "/a": auth: needs exactly one of '
+                    "htpasswd, api_keys, token, authenticator; it has htpasswd, "
+                    "token",
+                ),
+                (
+                    route + 'auth = { htpasswd = "users", header = "X" }\n',
+                    'DIR/ws.toml:4: route "/a": auth.header: unknown key for '
+                    "htpasswd auth",
+                ),
+                (
+                    route + '\n[route.auth]\nhtpasswd = "nofile"\n',
+                    'DIR/ws.toml:6: route "/a": auth.htpasswd: cannot read the '
+                    "password file DIR/nofile: No such file or directory",
+                ),
+                (
+                    route + 'auth = { htpasswd = "users", realm = "a\\"b" }\n',
+                    'DIR/ws.toml:4: route "/a": auth.realm: the realm must be '
+                    "printable and without quotes",
+                ),
+                (
+                    route + 'auth = { htpasswd = "users", allow_mixed_hashes = 1 }\n',
+                    'DIR/ws.toml:4: route "/a": auth.allow_mixed_hashes: must be '
+                    "true or false, not 1 (an integer)",
+                ),
+                (
+                    route + "auth = { api_keys = { k = 5 } }\n",
+                    'DIR/ws.toml:4: route "/a": auth.api_keys: must be a table of '
+                    'keys and identities, e.g. { "a-long-random-key" = "alice" }',
+                ),
+                (
+                    route + 'auth = { token = "tests.test_configfile:NOT_CALLABLE" }\n',
+                    'DIR/ws.toml:4: route "/a": auth.token: '
+                    "tests.test_configfile:NOT_CALLABLE is not callable",
+                ),
+                (
+                    route + 'auth = { token = "nosuchmodule:check" }\n',
+                    'DIR/ws.toml:4: route "/a": auth.token: cannot import module '
+                    "'nosuchmodule' for app 'nosuchmodule:check': No module named "
+                    "'nosuchmodule'",
+                ),
+                (
+                    route + "auth = { authenticator = "
+                    '"tests.test_configfile:check_token" }\n',
+                    'DIR/ws.toml:4: route "/a": auth.authenticator: '
+                    "tests.test_configfile:check_token has no authenticate(conn) "
+                    "method",
+                ),
+                (
+                    route + 'auth = { api_keys = { k = "v" }, header = "" }\n',
+                    'DIR/ws.toml:4: route "/a": auth.header: must not be empty',
+                ),
+            ]
+        )
+
+    def test_error_type(self) -> None:
+        """ConfigFileError carries the parts of its message."""
+        e = ConfigFileError("ws.toml", 3, "max_queue", "must be >= 1", column=None)
+        self.assertEqual(str(e), "ws.toml:3: max_queue: must be >= 1")
+        self.assertEqual((e.path, e.line, e.key, e.problem), (
+            "ws.toml", 3, "max_queue", "must be >= 1"))  # fmt: skip
+        self.assertEqual(str(ConfigFileError("f", None, None, "x")), "f: x")
+        self.assertEqual(str(ConfigFileError("f", 2, None, "x", 5)), "f:2:5: x")
+
+
+class BadHandler:
+    """A handler whose event attribute is not callable."""
+
+    on_message = "not a method"
+
+
+TEXT = st.text(
+    st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='"\\'),
+    max_size=6,
+)
+"""String values, with the characters that could look like TOML syntax
+(``=``, ``[``, ``#``, ``'``) but nothing that needs an escape."""
+
+
+class LinesTests(SynchronousTestCase):
+    """The light scan that finds each key's line."""
+
+    def test_tables_and_arrays(self) -> None:
+        """Headers, arrays of tables (counted), sub-tables of the last
+        element, dotted keys, quoted keys, inline tables, and multi-line
+        strings whose lines are not keys."""
+        text = (
+            "# comment\n"  # 1
+            "a = 1\n"  # 2
+            'tls.key = "k"\n'  # 3
+            "[tls]\n"  # 4
+            'certificate = "c"\n'  # 5
+            "[[route]]\n"  # 6
+            'path = "/a"\n'  # 7
+            "[[route]]\n"  # 8
+            '"path" = """\n'  # 9
+            "handler = 'not a key'\n"  # 10
+            '"""\n'  # 11
+            "auth = { htpasswd = 'x' }\n"  # 12
+            "[route.limits]\n"  # 13
+            "max_queue = 3\n"  # 14
+        )
+        lines = _Lines(text)
+        expect = {
+            ("a",): 2,
+            ("tls", "key"): 3,
+            ("tls", "certificate"): 5,
+            ("route", 0): 6,
+            ("route", 0, "path"): 7,
+            ("route", 1): 8,
+            ("route", 1, "path"): 9,
+            ("route", 1, "handler"): 8,  # inside the string: the table's line
+            ("route", 1, "auth", "htpasswd"): 12,  # the inline table's line
+            ("route", 1, "limits", "max_queue"): 14,
+            ("nothing",): None,
+        }
+        for path, line in expect.items():
+            self.assertEqual(lines.line_of(path), line, path)
+
+    @settings(max_examples=60, derandomize=True, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["", "tls", "route", "other"]),
+                st.lists(
+                    st.tuples(
+                        st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True).filter(
+                            lambda k: k not in ("tls", "route", "other")
+                        ),
+                        st.one_of(
+                            st.integers(-(2**63), 2**63 - 1),
+                            TEXT,
+                            st.booleans(),
+                            st.lists(TEXT, max_size=3),
+                        ),
+                    ),
+                    max_size=4,
+                    unique_by=lambda kv: kv[0],
+                ),
+            ),
+            max_size=6,
+        )
+    )
+    def test_agrees_with_tomllib(self, sections: list) -> None:
+        """For documents made of tables, arrays of tables and keys with any
+        values, every key tomllib reads is found at the line it is on."""
+        out: list[str] = []
+        where: dict[tuple, int] = {}
+        counts: dict[str, int] = {}
+        seen_tables: set[str] = set()
+        for table, pairs in sections:
+            if table == "route":
+                out.append("[[route]]")
+                counts["route"] = counts.get("route", 0) + 1
+                prefix: tuple = ("route", counts["route"] - 1)
+            elif table:
+                if table in seen_tables:
+                    continue
+                seen_tables.add(table)
+                out.append(f"[{table}]")
+                prefix = (table,)
+            else:
+                if out:
+                    continue  # top-level keys come first
+                prefix = ()
+            for key, value in pairs:
+                out.append(f"{key} = {toml_value(value)}")
+                where[(*prefix, key)] = len(out)
+        text = "\n".join(out) + "\n"
+        tomllib.loads(text)  # a valid document
+        lines = _Lines(text)
+        for path, line in where.items():
+            self.assertEqual(lines.line_of(path), line, (path, text))
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return f'"{value}"'  # TEXT has no quote, backslash or control character
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"
+
+
+class ExampleTests(SynchronousTestCase):
+    """The shipped example and the documentation cover every key."""
+
+    def test_example_loads(self) -> None:
+        """examples/config/ws.toml loads: the chat app on /, an echo route
+        with its own limits, and a Basic-auth route whose password file is
+        found next to the file."""
+        options = Options()
+        options.parseOptions(["--config", str(EXAMPLE)])
+        self.assertEqual(options["ports"], ["tcp:8888:interface=127.0.0.1"])
+        self.assertIsInstance(options.handler, Chat)
+        self.assertEqual(options.config.max_message_size, 1024 * 1024)
+        echo, private = options.routes
+        self.assertEqual(echo.path, "/echo")
+        self.assertEqual(echo.overrides["max_message_size"], 65536)
+        self.assertIsInstance(private.auth, BasicAuth)
+        self.assertEqual(private.auth.checker.path, EXAMPLE.parent / "users.htpasswd")
+        makeService(options)
+
+    def test_example_has_every_key(self) -> None:
+        """Every key is in the example, set or commented out with its
+        default, and every [[route]] key and auth kind is shown."""
+        text = EXAMPLE.read_text()
+        for key in option_keys(Options()).values():
+            leaf = key.name.split(".")[-1]
+            self.assertRegex(text, rf"(?m)^(# )?{re.escape(leaf)} = ", key.name)
+        for name in ROUTE_WORDS:
+            self.assertIn(name, text)
+
+    def test_documentation_has_every_key(self) -> None:
+        """docs/config.md names every key, route key and auth kind."""
+        text = DOC.read_text()
+        for key in option_keys(Options()).values():
+            self.assertTrue(f"`{key.name.split('.')[-1]}`" in text, key.name)
+            self.assertTrue(f"`--{key.flag}`" in text, key.flag)
+        for name in ROUTE_WORDS:
+            self.assertTrue(f"`{name}`" in text, name)
+
+    def test_documented_snippets_load(self) -> None:
+        """Every ```toml block of docs/config.md is a file twistd ws
+        accepts (run where the files it names exist)."""
+        files = Files(self)
+        pems = certificates(self)
+        for name, source in [("cert.pem", pems["cert"]), ("key.pem", pems["key"])]:
+            (files.dir / name).write_text(Path(source).read_text())
+        (files.dir / "users.htpasswd").write_text(sha_line("ann", "pw"))
+        blocks = re.findall(r"```toml\n(.*?)```", DOC.read_text(), re.S)
+        self.assertGreater(len(blocks), 3)
+        for block in blocks:
+            try:
+                files.options(block)
+            except usage.UsageError as e:
+                self.fail(f"{e}\n{block}")
