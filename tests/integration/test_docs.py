@@ -609,6 +609,9 @@ class PageRun:
                     htpasswd(self.dir / value)
             elif flag == "--static":
                 (self.dir / value).mkdir(parents=True, exist_ok=True)
+            elif flag == "--config" and not (self.dir / value).exists():
+                (self.dir / value).parent.mkdir(parents=True, exist_ok=True)
+                (self.dir / value).write_text("# an empty config: flags only\n")
             elif flag == "--app" and ":" in value:
                 module = value.split(":")[0]
                 target = self.dir / (module.replace(".", "/") + ".py")
