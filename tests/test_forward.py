@@ -689,6 +689,20 @@ class HookTests(ForwardTestCase):
         self.assertEqual((peer.status(), agent.calls), (500, []))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_hook_returns_nonsense(self) -> None:
+        """before_forward returning something that is not a resource is a
+        bug: 500, logged."""
+
+        class Wrong:
+            def before_forward(self, request: Any, upstream: Any) -> int:
+                return 42
+
+        server, agent, _ = self.serve(Wrong())
+        peer = Peer(server)
+        peer.get("/api/x")
+        self.assertEqual((peer.status(), agent.calls), (500, []))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
 
 class ExportTests(SynchronousTestCase):
     """The public names of wsplugin.forward."""

@@ -693,6 +693,21 @@ class AsyncHandlerTests(UploadTestCase):
         peer.post(form(("f", "a", b"x")))
         self.assertTrue(peer.transport.value().endswith(b"\r\n\r\n1 file(s)\n"))
 
+    def test_on_complete_wrong_type(self) -> None:
+        """on_complete returning something that is not an answer is a bug:
+        500, logged, and the request's files are removed."""
+
+        class Wrong:
+            def on_complete(self, request: Any, upload: Any) -> int:
+                return 42
+
+        server, _ = self.serve(Wrong())
+        peer = Peer(server)
+        peer.post(form(("f", "a", b"x")))
+        self.assertEqual(peer.status(), 500)
+        self.assertEqual(self.files(), [])
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
     def test_client_gone_while_pending(self) -> None:
         """A client that leaves while a handler's Deferred is pending leaves
         no file; the Deferred firing later changes nothing."""

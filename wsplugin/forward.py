@@ -294,7 +294,8 @@ class ForwardResource(Resource):
     def forward(self, request: Any, start: int) -> Any:
         """Forward ``request``; the path segments from ``start`` on follow the
         base path. Returns ``NOT_DONE_YET``."""
-        Deferred.fromCoroutine(self._forward(request, start))
+        d = Deferred.fromCoroutine(self._forward(request, start))
+        d.addErrback(_crashed, request)
         return NOT_DONE_YET
 
     def upstream_request(self, request: Any, start: int) -> UpstreamRequest:
@@ -668,12 +669,26 @@ def _describe(failure: Failure) -> str:
 
 
 def _plain(request: Any, status: int) -> None:
+    if request.channel is None:
+        return  # the client is gone
     body = _MESSAGES[status]
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"content-length", b"%d" % len(body))
     request.write(body)
     request.finish()
+
+
+def _crashed(failure: Failure, request: Any) -> None:
+    """A bug on the way: logged; the client gets 500, or its connection is
+    closed when the answer had already begun."""
+    _log.failure("forwarding failed", failure)
+    if request.channel is None or request.finished:
+        return
+    if request.startedWriting:
+        request.loseConnection()
+    else:
+        _plain(request, 500)
 
 
 def _render_instead(request: Any, resource: Any) -> None:

@@ -847,7 +847,8 @@ class UploadResource(Resource):
                 return NOT_DONE_YET
             sink = opened
             sink._transport = None  # nothing to pause: the body is all here
-        Deferred.fromCoroutine(self._respond(request, sink, spooled))
+        d = Deferred.fromCoroutine(self._respond(request, sink, spooled))
+        d.addErrback(_crashed, request, sink)
         return NOT_DONE_YET
 
     async def _respond(self, request: Any, sink: _UploadSink, spooled: Any) -> None:
@@ -893,10 +894,32 @@ class UploadResource(Resource):
         elif isinstance(body, (dict, list)):
             _answer(request, request.code, body)
         else:
-            data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+            if isinstance(body, str):
+                data = body.encode("utf-8")
+            elif isinstance(body, (bytes, bytearray, memoryview)):
+                data = bytes(body)
+            else:
+                raise TypeError(
+                    "on_complete must return None, bytes, str, a dict or a list, "
+                    f"not {type(body).__name__}"
+                )
             request.setHeader(b"content-length", b"%d" % len(data))
             request.write(data)
             request.finish()
+
+
+def _crashed(failure: Failure, request: Any, sink: _UploadSink) -> None:
+    """A bug on the way: logged, the request's files removed, 500 (or the
+    connection closed when the answer had already begun)."""
+    _log.failure("upload failed", failure)
+    sink.rollback()
+    sink.close()
+    if request.channel is None or request.finished:
+        return
+    if request.startedWriting:
+        request.loseConnection()
+    else:
+        _answer(request, 500, {"error": "the upload could not be handled"})
 
 
 def _answer(request: Any, status: int, payload: Any) -> None:
