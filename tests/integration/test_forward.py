@@ -27,6 +27,7 @@ from websockets.sync.client import connect
 from zope.interface import implementer
 
 from tests.integration.support import (
+    ROOT,
     ServerTestCase,
     free_port,
     in_thread,
@@ -424,3 +425,10 @@ class ForwardExampleTests(ServerTestCase):
         self.assertIn("upstream error: 502", output)
         self.assertNotIn("Traceback", output)
         self.assertEqual(example.proc.returncode, 0, output)
+
+    def test_docs_show_the_example(self) -> None:
+        """The handler shown in docs/web.md is the example's, verbatim."""
+        doc = (ROOT / "docs" / "web.md").read_text()
+        start = doc.index("class Hooks:\n    def before_forward")
+        shown = doc[start : doc.index("```", start)]
+        self.assertIn(shown, (EXAMPLES / "forward_server.py").read_text())
