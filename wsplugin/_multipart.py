@@ -311,13 +311,13 @@ def _part_start(block: bytes) -> PartStart:
     for line in block.split(b"\r\n") if block else ():
         if line[:1] in (b" ", b"\t"):
             raise MultipartError("obsolete header line folding in a part")
-        name, colon, value = line.partition(b":")
-        if not colon or not name or not set(name) <= _TCHARS:
+        raw_name, colon, value = line.partition(b":")
+        if not colon or not raw_name or not set(raw_name) <= _TCHARS:
             raise MultipartError("malformed part header line")
         text = value.strip(b" \t").decode("utf-8", errors="replace")
         if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
             raise MultipartError("control character in a part header")
-        headers.append((name.decode("ascii").lower(), text))
+        headers.append((raw_name.decode("ascii").lower(), text))
     dispositions = [v for k, v in headers if k == "content-disposition"]
     if len(dispositions) != 1:
         raise MultipartError("a part needs exactly one Content-Disposition header")

@@ -274,7 +274,8 @@ class ForwardResource(Resource):
             d: Deferred[None] = Deferred()
             d.callback(None)
             return d
-        return self._pool.closeCachedConnections()
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed
 
     # -- wiring into the site -------------------------------------------------
 
@@ -564,8 +565,10 @@ class _Relay(Protocol):
         self._timer: Any = None
         self._registered = False
         self._stopped = False
+        self._upstream: Any = None  # the upstream body's producer
 
     def connectionMade(self) -> None:
+        self._upstream = self.transport
         self.request.registerProducer(self, True)
         self._registered = True
         self._arm()
@@ -584,11 +587,11 @@ class _Relay(Protocol):
     # IPushProducer, for the client's side
     def pauseProducing(self) -> None:
         self._disarm()  # a silence the client causes is not the upstream's
-        self.transport.pauseProducing()
+        self._upstream.pauseProducing()
 
     def resumeProducing(self) -> None:
         self._arm()
-        self.transport.resumeProducing()
+        self._upstream.resumeProducing()
 
     def stopProducing(self) -> None:
         self.stop()
@@ -598,8 +601,8 @@ class _Relay(Protocol):
         if not self._stopped:
             self._stopped = True
             self._disarm()
-            if self.transport is not None:
-                self.transport.stopProducing()
+            if self._upstream is not None:
+                self._upstream.stopProducing()
 
     def _arm(self) -> None:
         if not self.idle:
@@ -617,15 +620,16 @@ class _Relay(Protocol):
     def _stalled(self) -> None:
         self._timer = None
         self.stalled = True
-        if self.transport is not None:
-            self.transport.stopProducing()
+        if self._upstream is not None:
+            self._upstream.stopProducing()
 
 
 class _Drop(Protocol):
     """Takes an upstream body nobody wants: closes its connection."""
 
     def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        producer: Any = self.transport
+        producer.stopProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         pass
@@ -655,7 +659,7 @@ def _describe(failure: Failure) -> str:
     reasons = getattr(failure.value, "reasons", None)
     if reasons:
         inner = "; ".join(
-            (r.getErrorMessage() or r.type.__name__)
+            (r.getErrorMessage() or type(r.value).__name__)
             if isinstance(r, Failure)
             else str(r)
             for r in reasons
@@ -665,7 +669,7 @@ def _describe(failure: Failure) -> str:
         return type(failure.value).__name__
     if failure.check(net_error.ConnectionRefusedError):
         return "connection refused"
-    return f"{failure.type.__name__}: {failure.getErrorMessage()}"
+    return f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
 
 
 def _plain(request: Any, status: int) -> None:
