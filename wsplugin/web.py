@@ -544,6 +544,7 @@ class SiteRequest(Request):
     _body_limit = 0
     _received = 0
     _over = False
+    _body_sink: Any = None  # hook: streamed bodies (see open_request_body)
 
     def head_received(self, line: bytes, length: int | None) -> tuple[int, str] | None:
         """Check the head, find the resource, apply its body limits.
@@ -600,6 +601,17 @@ class SiteRequest(Request):
         if limit and length is not None and length > limit:
             return 413, f"declared body of {length} bytes, over {limit}"
         self._body_limit = limit
+        # hook: streamed bodies (wsplugin.uploads, wsplugin.forward). A
+        # resource with ``open_request_body(request, length)`` takes the body
+        # chunk by chunk: it returns the object that becomes request.content
+        # (write/close, and an empty read/seek/tell), None for the usual
+        # spooling, or (status, reason) to refuse before any body byte.
+        opener = getattr(resource, "open_request_body", None)
+        if opener is not None:
+            sink = opener(self, length)
+            if isinstance(sink, tuple):
+                return sink
+            self._body_sink = sink
         return None
 
     def take_found(self) -> Any:
@@ -615,6 +627,9 @@ class SiteRequest(Request):
     def gotLength(self, length: int | None) -> None:
         """Where the body goes: memory up to 100 kB declared, else a temporary
         file (as ``twisted.web`` does), now only for bodies within the limit."""
+        if self._body_sink is not None:  # hook: the resource takes the body
+            self.content = self._body_sink
+            return
         if length is not None and length < 100_000:
             self.content = BytesIO()
         else:
