@@ -1,4 +1,4 @@
-"""Frame arithmetic and encoding of server frames (wsplugin.frames)."""
+"""Frame arithmetic and encoding of server frames (wsplugin._frames)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsplugin.frames import (
+from wsplugin._frames import (
     MIN_FRAME_SIZE,
     OP_BINARY,
     OP_CONTINUATION,

@@ -627,7 +627,7 @@ class UnmaskingTests(SynchronousTestCase):
     unmasked (small ones by wsplugin, larger ones by Autobahn's NVX)."""
 
     def test_sizes_and_pieces(self) -> None:
-        from wsplugin.frames import SMALL_FRAME
+        from wsplugin._frames import SMALL_FRAME
         from wsplugin.testing import client_frame
 
         rec = Recorder()

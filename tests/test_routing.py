@@ -1,12 +1,12 @@
-"""Host and path routing with default host and default path (wsplugin.routing)."""
+"""Host and path routing with default host and default path (wsplugin._routing)."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from wsplugin._routing import Route, Router
 from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
-from wsplugin.routing import Route, Router
 
 CONFIG = ServerConfig()
 

@@ -26,12 +26,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from wsplugin._events import bind_events
+from wsplugin._frames import encode_message
+from wsplugin._routing import Route, Router
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection
 from wsplugin.errors import UnknownConnection
-from wsplugin.frames import encode_message
 from wsplugin.protocol import ROUTE_EVENTS, WebSocketServerProtocol
-from wsplugin.routing import Route, Router
 
 __all__ = ["Connections", "WebSocketServerFactory"]
 

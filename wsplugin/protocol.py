@@ -67,6 +67,21 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsplugin._events import as_deferred
+from wsplugin._frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    SMALL_FRAME,
+    PayloadBuffer,
+    SmallFrameUnmasker,
+    encode_frame,
+    encode_message,
+    payload_size_for_frame,
+    read_continuations,
+)
 from wsplugin.connection import (
     CloseMessage,
     Connection,
@@ -85,21 +100,6 @@ from wsplugin.errors import (
     RouteNotFound,
     WSPluginError,
 )
-from wsplugin.frames import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONTINUATION,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    SMALL_FRAME,
-    PayloadBuffer,
-    SmallFrameUnmasker,
-    encode_frame,
-    encode_message,
-    payload_size_for_frame,
-    read_continuations,
-)
 from wsplugin.handshake import (
     RequestHead,
     body_problem,
@@ -112,9 +112,9 @@ from wsplugin.handshake import (
 from wsplugin.tls import peer_certificate, with_peer_check
 
 if TYPE_CHECKING:
+    from wsplugin._routing import Route
     from wsplugin.config import ServerConfig
     from wsplugin.factory import WebSocketServerFactory
-    from wsplugin.routing import Route
 
 __all__ = ["ROUTE_EVENTS", "WebSocketServerProtocol"]
 
@@ -714,7 +714,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
         Autobahn builds an NVX masker for every frame, about 6 us each
         (a quarter of the CPU of a 64-byte echo); small payloads are
-        unmasked with :class:`~wsplugin.frames.SmallFrameUnmasker` instead.
+        unmasked with :class:`~wsplugin._frames.SmallFrameUnmasker` instead.
         """
         frame = self.current_frame
         if frame.mask is not None and frame.length:
@@ -730,7 +730,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
         Between the first and the last frame of a message, a run of small
         continuation frames already in the buffer is read in one go by
-        :func:`~wsplugin.frames.read_continuations` (about 1 us a frame
+        :func:`~wsplugin._frames.read_continuations` (about 1 us a frame
         instead of ~13 us, and one slice of the buffer per run instead of two
         per frame); everything else, and every decision that is not plain
         arithmetic, stays Autobahn's. Without this a client sending one
@@ -813,7 +813,7 @@ class WebSocketServerProtocol(_AutobahnServerProtocol):
 
     def onMessageBegin(self, isBinary: bool) -> None:
         """A data message starts: its payload goes into one
-        :class:`~wsplugin.frames.PayloadBuffer` (Autobahn's list of pieces
+        :class:`~wsplugin._frames.PayloadBuffer` (Autobahn's list of pieces
         costs about 25 times the payload for a message of two-byte frames)."""
         self.message_is_binary = isBinary
         self.message_data_total_length = 0

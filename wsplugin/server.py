@@ -32,12 +32,12 @@ from twisted.python.failure import Failure
 
 from wsplugin._events import as_deferred
 from wsplugin._gate import ConnectionGate
+from wsplugin._routing import Route
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection, ConnectionState
 from wsplugin.errors import ConfigError
 from wsplugin.factory import Connections, WebSocketServerFactory
 from wsplugin.handshake import accepts_other_sites
-from wsplugin.routing import Route
 from wsplugin.tls import (
     PeerCertificate,
     ServerTLS,

@@ -38,10 +38,10 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from wsplugin._events import as_deferred
 from wsplugin._gate import hand_over
+from wsplugin._routing import Route, Router
 from wsplugin.config import MiB, ServerConfig
 from wsplugin.connection import Connection
 from wsplugin.handshake import target_problem
-from wsplugin.routing import Route, Router
 
 if TYPE_CHECKING:
     from wsplugin.factory import WebSocketServerFactory

@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from wsplugin._frames import OP_BINARY, OP_CONTINUATION, OP_TEXT
 from wsplugin.client._config import ClientConfig
 from wsplugin.client._connection import ClientConnection, Inbox, Message
 from wsplugin.client._http import (
@@ -60,7 +61,6 @@ from wsplugin.errors import (
 
 # seam: see issue 13 (the client needs these from factory.py as public names)
 from wsplugin.factory import _ReactorTimer, _transport_buffered
-from wsplugin.frames import OP_BINARY, OP_CONTINUATION, OP_TEXT
 from wsplugin.protocol import copy_options
 
 __all__ = ["WebSocketClientFactory", "WebSocketClientProtocol"]
