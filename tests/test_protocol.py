@@ -166,7 +166,7 @@ class AllowTests(SynchronousTestCase):
                     peer=r.peer_address,
                 )
                 conn.response_headers.append(("Set-Cookie", "seen=1"))
-                conn.protocol = "b"
+                conn.subprotocol = "b"
                 return True
 
         _, harness = make(Inspect())

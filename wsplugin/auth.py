@@ -188,10 +188,8 @@ def _still_waiting(client: Any) -> bool:
     if isinstance(client, Connection):
         if client.state is not ConnectionState.CONNECTING:
             return False
-        # the Connection facade keeps its protocol private; the socket probe
-        # needs its transport, and this module is the only one that asks
-        protocol = getattr(client, "_protocol", None)
-        return not _peer_gone(getattr(protocol, "transport", None))
+        # the socket probe needs the transport under the connection's engine
+        return not _peer_gone(getattr(client.engine, "transport", None))
     return True
 
 

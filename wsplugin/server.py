@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -242,7 +243,7 @@ class WebSocketServer(MultiService):
             max_per_ip=self.config.max_connections_per_ip,
             exempt=self.config.per_ip_exempt,
             clock=reactor,
-            log_limited=self.factory._log_limited,
+            log_limited=self.factory.log_limited,
         )
 
     def _make_site(
@@ -285,8 +286,8 @@ class WebSocketServer(MultiService):
             made.body_timeout = cfg.request_body_timeout
             made.max_request_body = cfg.max_request_body
             made.clock = clock
-            made.on_connect = factory._on_connect
-            made.log_limited = factory._log_limited
+            made.on_connect = factory.on_connect
+            made.log_limited = factory.log_limited
             return made
 
         site.protocol = channel
@@ -823,14 +824,25 @@ class WebSocketServer(MultiService):
         message: Message,
         *,
         channel: str | None = None,
+        subprotocol: str | None = None,
+        ids: str | Iterable[str] | None = None,
+        exclude: str | Connection | Iterable[str | Connection] | None = None,
         protocol: str | None = None,
-        ids: Iterable[str] | None = None,
-        exclude: Iterable[str | Connection] | None = None,
     ) -> int:
         """Send to every open connection, optionally filtered; see
-        :meth:`WebSocketServerFactory.broadcast`."""
+        :meth:`WebSocketServerFactory.broadcast` (``protocol=`` is the
+        deprecated name of ``subprotocol=``)."""
+        if protocol is not None:
+            warnings.warn(
+                "broadcast(protocol=...) is deprecated; use subprotocol=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if subprotocol is not None:
+                raise TypeError("give subprotocol= or protocol=, not both")
+            subprotocol = protocol
         return self.factory.broadcast(
-            message, channel=channel, protocol=protocol, ids=ids, exclude=exclude
+            message, channel=channel, subprotocol=subprotocol, ids=ids, exclude=exclude
         )
 
     def send_to(self, message: Message, selector: Callable[[Connection], bool]) -> int:

@@ -184,9 +184,7 @@ def _inside(path: str, root: str) -> bool:
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _take_over(
-    request: Request, factory: WebSocketServerFactory, route: Route | None
-) -> Any:
+def _take_over(request: Request, factory: WebSocketServerFactory, route: Route) -> Any:
     """Move the request's connection to a new wsplugin protocol and replay the
     request head into it, followed by any bytes the client sent behind the
     head (frames pipelined in the same packet); returns the protocol.
@@ -197,8 +195,7 @@ def _take_over(
     channel = request.channel
     transport = channel.transport
     protocol = factory.buildProtocol(transport.getPeer())
-    protocol._via_http = True
-    protocol._fixed_route = route
+    protocol.take_over_from_http(route)
     if isinstance(channel, BoundedHTTPChannel):
         rest = channel.take_rest()
     else:
