@@ -18,8 +18,7 @@ so tests drive them with ``task.Clock``.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.websocket import (
@@ -36,6 +35,7 @@ from wsplugin._fanout import Fanout
 from wsplugin._ratelog import LOG_BURST, LOG_WINDOW, RateLimitedLog
 from wsplugin._registry import Connections, Registry
 from wsplugin._routing import Route, Router
+from wsplugin._sendapi import SendingMethods
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection
 from wsplugin.protocol import WebSocketServerProtocol
@@ -46,32 +46,11 @@ Message = str | bytes
 Selector = Callable[[Connection], bool]
 
 
-def _payload(message: Message) -> tuple[bytes, bool]:
-    if isinstance(message, str):
-        return message.encode("utf-8"), False
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return bytes(message), True
-    raise TypeError(
-        f"a message is str (text) or bytes (binary), not {type(message).__name__}"
-    )
-
-
-def _ids(name: str, value: Any) -> Any:
-    """A filter of connection ids as an iterable (one ``str`` is one id; for
-    ``exclude``, one Connection is one too)."""
-    if isinstance(value, str) or (name == "exclude" and isinstance(value, Connection)):
-        return (value,)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(
-            f"broadcast({name}=...) takes connection ids as str, "
-            f"not {type(value).__name__}"
-        )
-    return value
-
-
 @implementer(IProtocolNegotiationFactory)
-class WebSocketServerFactory(_AutobahnServerFactory):
-    """Autobahn server factory carrying wsplugin's routes and sending methods.
+class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
+    """Autobahn server factory carrying wsplugin's routes and sending methods
+    (``broadcast``, ``send_to``, ``write_data``, ``ping_all``,
+    ``disconnect_all``: :class:`~wsplugin._sendapi.SendingMethods`).
 
     Args:
         config: Server-wide options (routes may override them).
@@ -184,105 +163,3 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         connection's send queue plus what its transport has not yet written
         to the socket. A bounded number, whatever clients do."""
         return sum(conn.engine.held_bytes() for conn in self.registry.snapshot())
-
-    # -- sending -----------------------------------------------------------
-
-    def broadcast(
-        self,
-        message: Message,
-        *,
-        channel: str | None = None,
-        subprotocol: str | None = None,
-        ids: str | Iterable[str] | None = None,
-        exclude: str | Connection | Iterable[str | Connection] | None = None,
-        protocol: str | None = None,
-    ) -> int:
-        """Send ``message`` to every open connection, optionally filtered.
-
-        Args:
-            message: ``str`` is sent as text, ``bytes`` as binary.
-            channel: Only connections subscribed to this channel.
-            subprotocol: Only connections that negotiated this subprotocol.
-            ids: Only connections with these ids: an iterable of ids, or one
-                id as a ``str`` (not taken apart into characters).
-            exclude: Skip these connections: ids or Connection objects, or
-                a single id or Connection.
-            protocol: Deprecated name of ``subprotocol`` (kept for one
-                release; warns with DeprecationWarning).
-
-        Returns:
-            How many connections the message was sent to.
-
-        Raises:
-            TypeError: ``ids`` or ``exclude`` is ``bytes`` (ids are ``str``),
-                or both ``subprotocol`` and ``protocol`` are given.
-        """
-        if protocol is not None:
-            warnings.warn(
-                "broadcast(protocol=...) is deprecated; use subprotocol=...",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if subprotocol is not None:
-                raise TypeError("give subprotocol= or protocol=, not both")
-            subprotocol = protocol
-        payload, is_binary = _payload(message)
-        ids = _ids("ids", ids)
-        exclude = _ids("exclude", exclude)
-        skip = (
-            ()
-            if exclude is None
-            else [x.id if isinstance(x, Connection) else x for x in exclude]
-        )
-        return self.fanout.publish_local(
-            payload,
-            is_binary,
-            channel=channel,
-            subprotocol=subprotocol,
-            ids=ids,
-            exclude=skip,
-        )
-
-    def send_to(self, message: Message, selector: Selector) -> int:
-        """Send ``message`` to each open connection for which ``selector(conn)``
-        is true (TMS ``SendMessageTo``/``SendDataTo``). Returns the count."""
-        payload, is_binary = _payload(message)
-        return self.fanout.send_selected(payload, is_binary, selector)
-
-    def write_data(self, conn_id: str, message: Message) -> None:
-        """Send ``message`` to the connection with ``conn_id`` (sgc ``WriteData``).
-
-        Raises:
-            UnknownConnection: no open connection has that id.
-        """
-        self.connections[conn_id].send(message)
-
-    def ping_all(self, payload: bytes = b"") -> int:
-        """Ping every open connection; returns the count."""
-        count = 0
-        for conn in self.registry.snapshot():
-            if conn.is_open:
-                try:
-                    conn.ping(payload)
-                except Exception:
-                    self._log.failure("ping to {conn} failed", conn=conn)
-                    continue
-                count += 1
-        return count
-
-    def disconnect_all(self, code: int = 1001, reason: str = "") -> int:
-        """Close every open connection with ``code``; the server keeps listening.
-
-        Returns:
-            How many connections were asked to close.
-        """
-        count = 0
-        for conn in self.registry.snapshot():
-            if conn.is_open:
-                try:
-                    conn.close(code, reason)
-                except Exception:
-                    self._log.failure("closing {conn} failed", conn=conn)
-                    continue
-                count += 1
-        return count

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,7 @@ __all__ = [
     "WebSocketResource",
     "access_log_formatter",
     "is_websocket_request",
+    "make_site",
     "redact_query",
     "site_root",
     "upgrade",
@@ -443,6 +444,72 @@ def site_root(
 
     not_found: IResource = EmptyPage(404) if empty_404 else notFound()
     return _Root(factory, http, before_request, not_found)
+
+
+def make_site(
+    factory: WebSocketServerFactory,
+    http: Any = None,
+    *,
+    static: str | None = None,
+    before_request: BeforeRequest | None = None,
+    empty_404: bool = False,
+    http_auth: Any = None,
+    public_paths: Sequence[str] = (),
+    static_options: dict[str, bool] | None = None,
+) -> BoundedSite:
+    """The same-port site of a :class:`~wsplugin.WebSocketServer`: HTTP and
+    WebSocket on one port (the server's ``http``, ``static``,
+    ``before_request``, ``empty_404`` and ``http_auth`` arguments).
+
+    Static files (:class:`StaticFiles`, with ``static_options``) answer
+    under ``http`` (which then answers ``/``); ``http_auth`` guards every
+    request except ``public_paths`` and the upgrades a WebSocket route takes
+    (those are checked by the route's own ``auth``); each connection is a
+    :class:`BoundedHTTPChannel` with the factory's limits, ``on_connect``
+    and rate-limited log.
+    """
+    cfg, clock = factory.config, factory.clock
+    if http_auth is not None:
+        from wsplugin.auth import site_guard
+
+        router = factory.router
+
+        def route_takes(request: Any) -> bool:  # the route's own auth checks it
+            return websocket_route(router, request) is not None
+
+        before_request = site_guard(
+            http_auth,
+            public_paths=public_paths,
+            skip=route_takes,
+            then=before_request,
+            trusted_proxies=cfg.trusted_proxies,
+        )
+    if static is not None:
+        files = StaticFiles(static, **(static_options or {}))
+        if empty_404:
+            files.childNotFound = EmptyPage(404)
+        if http is not None:
+            files.putChild(b"", http)  # the resource answers "/"
+        http = files
+    site = BoundedSite(
+        site_root(factory, http, before_request=before_request, empty_404=empty_404),
+        logFormatter=access_log_formatter,
+        reactor=clock,
+    )
+    site.displayTracebacks = False
+
+    def channel() -> BoundedHTTPChannel:
+        made = BoundedHTTPChannel()
+        made.head_timeout = cfg.open_handshake_timeout
+        made.body_timeout = cfg.request_body_timeout
+        made.max_request_body = cfg.max_request_body
+        made.clock = clock
+        made.on_connect = factory.on_connect
+        made.log_limited = factory.log_limited
+        return made
+
+    site.protocol = channel
+    return site
 
 
 def access_log_formatter(timestamp: str, request: Any) -> str:
