@@ -80,6 +80,7 @@ class Listening:
         pending: Listening was begun and has not succeeded or failed yet
             (attempts, or the wait between them, are under way).
         failure: Why the last start failed, or None.
+        attempts: Retries made since listening was begun (the watchdog's).
     """
 
     def __init__(
@@ -111,7 +112,7 @@ class Listening:
         self.failure: Failure | None = None
         self._waiters: list[Deferred[None]] = []
         self._wanted = False
-        self._attempts = 0
+        self.attempts = 0
         self._watchdog_call: Any = None
         # the listener watchdog (see watch)
         self._bound: dict[int, IListeningPort] = {}
@@ -130,7 +131,7 @@ class Listening:
         fails, as allowed); ``done`` gets the ports, or the last Failure."""
         self._wanted = True
         self.pending = True
-        self._attempts = 0
+        self.attempts = 0
         self._done = done
         self._listen_again()
 
@@ -270,18 +271,18 @@ class Listening:
         """The sgc WatchDog: schedule another attempt to listen, if allowed."""
         interval = self.config.watchdog_interval
         limit = self.config.watchdog_attempts
-        if not interval or not self._wanted or (limit and self._attempts >= limit):
+        if not interval or not self._wanted or (limit and self.attempts >= limit):
             if interval:
                 self.log.error(
                     "watchdog: giving up after {attempts} attempt(s)",
-                    attempts=self._attempts,
+                    attempts=self.attempts,
                 )
             return False
-        self._attempts += 1
+        self.attempts += 1
         self.log.warn(
             "watchdog: listening failed ({error}); attempt {attempt} in {interval}s",
             error=failure.getErrorMessage(),
-            attempt=self._attempts,
+            attempt=self.attempts,
             interval=interval,
         )
         self._watchdog_call = self.reactor.callLater(interval, self._listen_again)

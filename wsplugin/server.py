@@ -145,7 +145,6 @@ class WebSocketServer(SendingMethods, MultiService):
         self.reactor = reactor
         self.config = (config or ServerConfig()).replace(**options)
         self.handler = handler
-        self.endpoints: list[str] = list(endpoints)
         self.factory = WebSocketServerFactory(
             self.config, reactor=reactor, owner=self, server_handler=handler
         )
@@ -191,7 +190,7 @@ class WebSocketServer(SendingMethods, MultiService):
         )
         self.listening = Listening(
             reactor,
-            self.endpoints,
+            endpoints,
             self.listening_factory,
             tls=self.tls,
             router=self.factory.router,
@@ -369,6 +368,16 @@ class WebSocketServer(SendingMethods, MultiService):
             return
         if not self.listening.pending and not self.ports:
             self._begin_listening()
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoint strings it listens on (set it to listen elsewhere at
+        the next start)."""
+        return self.listening.endpoints
+
+    @endpoints.setter
+    def endpoints(self, value: Sequence[str]) -> None:
+        self.listening.endpoints = [value] if isinstance(value, str) else list(value)
 
     @property
     def ports(self) -> list[IListeningPort]:
