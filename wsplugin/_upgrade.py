@@ -147,6 +147,3 @@ class WebSocketResource(Resource):
             return b""
         take_over(request, self.factory, route)
         return NOT_DONE_YET
-
-
-_default_factories: dict[int, WebSocketServerFactory] = {}
