@@ -141,6 +141,22 @@ _HANDSHAKE_ONLY = (
     "triggered",
     "_head",
     "decision",
+    # Autobahn's per-connection copies of options it reads only while it
+    # accepts a connection and answers its handshake (connectionMade,
+    # processHandshake): dropping them leaves the compacted dict room for
+    # what is set after it opens, so it is not resized (about 1.7 KiB)
+    "allowNullOrigin",
+    "allowedOrigins",
+    "allowedOriginsPatterns",
+    "versions",
+    "webStatus",
+    "flashSocketPolicy",
+    "serveFlashSocketPolicy",
+    "maxConnections",
+    "perMessageCompressionAccept",
+    "trustXForwardedFor",
+    "openHandshakeTimeout",
+    "tcpNoDelay",
 )
 """Attributes only the opening handshake uses; dropped once it is done
 (``send_queue`` and ``triggered`` are Autobahn's, for chopped sends)."""
