@@ -218,3 +218,32 @@ class MutationGuardTests(SynchronousTestCase):
         client = harness.open()
         server.factory.disconnect_all()
         self.assertEqual([f.close_code for f in client.frames()], [1001])
+
+
+class CollaboratorTests(SynchronousTestCase):
+    """The factory's collaborators are objects that may be passed in."""
+
+    def test_passed_in(self) -> None:
+        """A registry, batcher and rate-limited log given to the factory are
+        the ones its connections use."""
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import Logger
+
+        from wsplugin import WebSocketServerFactory
+        from wsplugin._batching import TurnBatcher
+        from wsplugin._ratelog import RateLimitedLog
+        from wsplugin._registry import Registry
+        from wsplugin.testing import ServerHarness
+
+        clock = MemoryReactorClock()
+        registry, batcher = Registry(), TurnBatcher(clock, Logger())
+        log = RateLimitedLog(clock, Logger())
+        factory = WebSocketServerFactory(
+            reactor=clock, registry=registry, batcher=batcher, log_limited=log
+        )
+        factory.register_handler("*", "/", Recorder(), default_host=True)
+        client = ServerHarness(factory).open()
+        self.assertIs(factory.batcher, batcher)
+        self.assertIs(factory.log_limited, log)
+        self.assertEqual(registry.snapshot(), [client.connection])
+        self.assertIs(factory.fanout.registry, registry)

@@ -61,6 +61,9 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
             connections before the handshake.
         log_limited: The rate-limited log for per-connection problems; a
             new one (on this factory's logger) by default.
+        registry: The registry of open connections; a new one by default.
+        batcher: The write batcher of this reactor's turns; a new one (on
+            ``reactor``) by default.
 
     Attributes:
         clock: The reactor its timers run on.
@@ -90,6 +93,8 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
         owner: Any = None,
         server_handler: Any = None,
         log_limited: RateLimitedLog | None = None,
+        registry: Registry | None = None,
+        batcher: TurnBatcher | None = None,
     ) -> None:
         self.config = config or ServerConfig()
         super().__init__(server=self.config.server_header or None, reactor=reactor)
@@ -103,9 +108,9 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
             server_handler, "on_connect", None
         )
         self.log_limited = log_limited or RateLimitedLog(self.clock, self._log)
-        self.registry = Registry()
+        self.registry = registry if registry is not None else Registry()
         self.fanout = Fanout(self.registry, self._log)
-        self.batcher = TurnBatcher(self.clock, self._log)
+        self.batcher = batcher or TurnBatcher(self.clock, self._log)
         self.connections = Connections(self.registry)
         self._apply_config()
 
