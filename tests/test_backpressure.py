@@ -60,7 +60,7 @@ class QueueTests(SynchronousTestCase):
         _, client = stalled(limit=0)
         for i in range(5000):
             client.send_ping(b"%d" % i)
-        self.assertLessEqual(len(client.protocol._ctrl), 1)
+        self.assertLessEqual(client.protocol.outbox.control_count, 1)
         client.protocol.resumeProducing()
         self.assertEqual(
             [(f.opcode, f.payload) for f in client.frames()], [(10, b"4999")]

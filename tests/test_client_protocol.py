@@ -26,9 +26,9 @@ from tests.client_support import (
     upgrade,
 )
 from tests.helpers import Recorder
+from wsplugin._frames import OP_BINARY, OP_PONG, OP_TEXT, encode_frame
 from wsplugin.client import HandshakeFailed, TLSFailed, WebSocketClientFactory
 from wsplugin.errors import ConnectionClosed, Reject
-from wsplugin.frames import OP_BINARY, OP_PONG, OP_TEXT, encode_frame
 
 
 class HandshakeTests(SynchronousTestCase):

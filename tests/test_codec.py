@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import Recorder, make
-from wsplugin import _codec, _pycodec, frames
+from wsplugin import _codec, _pycodec
+from wsplugin import _frames as frames
 from wsplugin.protocol import close_frame_problem
 
 try:
@@ -474,7 +475,7 @@ class CodecTests:
     # -- encoding --------------------------------------------------------
 
     def test_encode_frame_matches_frames(self) -> None:
-        """encode_frame gives wsplugin.frames.encode_frame's bytes, for the
+        """encode_frame gives wsplugin._frames.encode_frame's bytes, for the
         three length encodings, with FIN and RSV bits."""
         for n in (0, 125, 126, 65535, 65536):
             payload = os.urandom(n)
@@ -611,7 +612,7 @@ class EncodeMessageTests(SynchronousTestCase):
     def test_encode_message_matches_frames(
         self, payload: bytes, is_binary: bool, frame_size: int
     ) -> None:
-        """encode_message splits as wsplugin.frames.encode_message does, with
+        """encode_message splits as wsplugin._frames.encode_message does, with
         the payload per frame that a frame size (header counted) allows."""
         size = frames.payload_size_for_frame(frame_size)
         impls = [_pycodec] + ([_speedups] if _speedups is not None else [])

@@ -261,14 +261,14 @@ class HeadersCompactTests(SynchronousTestCase):
         from wsplugin.connection import Headers
 
         odd = Headers((("a:b", "c"), ("d", "e\nf")))
-        odd._compact()
+        odd.compact()
         self.assertEqual(odd.raw(), (("a:b", "c"), ("d", "e\nf")))
         plain = Headers((("A", "1"), ("B", "2:3")))
-        plain._compact()
+        plain.compact()
         self.assertEqual(plain.raw(), (("A", "1"), ("B", "2:3")))
         self.assertEqual(Headers(())._pairs, ())
         empty = Headers(())
-        empty._compact()
+        empty.compact()
         self.assertEqual((empty.raw(), len(empty)), ((), 0))
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-import wsplugin.frames
+import wsplugin._frames
 from tests.helpers import Recorder, make
-from wsplugin.frames import deflate_message
+from wsplugin._frames import deflate_message
 from wsplugin.testing import ClientFrame
 
 DEFLATE = [("Sec-WebSocket-Extensions", "permessage-deflate")]
@@ -103,7 +103,7 @@ class NoContextTakeoverTests(SynchronousTestCase):
         server, harness = make(Recorder(), compression=True)
         clients = [harness.open(headers=DEFLATE) for _ in range(5)]
         counter = CountingDeflate()
-        self.patch(wsplugin.frames, "deflate_message", counter)
+        self.patch(wsplugin._frames, "deflate_message", counter)
         self.assertEqual(server.broadcast(TEXT), 5)
         self.assertEqual(counter.calls, [(15, 8)])
         sent = {data_frames(c)[0] for c in clients}
@@ -131,7 +131,7 @@ class NoContextTakeoverTests(SynchronousTestCase):
         ]
         plain = harness.open()
         counter = CountingDeflate()
-        self.patch(wsplugin.frames, "deflate_message", counter)
+        self.patch(wsplugin._frames, "deflate_message", counter)
         payload = bytes(range(256)) * 20
         self.assertEqual(server.broadcast(payload), 5)
         self.assertEqual(sorted(counter.calls), [(10, 8), (15, 8)])
@@ -171,7 +171,7 @@ class ContextTakeoverTests(SynchronousTestCase):
         )
         client = harness.open(headers=DEFLATE)
         counter = CountingDeflate()
-        self.patch(wsplugin.frames, "deflate_message", counter)
+        self.patch(wsplugin._frames, "deflate_message", counter)
         server.broadcast(TEXT)
         server.broadcast(TEXT)
         self.assertEqual(counter.calls, [])
@@ -203,7 +203,7 @@ class ContextTakeoverTests(SynchronousTestCase):
             client.response.header("Sec-WebSocket-Extensions") or "",
         )
         counter = CountingDeflate()
-        self.patch(wsplugin.frames, "deflate_message", counter)
+        self.patch(wsplugin._frames, "deflate_message", counter)
         server.broadcast(TEXT)
         server.broadcast(TEXT)
         self.assertEqual(len(counter.calls), 2)

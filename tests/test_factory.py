@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,25 +28,26 @@ class BroadcastTests(SynchronousTestCase):
             self.assertEqual(client.messages(), ["hello", b"\x00"])
 
     def test_frame_built_once(self) -> None:
-        """The frame is prepared once for all receivers (prepareMessage)."""
+        """The frame is encoded once for all receivers (by the fan-out)."""
+        from wsplugin import _fanout
+
         calls = []
-        factory = self.server.factory
-        original = factory.prepareMessage
+        original = _fanout.encode_message
 
-        def counting(*args: Any, **kw: Any) -> Any:
+        def counting(*args: Any) -> bytes:
             calls.append(args)
-            return original(*args, **kw)
+            return original(*args)
 
-        factory.prepareMessage = counting  # type: ignore[method-assign]
-        self.server.broadcast("once")
+        self.patch(_fanout, "encode_message", counting)
+        self.assertEqual(self.server.broadcast("once"), 3)
         self.assertEqual(len(calls), 1)
 
     def test_filters(self) -> None:
-        """channel, protocol, ids and exclude narrow the receivers."""
+        """channel, subprotocol, ids and exclude narrow the receivers."""
         self.a.connection.subscribe("news")
         self.c.connection.subscribe("news")
         self.assertEqual(self.server.broadcast("n", channel="news"), 2)
-        self.assertEqual(self.server.broadcast("p", protocol="v2"), 1)
+        self.assertEqual(self.server.broadcast("p", subprotocol="v2"), 1)
         self.assertEqual(
             self.server.broadcast("i", ids=[self.c.connection.id, "nope"]), 1
         )
@@ -55,6 +57,23 @@ class BroadcastTests(SynchronousTestCase):
         self.assertEqual(self.a.messages(), ["n", "n2"])
         self.assertEqual(self.b.messages(), ["p", "x"])
         self.assertEqual(self.c.messages(), ["n", "i", "x"])
+
+    def test_protocol_is_a_deprecated_alias(self) -> None:
+        """broadcast(protocol=...) filters like subprotocol=..., with a
+        DeprecationWarning naming the new keyword; giving both is an error."""
+        for target in (self.server, self.server.factory):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.assertEqual(target.broadcast("p", protocol="v1"), 1)
+            self.assertEqual([w.category for w in caught], [DeprecationWarning])
+            self.assertIn("use subprotocol=", str(caught[0].message))
+            self.assertEqual(caught[0].filename, __file__)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with self.assertRaises(TypeError):
+                    target.broadcast("p", protocol="v1", subprotocol="v1")
+        self.assertEqual(self.a.messages(), ["p", "p"])
+        self.assertEqual(self.b.messages(), [])
 
     def test_single_id_is_not_taken_apart(self) -> None:
         """ids= and exclude= take a single id as a str (not its characters),
@@ -177,16 +196,16 @@ class MutationGuardTests(SynchronousTestCase):
 
     def test_split_broadcast_encoded_once(self) -> None:
         """Split frames for a broadcast are encoded once per frame size."""
-        from wsplugin import factory as factory_module
+        from wsplugin import _fanout
 
         calls = []
-        original = factory_module.encode_message
+        original = _fanout.encode_message
 
         def counting(*args: Any) -> bytes:
             calls.append(args[2])
             return original(*args)
 
-        self.patch(factory_module, "encode_message", counting)
+        self.patch(_fanout, "encode_message", counting)
         server, harness = make(Recorder(), split_message=True, frame_size=50)
         for _ in range(3):
             harness.open()
@@ -199,3 +218,32 @@ class MutationGuardTests(SynchronousTestCase):
         client = harness.open()
         server.factory.disconnect_all()
         self.assertEqual([f.close_code for f in client.frames()], [1001])
+
+
+class CollaboratorTests(SynchronousTestCase):
+    """The factory's collaborators are objects that may be passed in."""
+
+    def test_passed_in(self) -> None:
+        """A registry, batcher and rate-limited log given to the factory are
+        the ones its connections use."""
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import Logger
+
+        from wsplugin import WebSocketServerFactory
+        from wsplugin._batching import TurnBatcher
+        from wsplugin._ratelog import RateLimitedLog
+        from wsplugin._registry import Registry
+        from wsplugin.testing import ServerHarness
+
+        clock = MemoryReactorClock()
+        registry, batcher = Registry(), TurnBatcher(clock, Logger())
+        log = RateLimitedLog(clock, Logger())
+        factory = WebSocketServerFactory(
+            reactor=clock, registry=registry, batcher=batcher, log_limited=log
+        )
+        factory.register_handler("*", "/", Recorder(), default_host=True)
+        client = ServerHarness(factory).open()
+        self.assertIs(factory.batcher, batcher)
+        self.assertIs(factory.log_limited, log)
+        self.assertEqual(registry.snapshot(), [client.connection])
+        self.assertIs(factory.fanout.registry, registry)

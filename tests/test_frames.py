@@ -1,4 +1,4 @@
-"""Frame arithmetic and encoding of server frames (wsplugin.frames)."""
+"""Frame arithmetic and encoding of server frames (wsplugin._frames)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsplugin.frames import (
+from wsplugin._frames import (
     MIN_FRAME_SIZE,
     OP_BINARY,
     OP_CONTINUATION,
@@ -448,3 +448,31 @@ class ReadContinuationsTests(SynchronousTestCase):
         self.assertEqual(count, len(expected))
         self.assertEqual(pos, offset)
         self.assertEqual(payload, b"".join(expected))
+
+
+class ClientFrameTests(SynchronousTestCase):
+    """Masked client frames and frame headers (what wsplugin.testing uses)."""
+
+    def test_mask_is_its_own_inverse(self) -> None:
+        """Masking twice gives the payload back; a bad key is refused."""
+        from wsplugin._frames import mask_payload
+
+        mask = b"\xaa\x00\xff\x11"
+        for payload in (b"", b"a", b"abcdefghij" * 30):
+            self.assertEqual(mask_payload(mask, mask_payload(mask, payload)), payload)
+        with self.assertRaises(ValueError):
+            mask_payload(b"abc", b"x")
+
+    def test_decode_header_lengths(self) -> None:
+        """7-bit, 16-bit and 64-bit lengths, masked or not; None while the
+        header is incomplete."""
+        from wsplugin._frames import decode_header, encode_client_frame
+
+        for size, head in ((5, 2), (300, 4), (70000, 10)):
+            frame = encode_frame(OP_BINARY, b"x" * size)
+            self.assertEqual(decode_header(frame), (0x82, False, size, head))
+            masked = encode_client_frame(OP_TEXT, b"x" * size, fin=False)
+            self.assertEqual(decode_header(masked), (0x01, True, size, head + 4))
+            for cut in range(head + 4):
+                self.assertIsNone(decode_header(masked[:cut]))
+        self.assertEqual(decode_header(b"\x00" + encode_frame(1, b""), 1)[2], 0)

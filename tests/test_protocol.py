@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import Recorder, make
 from wsplugin import Reject
+from wsplugin.testing import handshake_request
 
 
 class EventOrderTests(SynchronousTestCase):
@@ -166,7 +167,7 @@ class AllowTests(SynchronousTestCase):
                     peer=r.peer_address,
                 )
                 conn.response_headers.append(("Set-Cookie", "seen=1"))
-                conn.protocol = "b"
+                conn.subprotocol = "b"
                 return True
 
         _, harness = make(Inspect())
@@ -587,9 +588,12 @@ class AutobahnOptionsTests(SynchronousTestCase):
 
     def test_every_option_copied_from_factory(self) -> None:
         """Every name in Autobahn's server CONFIG_ATTRS is on the protocol, with
-        the factory's value unless a route option replaced it."""
+        the factory's value unless a route option replaced it (checked while
+        the handshake runs: some are dropped once it is done)."""
         _, harness = make(Recorder())
-        proto = harness.open().protocol
+        client = harness.connect()
+        client.send_raw(handshake_request("/")[:20])  # the head is incomplete
+        proto = client.protocol
         factory = harness.factory
         route_set = {
             "trustXForwardedFor",
@@ -605,6 +609,20 @@ class AutobahnOptionsTests(SynchronousTestCase):
         self.assertIn("openHandshakeTimeout", names)
         for name in names - route_set:
             self.assertIs(getattr(proto, name), getattr(factory, name), name)
+
+    def test_handshake_only_options_dropped_at_open(self) -> None:
+        """Options Autobahn reads only during the handshake are dropped when
+        the connection opens (memory), the others stay."""
+        _, harness = make(Recorder())
+        proto = harness.open().protocol
+        for name in ("versions", "allowedOrigins", "maxConnections", "webStatus"):
+            self.assertNotIn(name, vars(proto))
+        for name in (
+            "maxMessagePayloadSize",
+            "utf8validateIncoming",
+            "closeHandshakeTimeout",
+        ):
+            self.assertIn(name, vars(proto))
 
     def test_value_on_protocol_wins(self) -> None:
         """An option already set on the protocol (class attribute of a
@@ -627,7 +645,7 @@ class UnmaskingTests(SynchronousTestCase):
     unmasked (small ones by wsplugin, larger ones by Autobahn's NVX)."""
 
     def test_sizes_and_pieces(self) -> None:
-        from wsplugin.frames import SMALL_FRAME
+        from wsplugin._frames import SMALL_FRAME
         from wsplugin.testing import client_frame
 
         rec = Recorder()

@@ -205,7 +205,7 @@ class HeaderSafetyTests(SynchronousTestCase):
 
         class Pick(Recorder):
             def allow(self, conn: Any) -> Any:
-                conn.protocol = "nope"
+                conn.subprotocol = "nope"
                 return True
 
         _, harness = make(Pick())

@@ -1,12 +1,12 @@
-"""Host and path routing with default host and default path (wsplugin.routing)."""
+"""Host and path routing with default host and default path (wsplugin._routing)."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from wsplugin._routing import Route, Router
 from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
-from wsplugin.routing import Route, Router
 
 CONFIG = ServerConfig()
 
@@ -379,3 +379,49 @@ class RouteConfigTests(SynchronousTestCase):
         r2 = router.register("b", "/2", Handler("2"), CONFIG, default_path=True)
         r3 = router.register("a", "/3", Handler("3"), CONFIG)
         self.assertEqual(sorted(router.routes(), key=lambda r: r.path), [r1, r2, r3])
+
+
+class RouteComputedTests(SynchronousTestCase):
+    """A Route computes its settings and events once, when it is made."""
+
+    def test_settings_and_events(self) -> None:
+        """Settings come from the route's config; events from its handler."""
+
+        class Handler:
+            def on_open(self, conn: object) -> None: ...
+
+        config = CONFIG.replace(split_message=True, frame_size=100, manual_pong=True)
+        route = Route("h", "/", Handler(), config)
+        self.assertEqual(route.settings.fragment_size, 98)  # 2 header bytes
+        self.assertEqual(route.settings.plain_key, (98, None))
+        self.assertTrue(route.settings.manual_pong)
+        self.assertEqual(list(route.events), ["on_open"])
+
+    def test_no_shared_cache(self) -> None:
+        """Routes made per request are independent and freed with their last
+        reference (nothing else keeps them)."""
+        import gc
+        import weakref
+
+        route = Route("h", "/", None, CONFIG)
+        ref = weakref.ref(route)
+        self.assertEqual(route.events, {})
+        del route
+        gc.collect()
+        self.assertIsNone(ref())
+
+    def test_equality_ignores_computed(self) -> None:
+        """Two routes with the same fields are equal (computed fields aside)."""
+        handler = object()
+        self.assertEqual(
+            Route("h", "/", handler, CONFIG), Route("h", "/", handler, CONFIG)
+        )
+
+    def test_not_callable_event(self) -> None:
+        """A handler with a non-callable event cannot be routed."""
+
+        class Bad:
+            on_message = 3
+
+        with self.assertRaises(TypeError):
+            Route("h", "/", Bad(), CONFIG)

@@ -1,176 +1,30 @@
-"""The same-port site (wsplugin.web) in memory: bounded bodies, one route
-resolution, on_connect, pipelined frames, access log, static files."""
+"""The same-port site (wsplugin.web) in memory: one route resolution, the
+access log, ``upgrade()`` and its factory, ``make_site``."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyRequest
 
 from tests.helpers import Recorder
-from wsplugin import WebSocketServer
-from wsplugin.testing import (
-    FakeTransport,
-    client_frame,
-    handshake_request,
-    parse_frames,
-)
+from tests.web_support import Echo, Peer, site
+from wsplugin import WebSocketServer, WSPluginError
+from wsplugin.testing import handshake_request
 from wsplugin.web import (
+    BoundedHTTPChannel,
+    BoundedSite,
     EmptyPage,
-    SiteRequest,
-    StaticFiles,
     access_log_formatter,
+    make_site,
     redact_query,
+    site_factory,
 )
-
-
-class Echo(Recorder):
-    def on_message(self, conn: Any, text: str) -> None:
-        super().on_message(conn, text)
-        conn.send_text(text)
-
-
-class Body(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bodies: list[bytes] = []
-
-    def render_POST(self, request: Any) -> bytes:
-        self.bodies.append(request.content.read())
-        return b"ok"
-
-
-class Peer:
-    """One in-memory TCP connection to a server's listening factory."""
-
-    def __init__(self, server: WebSocketServer, host: str = "203.0.113.5") -> None:
-        self.clock = server.reactor
-        addr = IPv4Address("TCP", host, 40000)
-        self.transport = FakeTransport(self.clock, addr)
-        protocol = server.listening_factory.buildProtocol(addr)
-        self.transport.protocol = protocol
-        protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> None:
-        if not self.transport.lost:
-            self.transport.protocol.dataReceived(data)
-
-    def status(self) -> int:
-        data = self.transport.value()
-        return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
-
-    def close(self) -> None:
-        self.transport.loseConnection()
-        self.clock.advance(0)
-
-
-def site(handler: Any = None, **options: Any) -> tuple[WebSocketServer, Body]:
-    body = Body()
-    root = Resource()
-    root.putChild(b"form", body)
-    server = WebSocketServer(
-        handler, reactor=MemoryReactorClock(), http=root, **options
-    )
-    return server, body
-
-
-class BodyLimitTests(SynchronousTestCase):
-    """max_request_body and request_body_timeout, checked from the head."""
-
-    def test_declared_length_over_limit(self) -> None:
-        """A declared length over the limit gets 413 and a close, with no
-        100 Continue and no body storage (gotLength never runs)."""
-        stored: list[Any] = []
-        self.patch(SiteRequest, "gotLength", lambda req, n: stored.append(n))
-        server, body = site(Echo(), max_request_body=1000)
-        peer = Peer(server)
-        peer.send(
-            b"POST /form HTTP/1.1\r\nContent-Length: 1001\r\n"
-            b"Expect: 100-continue\r\n\r\n" + b"x" * 1001
-        )
-        self.assertTrue(
-            peer.transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n")
-        )
-        self.assertNotIn(b"100 Continue", peer.transport.value())
-        self.assertTrue(peer.transport.disconnecting)
-        self.assertEqual((stored, body.bodies), ([], []))
-
-    def test_within_limit(self) -> None:
-        """A body at the limit is delivered whole."""
-        server, body = site(Echo(), max_request_body=1000)
-        peer = Peer(server)
-        peer.send(b"POST /form HTTP/1.1\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
-        self.assertEqual((peer.status(), body.bodies), (200, [b"x" * 1000]))
-
-    def test_chunked_cut_at_limit(self) -> None:
-        """A chunked body is refused where it crosses the limit; the request
-        never reaches its resource."""
-        server, body = site(Echo(), max_request_body=1000)
-        peer = Peer(server)
-        peer.send(b"POST /form HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-        peer.send(b"258\r\n" + b"y" * 600 + b"\r\n")
-        self.assertEqual(peer.status(), 0)
-        peer.send(b"258\r\n" + b"y" * 600 + b"\r\n0\r\n\r\n")
-        self.assertEqual(peer.status(), 413)
-        self.assertEqual(body.bodies, [])
-
-    def test_resource_overrides(self) -> None:
-        """A resource's max_request_body raises or lowers the limit for its
-        own requests only; 0 switches it off."""
-        server, body = site(Echo(), max_request_body=100)
-        big, small, free = Body(), Body(), Body()
-        big.max_request_body = 5000  # type: ignore[attr-defined]
-        small.max_request_body = 10  # type: ignore[attr-defined]
-        free.max_request_body = 0  # type: ignore[attr-defined]
-        root = server.site.resource._http
-        root.putChild(b"big", big)
-        root.putChild(b"small", small)
-        root.putChild(b"free", free)
-        for path, size, status in [
-            (b"/big", 4000, 200),
-            (b"/form", 4000, 413),
-            (b"/small", 11, 413),
-            (b"/free", 200_000, 200),
-        ]:
-            peer = Peer(server)
-            peer.send(
-                b"POST %s HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (path, size)
-                + b"z" * size
-            )
-            self.assertEqual(peer.status(), status, path)
-
-    def test_slow_body(self) -> None:
-        """A body still incomplete request_body_timeout seconds after its
-        head gets 408 and the connection closes; a resource may allow more."""
-        server, body = site(Echo(), request_body_timeout=5)
-        patient = Body()
-        patient.request_body_timeout = 60  # type: ignore[attr-defined]
-        server.site.resource._http.putChild(b"patient", patient)
-        slow, calm = Peer(server), Peer(server)
-        slow.send(b"POST /form HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
-        calm.send(b"POST /patient HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
-        server.reactor.advance(4.9)
-        self.assertEqual(slow.status(), 0)
-        server.reactor.advance(0.2)
-        self.assertEqual(slow.status(), 408)
-        self.assertTrue(slow.transport.disconnecting)
-        self.assertEqual(calm.status(), 0)
-        calm.send(b"c" * 8)
-        self.assertEqual((calm.status(), patient.bodies), (200, [b"abcccccccc"]))
-
-    def test_upgrade_with_body(self) -> None:
-        """A WebSocket upgrade announcing a body gets 400 from its head."""
-        server, _ = site(Echo())
-        peer = Peer(server)
-        peer.send(handshake_request("/", headers=[("Content-Length", "4")]))
-        self.assertEqual(peer.status(), 400)
 
 
 class TargetTests(SynchronousTestCase):
@@ -223,107 +77,6 @@ class TargetTests(SynchronousTestCase):
         self.assertEqual(calls, ["/x"])
 
 
-class TakeOverTests(SynchronousTestCase):
-    """Upgrades taken over from twisted.web behave as on a WebSocket-only
-    server."""
-
-    def test_pipelined_frame(self) -> None:
-        """A masked frame in the same read as the upgrade is echoed."""
-        server, _ = site(Echo())
-        peer = Peer(server)
-        peer.send(handshake_request("/") + client_frame(0x1, b"hi"))
-        server.reactor.advance(0)
-        data = peer.transport.value()
-        self.assertEqual(peer.status(), 101)
-        frames, _ = parse_frames(data.split(b"\r\n\r\n", 1)[1])
-        self.assertEqual([f.payload for f in frames], [b"hi"])
-
-    def test_skip_upgrade_check(self) -> None:
-        """skip_upgrade_check upgrades a request with a Sec-WebSocket-Key but
-        no Upgrade header; a plain GET still gets the HTTP answer."""
-        server, _ = site(Echo(), path="/ws", skip_upgrade_check=True)
-        peer = Peer(server)
-        peer.send(handshake_request("/ws", upgrade=False))
-        self.assertEqual(peer.status(), 101)
-        plain = Peer(server)
-        plain.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertTrue(
-            plain.transport.value().startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
-        )
-
-    def test_426_phrase_websocket_only(self) -> None:
-        """The WebSocket-only server's 426 says "Upgrade Required" too."""
-        server = WebSocketServer(Echo(), reactor=MemoryReactorClock())
-        peer = Peer(server)
-        peer.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertTrue(
-            peer.transport.value().startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
-        )
-
-    def test_slot_moves_to_websocket(self) -> None:
-        """The taken-over connection keeps its counted slot until it ends."""
-        server, _ = site(Echo())
-        gate = server.listening_factory
-        peer = Peer(server)
-        peer.send(handshake_request("/"))
-        self.assertEqual(gate.total, 1)
-        peer.close()
-        self.assertEqual(gate.total, 0)
-
-
-class OnConnectTests(SynchronousTestCase):
-    """The server handler's on_connect screens HTTP connections too."""
-
-    def test_false_drops(self) -> None:
-        """False closes the connection before any byte is processed."""
-
-        class No(Echo):
-            def on_connect(self, peer: Any) -> bool:
-                return peer.host != "198.51.100.9"
-
-        server, body = site(No())
-        bad = Peer(server, "198.51.100.9")
-        self.assertTrue(bad.transport.disconnecting)
-        bad.transport.protocol.dataReceived(
-            b"POST /form HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"
-        )
-        self.assertEqual((bad.transport.value(), body.bodies), (b"", []))
-        good = Peer(server)
-        good.send(b"POST /form HTTP/1.1\r\nContent-Length: 1\r\n\r\nx")
-        self.assertEqual(good.status(), 200)
-
-    def test_deferred_pauses_reading(self) -> None:
-        """While an async on_connect decides, reading is paused; True
-        resumes it, a later False closes."""
-        pending: list[Deferred[bool]] = []
-
-        class Later(Echo):
-            def on_connect(self, peer: Any) -> Deferred[bool]:
-                d: Deferred[bool] = Deferred()
-                pending.append(d)
-                return d
-
-        server, _ = site(Later())
-        first, second = Peer(server), Peer(server)
-        self.assertEqual(first.transport.producerState, "paused")
-        pending[0].callback(True)
-        self.assertEqual(first.transport.producerState, "producing")
-        pending[1].callback(False)
-        self.assertTrue(second.transport.disconnecting)
-
-    def test_raising_hook_aborts(self) -> None:
-        """An on_connect that raises aborts the connection."""
-
-        class Broken(Echo):
-            def on_connect(self, peer: Any) -> bool:
-                raise RuntimeError("boom")
-
-        server, _ = site(Broken())
-        peer = Peer(server)
-        self.assertTrue(peer.transport.aborted)
-        self.flushLoggedErrors(RuntimeError)
-
-
 class AccessLogTests(SynchronousTestCase):
     """access_log_formatter writes no query strings."""
 
@@ -350,45 +103,6 @@ class AccessLogTests(SynchronousTestCase):
         self.assertIn('"GET /feed?[redacted] HTTP/1.1" 200 2', line)
         self.assertIn('"http://h/?[redacted]" "ua"', line)
         self.assertEqual(redact_query(b"/a"), b"/a")
-
-
-class StaticFilesTests(SynchronousTestCase):
-    """StaticFiles refuses escapes, listings and dotfiles unless allowed."""
-
-    def setUp(self) -> None:
-        base = Path(self.mktemp()).resolve()
-        (base / "out").mkdir(parents=True)
-        (base / "out" / "secret").write_text("s")
-        self.root = base / "root"
-        (self.root / "dir").mkdir(parents=True)
-        (self.root / ".env").write_text("e")
-        (self.root / "link").symlink_to(base / "out")
-
-    def _get(self, files: StaticFiles, *segments: bytes) -> Any:
-        from twisted.web.test.requesthelper import DummyRequest
-
-        resource: Any = files
-        for segment in segments:
-            resource = resource.getChild(segment, DummyRequest([segment]))
-        return resource
-
-    def test_defaults(self) -> None:
-        """Escaping link, dotfile: not found; listing: 403."""
-        files = StaticFiles(str(self.root))
-        self.assertIs(self._get(files, b"link"), files.childNotFound)
-        self.assertIs(self._get(files, b".env"), files.childNotFound)
-        self.assertEqual(self._get(files, b"dir", b"")._code, 403)
-
-    def test_options(self) -> None:
-        """Each option turns its refusal off, in subdirectories too."""
-        files = StaticFiles(
-            str(self.root), listing=True, dotfiles=True, follow_symlinks=True
-        )
-        self.assertTrue(self._get(files, b"link", b"secret").path.endswith("secret"))
-        self.assertTrue(self._get(files, b".env").path.endswith(".env"))
-        self.assertEqual(
-            type(self._get(files, b"dir", b"")).__name__, "DirectoryLister"
-        )
 
 
 class WebSocketOnlyTargetTests(SynchronousTestCase):
@@ -418,3 +132,76 @@ class WebSocketOnlyTargetTests(SynchronousTestCase):
             [e for e in public.events if e[0] == "allow"],
             [("allow", "//x/admin"), ("allow", "/admin;")],
         )
+
+
+class SiteFactoryTests(SynchronousTestCase):
+    """upgrade() without server= uses a factory kept on the request's site."""
+
+    def test_one_per_site_on_its_reactor(self) -> None:
+        """The first request makes it, on the site's reactor; later requests
+        of the same site share it; another site has its own; no module
+        keeps either."""
+        clock = MemoryReactorClock()
+        first, second = Site(Resource(), reactor=clock), Site(Resource())
+        a, b, c = DummyRequest([]), DummyRequest([]), DummyRequest([])
+        a.site, b.site, c.site = first, first, second
+        factory = site_factory(a)
+        self.assertIs(site_factory(b), factory)
+        self.assertIs(factory.clock, clock)
+        self.assertIs(first.wsplugin_factory, factory)
+        self.assertIsNot(site_factory(c), factory)
+
+    def test_no_site(self) -> None:
+        """A request of no site gets a clear error naming server=."""
+        request = DummyRequest([])
+        request.channel = None
+        request.site = None
+
+        class Channel:
+            site = None
+
+        request.channel = Channel()
+        with self.assertRaisesRegex(WSPluginError, "pass server="):
+            site_factory(request)
+
+
+class MakeSiteTests(SynchronousTestCase):
+    """make_site: what a WebSocketServer with http=/static= listens with."""
+
+    def test_channel_limits_from_config(self) -> None:
+        """Each channel gets the server's limits, clock, on_connect and log."""
+
+        class Handler(Recorder):
+            def on_connect(self, peer: Any) -> bool:
+                return True
+
+        server = WebSocketServer(
+            Handler(),
+            reactor=MemoryReactorClock(),
+            open_handshake_timeout=3,
+            request_body_timeout=4,
+            max_request_body=5,
+        )
+        made = make_site(server.factory, Resource())
+        self.assertIsInstance(made, BoundedSite)
+        channel = made.protocol()
+        self.assertIsInstance(channel, BoundedHTTPChannel)
+        self.assertEqual(
+            (channel.head_timeout, channel.body_timeout, channel.max_request_body),
+            (3, 4, 5),
+        )
+        self.assertIs(channel.clock, server.reactor)
+        self.assertEqual(channel.on_connect, server.handler.on_connect)
+        self.assertIs(channel.log_limited, server.factory.log_limited)
+        self.assertFalse(made.displayTracebacks)
+
+    def test_websocket_and_http_on_one_port(self) -> None:
+        """Through a server's gate: an upgrade reaches the route, a GET the
+        HTTP resource."""
+        server, _ = site(Echo())
+        ws = Peer(server)
+        ws.send(handshake_request("/"))
+        self.assertEqual(ws.status(), 101)
+        http = Peer(server)
+        http.send(b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        self.assertEqual(http.status(), 200)

@@ -3,6 +3,7 @@
 The public API is re-exported here; the modules behind it are private.
 """
 
+from wsplugin._routing import Route, Router
 from wsplugin._version import __version__
 from wsplugin.config import ServerConfig
 from wsplugin.connection import (
@@ -29,7 +30,6 @@ from wsplugin.errors import (
 )
 from wsplugin.factory import Connections, WebSocketServerFactory
 from wsplugin.protocol import WebSocketServerProtocol
-from wsplugin.routing import Route, Router
 from wsplugin.server import WebSocketServer
 from wsplugin.tls import PeerCertificate, TLSOptions
 

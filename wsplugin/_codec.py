@@ -21,7 +21,7 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any, Final
 
-from wsplugin import _pycodec
+import wsplugin._pycodec as _pycodec
 from wsplugin._pycodec import (
     BINARY,
     CLOSE,

@@ -127,7 +127,7 @@ class _Slot:
     def __call__(self, reason: Any = None) -> Any:
         if not self.released:
             self.released = True
-            self.gate._release(self.key)
+            self.gate.release(self.key)
         return self.original(reason)
 
 
@@ -234,7 +234,9 @@ class ConnectionGate(ServerFactory):
         protocol.connectionLost = _Slot(self, key, protocol.connectionLost)
         return protocol
 
-    def _release(self, key: str | None) -> None:
+    def release(self, key: str | None) -> None:
+        """A counted connection ended: its slot (and its address's, under
+        ``key``) is free again."""
         self.total -= 1
         if key is not None:
             left = self.per_ip[key] - 1

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from autobahn.websocket.xormasker import create_xor_masker
 
-from wsplugin.frames import (
+from wsplugin._frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,
@@ -513,9 +513,9 @@ def encode_message(
     """Encode a whole data message as unmasked frames of at most
     ``fragment_size`` payload bytes each (0: one frame).
 
-    The same bytes as :func:`wsplugin.frames.encode_message` without
+    The same bytes as :func:`wsplugin._frames.encode_message` without
     deflate; ``fragment_size`` is what
-    :func:`wsplugin.frames.payload_size_for_frame` makes of a frame size
+    :func:`wsplugin._frames.payload_size_for_frame` makes of a frame size
     that counts the header.
     """
     if fragment_size < 0:

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsplugin._frames import MIN_FRAME_SIZE
 from wsplugin.errors import ConfigError
-from wsplugin.frames import MIN_FRAME_SIZE
 
 __all__ = ["SEND_BUFFER_POLICIES", "SERVER_ONLY", "MiB", "ServerConfig"]
 

@@ -1,137 +1,56 @@
-"""The Autobahn server factory subclass: routes, registry and sending.
+"""The Autobahn server factory subclass: routes, collaborators and sending.
 
-The factory owns what is shared by all connections: the :class:`Router`, the
-registry of open connections (by id), and the sending methods of the
-component (``broadcast``, ``send_to``, ``write_data``, ``ping_all``,
-``disconnect_all``). It applies the server config to Autobahn once, and runs
-Autobahn's handshake and keep-alive timers on the injected reactor rather than
-txaio's global one, so tests drive them with ``task.Clock``.
+The factory owns what all connections of a server share, each as an object
+of its own that the protocols are given through it:
+
+* the :class:`~wsplugin._routing.Router`;
+* the :class:`~wsplugin._registry.Registry` of open connections (by id),
+  behind the public :class:`Connections` view;
+* the :class:`~wsplugin._fanout.Fanout` that ``broadcast``, ``send_to`` and
+  (with a backplane) publications from other nodes go through;
+* the :class:`~wsplugin._batching.TurnBatcher` of the reactor's turn;
+* the :class:`~wsplugin._ratelog.RateLimitedLog` for per-connection problems.
+
+It applies the server config to Autobahn once, and runs Autobahn's handshake
+and keep-alive timers on the injected reactor rather than txaio's global one,
+so tests drive them with ``task.Clock``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.websocket import (
     WebSocketServerFactory as _AutobahnServerFactory,
 )
-from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IProtocolNegotiationFactory,
-    IReactorTime,
-)
+from twisted.internet.interfaces import IProtocolNegotiationFactory, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from wsplugin._autobahn import ReactorTimer
+from wsplugin._batching import TurnBatcher
 from wsplugin._events import bind_events
+from wsplugin._fanout import Fanout
+from wsplugin._ratelog import LOG_BURST, LOG_WINDOW, RateLimitedLog
+from wsplugin._registry import Connections, Registry
+from wsplugin._routing import Route, Router
+from wsplugin._sendapi import SendingMethods
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection
-from wsplugin.errors import UnknownConnection
-from wsplugin.frames import encode_message
-from wsplugin.protocol import ROUTE_EVENTS, WebSocketServerProtocol
-from wsplugin.routing import Route, Router
+from wsplugin.protocol import WebSocketServerProtocol
 
-__all__ = ["Connections", "WebSocketServerFactory"]
+__all__ = ["LOG_BURST", "LOG_WINDOW", "Connections", "WebSocketServerFactory"]
 
 Message = str | bytes
 Selector = Callable[[Connection], bool]
 
-_OPEN = WebSocketProtocol.STATE_OPEN
-LOG_BURST = 20
-LOG_WINDOW = 10.0
-
-
-class _ReactorTimer:
-    """Autobahn's timer interface (``call_later``) on a given reactor."""
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-
-    def call_later(
-        self, delay: float, func: Callable[..., Any], *a: Any, **kw: Any
-    ) -> Any:
-        return _Cancellable(self._clock.callLater(delay, func, *a, **kw))
-
-
-class _Cancellable:
-    """A delayed call whose ``cancel()`` is harmless after it ran."""
-
-    __slots__ = ("_call",)
-
-    def __init__(self, call: IDelayedCall) -> None:
-        self._call = call
-
-    def active(self) -> bool:
-        return bool(self._call.active())
-
-    def cancel(self) -> None:
-        if self._call.active():
-            self._call.cancel()
-
-
-class Connections:
-    """The open connections: iterable, sized, and looked up by id.
-
-    ``for conn in server.connections``, ``len(server.connections)``,
-    ``server.connections[conn_id]`` (raises :class:`UnknownConnection`),
-    ``server.connections.get(conn_id)``, ``conn_id in server.connections``.
-    """
-
-    def __init__(self, registry: dict[str, Connection]) -> None:
-        self._registry = registry
-
-    def __iter__(self) -> Iterator[Connection]:
-        return iter(list(self._registry.values()))
-
-    def __len__(self) -> int:
-        return len(self._registry)
-
-    def __getitem__(self, conn_id: str) -> Connection:
-        try:
-            return self._registry[conn_id]
-        except KeyError:
-            raise UnknownConnection(conn_id) from None
-
-    def __contains__(self, item: object) -> bool:
-        if isinstance(item, Connection):
-            return self._registry.get(item.id) is item
-        return item in self._registry
-
-    def get(self, conn_id: str, default: Connection | None = None) -> Connection | None:
-        """The connection with ``conn_id``, or ``default``."""
-        return self._registry.get(conn_id, default)
-
-    def ids(self) -> list[str]:
-        """The ids of all open connections."""
-        return list(self._registry)
-
-
-def _transport_buffered(transport: Any) -> int:
-    """Bytes a Twisted transport holds unwritten (TCP, or TLS over TCP)."""
-    size = 0
-    while transport is not None:
-        size += len(getattr(transport, "dataBuffer", b"")) + getattr(
-            transport, "_tempDataLen", 0
-        )
-        transport = getattr(transport, "transport", None)
-    return size
-
-
-def _payload(message: Message) -> tuple[bytes, bool]:
-    if isinstance(message, str):
-        return message.encode("utf-8"), False
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return bytes(message), True
-    raise TypeError(
-        f"a message is str (text) or bytes (binary), not {type(message).__name__}"
-    )
-
 
 @implementer(IProtocolNegotiationFactory)
-class WebSocketServerFactory(_AutobahnServerFactory):
-    """Autobahn server factory carrying wsplugin's routes and sending methods.
+class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
+    """Autobahn server factory carrying wsplugin's routes and sending methods
+    (``broadcast``, ``send_to``, ``write_data``, ``ping_all``,
+    ``disconnect_all``: :class:`~wsplugin._sendapi.SendingMethods`).
 
     Args:
         config: Server-wide options (routes may override them).
@@ -140,6 +59,20 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         owner: The object exposed as ``conn.server`` (the WebSocketServer).
         server_handler: Object whose ``on_connect(peer)`` screens TCP
             connections before the handshake.
+        log_limited: The rate-limited log for per-connection problems; a
+            new one (on this factory's logger) by default.
+        registry: The registry of open connections; a new one by default.
+        batcher: The write batcher of this reactor's turns; a new one (on
+            ``reactor``) by default.
+
+    Attributes:
+        clock: The reactor its timers run on.
+        router: Its routes.
+        registry: The open connections (``connections`` is the public view).
+        fanout: Sends one message to many connections, encoded once.
+        batcher: Collects each reactor turn's writes (one per factory).
+        log_limited: Logs per-connection problems, rate limited.
+        on_connect: The server handler's ``on_connect``, or None.
     """
 
     protocol = WebSocketServerProtocol
@@ -159,22 +92,26 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         reactor: Any = None,
         owner: Any = None,
         server_handler: Any = None,
+        log_limited: RateLimitedLog | None = None,
+        registry: Registry | None = None,
+        batcher: TurnBatcher | None = None,
     ) -> None:
         self.config = config or ServerConfig()
         super().__init__(server=self.config.server_header or None, reactor=reactor)
         self.clock: IReactorTime = self.reactor
-        self._batched_timer = _ReactorTimer(self.clock)
+        # Autobahn private: where Autobahn's protocols schedule their
+        # close-handshake timers; ours run on the injected reactor
+        self._batched_timer = ReactorTimer(self.clock)
         self.router = router or Router()
         self.owner = owner if owner is not None else self
-        self._on_connect = getattr(server_handler, "on_connect", None)
-        self._registry: dict[str, Connection] = {}
-        self._log_window_start = float("-inf")
-        self._log_count = 0
-        self._log_suppressed = 0
-        self._route_event_cache: dict[int, dict[str, Any]] = {}
-        self._batched: list[WebSocketServerProtocol] = []
-        self._batch_call: IDelayedCall | None = None
-        self.connections = Connections(self._registry)
+        self.on_connect: Callable[[Any], Any] | None = getattr(
+            server_handler, "on_connect", None
+        )
+        self.log_limited = log_limited or RateLimitedLog(self.clock, self._log)
+        self.registry = registry if registry is not None else Registry()
+        self.fanout = Fanout(self.registry, self._log)
+        self.batcher = batcher or TurnBatcher(self.clock, self._log)
+        self.connections = Connections(self.registry)
         self._apply_config()
 
     def _apply_config(self) -> None:
@@ -215,7 +152,7 @@ class WebSocketServerFactory(_AutobahnServerFactory):
         :class:`ServerConfig` applied to this route only.
         """
         config = self.config.for_route(**overrides) if overrides else self.config
-        bind_events(handler, ROUTE_EVENTS)  # fail now on a non-callable event
+        bind_events(handler)  # fail now on a non-callable event
         return self.router.register(
             host,
             path,
@@ -226,208 +163,8 @@ class WebSocketServerFactory(_AutobahnServerFactory):
             auth=auth,
         )
 
-    def _route_events(self, route: Route) -> dict[str, Any]:
-        key = id(route)
-        events = self._route_event_cache.get(key)
-        if events is None or events.get("__route__") is not route:
-            events = bind_events(route.handler, ROUTE_EVENTS)
-            events["__route__"] = route
-            self._route_event_cache[key] = events
-        return events
-
-    # -- registry ----------------------------------------------------------
-
-    def _register(self, conn: Connection) -> None:
-        self._registry[conn.id] = conn
-
-    def _unregister(self, conn: Connection) -> None:
-        if self._registry.get(conn.id) is conn:
-            del self._registry[conn.id]
-
-    def _batch_ready(self, proto: WebSocketServerProtocol) -> None:
-        """``proto`` collects writes this turn; send them all when it ends."""
-        self._batched.append(proto)
-        if self._batch_call is None:
-            self._batch_call = self.clock.callLater(0, self._write_batches)
-
-    def _write_batches(self) -> None:
-        self._batch_call = None
-        batched, self._batched = self._batched, []
-        for proto in batched:
-            try:
-                proto._write_batch()
-            except Exception:
-                self._log.failure("writing to {peer} failed", peer=proto.peer)
-
     def buffered_bytes(self) -> int:
         """Outgoing bytes the server holds for all its connections: each
         connection's send queue plus what its transport has not yet written
         to the socket. A bounded number, whatever clients do."""
-        total = 0
-        for conn in list(self._registry.values()):
-            proto = conn._protocol
-            total += proto._queued + _transport_buffered(proto.transport)
-        return total
-
-    # -- sending -----------------------------------------------------------
-
-    def broadcast(
-        self,
-        message: Message,
-        *,
-        channel: str | None = None,
-        protocol: str | None = None,
-        ids: str | Iterable[str] | None = None,
-        exclude: str | Connection | Iterable[str | Connection] | None = None,
-    ) -> int:
-        """Send ``message`` to every open connection, optionally filtered.
-
-        Args:
-            message: ``str`` is sent as text, ``bytes`` as binary.
-            channel: Only connections subscribed to this channel.
-            protocol: Only connections that negotiated this subprotocol.
-            ids: Only connections with these ids: an iterable of ids, or one
-                id as a ``str`` (not taken apart into characters).
-            exclude: Skip these connections: ids or Connection objects, or
-                a single id or Connection.
-
-        Returns:
-            How many connections the message was sent to.
-
-        Raises:
-            TypeError: ``ids`` or ``exclude`` is ``bytes`` (ids are ``str``).
-        """
-        payload, is_binary = _payload(message)
-        if isinstance(ids, str):
-            ids = (ids,)
-        if isinstance(exclude, (str, Connection)):
-            exclude = (exclude,)
-        for name, value in (("ids", ids), ("exclude", exclude)):
-            if isinstance(value, (bytes, bytearray, memoryview)):
-                raise TypeError(
-                    f"broadcast({name}=...) takes connection ids as str, "
-                    f"not {type(value).__name__}"
-                )
-        if ids is not None:
-            wanted = [self._registry.get(i) for i in dict.fromkeys(ids)]
-            targets: Iterable[Connection] = [c for c in wanted if c is not None]
-        else:
-            targets = list(self._registry.values())
-        if channel is not None:
-            targets = [c for c in targets if channel in c.channels]
-        if protocol is not None:
-            targets = [c for c in targets if c.protocol == protocol]
-        if exclude is not None:
-            skip = {x.id if isinstance(x, Connection) else x for x in exclude}
-            targets = [c for c in targets if c.id not in skip]
-        return self._send_many(payload, is_binary, targets)
-
-    def send_to(self, message: Message, selector: Selector) -> int:
-        """Send ``message`` to each open connection for which ``selector(conn)``
-        is true (TMS ``SendMessageTo``/``SendDataTo``). Returns the count."""
-        payload, is_binary = _payload(message)
-        targets = [c for c in list(self._registry.values()) if selector(c)]
-        return self._send_many(payload, is_binary, targets)
-
-    def write_data(self, conn_id: str, message: Message) -> None:
-        """Send ``message`` to the connection with ``conn_id`` (sgc ``WriteData``).
-
-        Raises:
-            UnknownConnection: no open connection has that id.
-        """
-        self.connections[conn_id].send(message)
-
-    def ping_all(self, payload: bytes = b"") -> int:
-        """Ping every open connection; returns the count."""
-        count = 0
-        for conn in list(self._registry.values()):
-            if conn.is_open:
-                try:
-                    conn.ping(payload)
-                except Exception:
-                    self._log.failure("ping to {conn} failed", conn=conn)
-                    continue
-                count += 1
-        return count
-
-    def disconnect_all(self, code: int = 1001, reason: str = "") -> int:
-        """Close every open connection with ``code``; the server keeps listening.
-
-        Returns:
-            How many connections were asked to close.
-        """
-        count = 0
-        for conn in list(self._registry.values()):
-            if conn.is_open:
-                try:
-                    conn.close(code, reason)
-                except Exception:
-                    self._log.failure("closing {conn} failed", conn=conn)
-                    continue
-                count += 1
-        return count
-
-    def _send_many(
-        self, payload: bytes, is_binary: bool, targets: Iterable[Connection]
-    ) -> int:
-        """Send one message to many connections.
-
-        The frame bytes are built once per distinct fragment size (and, for
-        permessage-deflate without context takeover, window size) and
-        written as they are to every connection that shares them; only a
-        connection that keeps its compression context compresses for itself.
-        A connection whose transport fails is logged and skipped: the others
-        still get the message.
-        """
-        encoded: dict[tuple[int, tuple[int, int] | None], bytes] = {}
-        count = 0
-        for conn in targets:
-            proto = conn._protocol
-            if proto.state != _OPEN or proto._peer_closed:
-                continue
-            try:
-                if proto._queued and not proto._admit():
-                    continue
-                deflate = proto._deflate_key
-                if (
-                    deflate is None
-                    and proto._perMessageCompress is not None
-                    and not proto._fragmenting
-                ):
-                    proto._send_encoded(payload, is_binary)
-                else:
-                    size = proto._settings.fragment_size
-                    data = encoded.get((size, deflate))
-                    if data is None:
-                        if size or deflate is not None:
-                            data = encode_message(payload, is_binary, size, deflate)
-                        else:
-                            data = self.prepareMessage(payload, is_binary).payloadHybi
-                        encoded[size, deflate] = data
-                    proto._send_prepared(data)
-            except Exception:
-                self._log.failure("sending to {conn} failed", conn=conn)
-                continue
-            count += 1
-        return count
-
-    # -- logging -----------------------------------------------------------
-
-    def _log_limited(self, fmt: str, **fields: Any) -> None:
-        """Log a per-connection problem, at most ``LOG_BURST`` per
-        ``LOG_WINDOW`` seconds; the rest are counted and reported later."""
-        now = self.clock.seconds()
-        if now - self._log_window_start >= LOG_WINDOW:
-            if self._log_suppressed:
-                self._log.warn(
-                    "{count} similar connection problems were not logged",
-                    count=self._log_suppressed,
-                )
-            self._log_window_start = now
-            self._log_count = 0
-            self._log_suppressed = 0
-        if self._log_count < LOG_BURST:
-            self._log_count += 1
-            self._log.info(fmt, **fields)
-        else:
-            self._log_suppressed += 1
+        return sum(conn.engine.held_bytes() for conn in self.registry.snapshot())

@@ -9,41 +9,34 @@ and into ``twistd``. It can also be driven directly like the seed components:
 
 from __future__ import annotations
 
-import socket
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from autobahn import websocket as _autobahn_websocket
 from twisted.application.service import MultiService
 from twisted.internet.defer import (
-    CancelledError,
     Deferred,
     DeferredList,
-    TimeoutError,
     maybeDeferred,
     succeed,
 )
-from twisted.internet.endpoints import serverFromString, wrapServerTLS
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wsplugin._events import as_deferred
 from wsplugin._gate import ConnectionGate
+from wsplugin._listening import Listening, listener_lost
+from wsplugin._routing import Route
+from wsplugin._running import run_until_stopped, wait_closed_all
+from wsplugin._sendapi import SendingMethods
 from wsplugin.config import ServerConfig
-from wsplugin.connection import Connection, ConnectionState
 from wsplugin.errors import ConfigError
 from wsplugin.factory import Connections, WebSocketServerFactory
 from wsplugin.handshake import accepts_other_sites
-from wsplugin.routing import Route
 from wsplugin.tls import (
     PeerCertificate,
     ServerTLS,
     TLSOptions,
-    endpoint_is_tls,
-    on_hangup,
     tls_wrappable,
 )
 
@@ -51,29 +44,8 @@ __all__ = ["WebSocketServer", "listener_lost"]
 
 Message = str | bytes
 
-_SO_ACCEPTCONN = getattr(socket, "SO_ACCEPTCONN", None)
 
-
-def listener_lost(port: Any) -> str | None:
-    """Why the listening ``port`` no longer accepts connections, or None.
-
-    Twisted's TCP and UNIX ports (``tcp.Port``, its subclasses) expose the
-    listening ``socket`` and a ``connected`` flag; other ports are only
-    judged by the flag.
-    """
-    if getattr(port, "connected", True) is False:
-        return "the port was closed after an error"
-    sock = getattr(port, "socket", None)
-    if sock is None or _SO_ACCEPTCONN is None:
-        return None
-    try:
-        accepting = sock.getsockopt(socket.SOL_SOCKET, _SO_ACCEPTCONN)
-    except OSError as e:
-        return f"its socket is unusable: {e.strerror or e}"
-    return None if accepting else "its socket no longer accepts connections"
-
-
-class WebSocketServer(MultiService):
+class WebSocketServer(SendingMethods, MultiService):
     """A WebSocket server listening on one or more Twisted endpoint strings.
 
     Args:
@@ -173,28 +145,13 @@ class WebSocketServer(MultiService):
         self.reactor = reactor
         self.config = (config or ServerConfig()).replace(**options)
         self.handler = handler
-        self.endpoints: list[str] = list(endpoints)
         self.factory = WebSocketServerFactory(
             self.config, reactor=reactor, owner=self, server_handler=handler
         )
-        self.ports: list[IListeningPort] = []
-        self._starting: Deferred[Any] | None = None
-        self._start_result: Any = None
-        self._start_waiters: list[Deferred[WebSocketServer]] = []
+        # the sending methods (broadcast, send_to, ...) work on these
+        self.fanout = self.factory.fanout
+        self.registry = self.factory.registry
         self._stopping: Deferred[None] | None = None
-        self._attempts = 0
-        self._start_pending = False
-        self._wanted = False
-        self._watchdog_call: Any = None
-        # the listener watchdog (see _check_listeners)
-        self._bound: dict[int, IListeningPort] = {}
-        self._lost: list[int] = []
-        self._lost_attempts = 0
-        self._listener_check: LoopingCall | None = None
-        self._relisten_call: Any = None
-        self._relistening = False
-        self._closing: list[Deferred[Any]] = []
-        self._generation = 0  # bumped when listeners are (un)watched anew
         if handler is not None:
             if path is None:
                 self.register_handler(
@@ -202,32 +159,19 @@ class WebSocketServer(MultiService):
                 )
             else:
                 self.register_handler("*", path, handler, default_host=True, auth=auth)
-        if http_auth is not None and (
-            http is not None or static is not None or before_request or empty_404
-        ):
-            from wsplugin.auth import site_guard
-            from wsplugin.web import websocket_route
-
-            router = self.factory.router
-
-            def route_takes(request: Any) -> bool:  # the route's own auth checks it
-                return websocket_route(router, request) is not None
-
-            before_request = site_guard(
-                http_auth,
-                public_paths=public_paths,
-                skip=route_takes,
-                then=before_request,
-                trusted_proxies=self.config.trusted_proxies,
-            )
         self.site: Any = None
         inner: Any = self.factory
         if http is not None or static is not None or before_request or empty_404:
-            self.site = inner = self._make_site(
+            from wsplugin.web import make_site
+
+            self.site = inner = make_site(
+                self.factory,
                 http,
-                static,
-                before_request,
-                empty_404,
+                static=static,
+                before_request=before_request,
+                empty_404=empty_404,
+                http_auth=http_auth,
+                public_paths=public_paths,
                 static_options={
                     "listing": static_listing,
                     "dotfiles": static_dotfiles,
@@ -242,55 +186,19 @@ class WebSocketServer(MultiService):
             max_per_ip=self.config.max_connections_per_ip,
             exempt=self.config.per_ip_exempt,
             clock=reactor,
-            log_limited=self.factory._log_limited,
+            log_limited=self.factory.log_limited,
         )
-
-    def _make_site(
-        self,
-        http: Any,
-        static: str | None,
-        before_request: Callable[[Any], Any] | None,
-        empty_404: bool,
-        static_options: dict[str, bool] | None = None,
-    ) -> Any:
-        from wsplugin.web import (
-            BoundedHTTPChannel,
-            BoundedSite,
-            EmptyPage,
-            StaticFiles,
-            access_log_formatter,
-            site_root,
+        self.listening = Listening(
+            reactor,
+            endpoints,
+            self.listening_factory,
+            tls=self.tls,
+            router=self.factory.router,
+            config=self.config,
+            log=self.log,
+            on_up=lambda: self._fire_server_event("on_startup"),
+            on_down=lambda: self._fire_server_event("on_shutdown"),
         )
-
-        if static is not None:
-            files = StaticFiles(static, **(static_options or {}))
-            if empty_404:
-                files.childNotFound = EmptyPage(404)
-            if http is not None:
-                files.putChild(b"", http)  # the resource answers "/"
-            http = files
-        site = BoundedSite(
-            site_root(
-                self.factory, http, before_request=before_request, empty_404=empty_404
-            ),
-            logFormatter=access_log_formatter,
-            reactor=self.reactor,
-        )
-        site.displayTracebacks = False
-        cfg, clock, factory = self.config, self.reactor, self.factory
-
-        def channel() -> BoundedHTTPChannel:
-            made = BoundedHTTPChannel()
-            made.head_timeout = cfg.open_handshake_timeout
-            made.body_timeout = cfg.request_body_timeout
-            made.max_request_body = cfg.max_request_body
-            made.clock = clock
-            made.on_connect = factory._on_connect
-            made.log_limited = factory._log_limited
-            return made
-
-        site.protocol = channel
-        return site
 
     # -- routes ------------------------------------------------------------
 
@@ -362,12 +270,8 @@ class WebSocketServer(MultiService):
         """
         if not self.running:
             self.startService()
-        d: Deferred[WebSocketServer] = Deferred()
-        if self._start_pending:
-            self._start_waiters.append(d)
-        else:
-            self._deliver_start(d)
-        return d
+        d: Deferred[WebSocketServer] = self.listening.outcome()
+        return d.addCallback(lambda _: self)
 
     def stop(self) -> Deferred[None]:
         """Stop listening, close every connection with 1001, and wait for them
@@ -423,32 +327,12 @@ class WebSocketServer(MultiService):
         Logging is left as it is: start it first
         (``globalLogBeginner.beginLoggingTo``) to see the server's log.
         """
-        reactor = self.reactor
-        status = [0]
-
-        def failed(failure: Failure) -> None:
-            status[0] = 1
-            print(
-                f"{sys.argv[0] or 'wsplugin'}: cannot start: "
-                f"{failure.getErrorMessage()}",
-                file=sys.stderr,
-                flush=True,
-            )
-            if reactor.running:
-                reactor.stop()
-
-        reactor.callWhenRunning(lambda: self.start().addErrback(failed))
-        # a reactor runs once: the trigger fires (and goes) when it stops
-        reactor.addSystemEventTrigger("before", "shutdown", self.stop)
-        restore = None
-        if self.tls is not None:
-            restore = on_hangup(self._reload_quietly, reactor)
-        try:
-            reactor.run()
-        finally:
-            if restore is not None:
-                restore()
-        return status[0]
+        return run_until_stopped(
+            self.reactor,
+            self.start,
+            self.stop,
+            self._reload_quietly if self.tls else None,
+        )
 
     def _reload_quietly(self) -> None:
         try:
@@ -468,12 +352,8 @@ class WebSocketServer(MultiService):
         super().privilegedStartService()
         self._privileged_start = True
         self._begin_listening()
-        failure = self._start_result
-        if (
-            self.exit_on_listen_failure
-            and not self._start_pending
-            and isinstance(failure, Failure)
-        ):
+        failure = self.listening.failure
+        if self.exit_on_listen_failure and not self.listening.pending and failure:
             raise SystemExit(f"cannot listen: {failure.getErrorMessage()}")
 
     def startService(self) -> None:
@@ -483,322 +363,67 @@ class WebSocketServer(MultiService):
         super().startService()
         if self._privileged_start:
             self._privileged_start = False
-            if not self._start_pending and isinstance(self._start_result, Failure):
+            if not self.listening.pending and self.listening.failure:
                 self.running = False  # as after start(); start() tries again
             return
-        if not self._start_pending and not self.ports:
+        if not self.listening.pending and not self.ports:
             self._begin_listening()
 
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoint strings it listens on (set it to listen elsewhere at
+        the next start)."""
+        return self.listening.endpoints
+
+    @endpoints.setter
+    def endpoints(self, value: Sequence[str]) -> None:
+        self.listening.endpoints = [value] if isinstance(value, str) else list(value)
+
+    @property
+    def ports(self) -> list[IListeningPort]:
+        """The listening ports, in the order of ``endpoints`` (a lost one,
+        while the watchdog listens again, is left out)."""
+        return self.listening.ports
+
     def _begin_listening(self) -> None:
-        self._wanted = True
-        self._start_pending = True
-        self._attempts = 0
-        self._starting = Deferred.fromCoroutine(self._listen_all())
-        self._starting.addBoth(self._started)
+        self.listening.begin(self._started)
 
     def stopService(self) -> Deferred[None]:
         """Stop child services, stop listening and close connections."""
-        self._wanted = False
-        self._unwatch_listeners()
+        self.listening.stop()
         children = super().stopService()
         self._stopping = Deferred.fromCoroutine(self._shutdown(children))
         return self._stopping
 
-    async def _listen_all(self) -> list[IListeningPort]:
-        ports = []
-        try:
-            for description in self.endpoints:
-                ports.append(await self._listen_one(description))
-        except BaseException:
-            for port in ports:
-                await port.stopListening()
-            raise
-        self._report_nvx()
-        self._warn_plaintext_auth()
-        return ports
-
-    async def _listen_one(self, description: str) -> IListeningPort:
-        """Listen on one endpoint string, with TLS around it if configured."""
-        endpoint = serverFromString(self.reactor, description)
-        if self.tls is not None:
-            endpoint = wrapServerTLS(self.tls, endpoint, clock=self.reactor)
-        try:
-            port: IListeningPort = await endpoint.listen(self.listening_factory)
-        except Exception as e:
-            self.log.error(
-                "cannot listen on {endpoint}: {error}", endpoint=description, error=e
-            )
-            raise
-        self.log.info(
-            "listening on {endpoint}{tls}",
-            endpoint=description,
-            tls=" (TLS)" if self.tls is not None else "",
-        )
-        return port
-
-    def _warn_plaintext_auth(self) -> None:
-        """Warn when an authenticator guards a route on an endpoint without
-        TLS: Basic passwords, tokens and session cookies then cross the
-        network in clear, readable by anyone on the path."""
-        if self.tls is not None:
-            return
-        plain = [d for d in self.endpoints if not endpoint_is_tls(d)]
-        guarded = [r.path for r in self.factory.router.routes() if r.auth is not None]
-        if plain and guarded:
-            self.log.warn(
-                "authentication on {paths} is served without TLS on {endpoints}: "
-                "credentials cross the network in clear; use tls= (twistd: "
-                "--tls-cert) or an ssl: endpoint, unless a TLS proxy is in front",
-                paths=", ".join(guarded),
-                endpoints=", ".join(plain),
-            )
-
-    def _report_nvx(self) -> None:
-        """Say whether Autobahn's native accelerators (NVX) are in use: without
-        them UTF-8 validation and unmasking are pure Python, and bulk
-        throughput drops by about 70 times."""
-        if _autobahn_websocket.USES_NVX:
-            self.log.info("Autobahn NVX accelerators: on")
-        elif _autobahn_websocket.HAS_NVX:
-            self.log.warn(
-                "Autobahn NVX accelerators are built but switched off "
-                "(AUTOBAHN_USE_NVX=0): bulk throughput is far lower"
-            )
-        else:
-            self.log.warn(
-                "Autobahn NVX accelerators are not built: bulk throughput is "
-                "far lower; install an Autobahn wheel for this platform, or "
-                "build it with AUTOBAHN_USE_NVX=1 (docs/performance.md)"
-            )
-
     def _started(self, result: Any) -> None:
-        self._starting = None
         if isinstance(result, Failure):
-            if self._watch(result):
-                return
-            self._start_result = result
-            self._start_pending = False
             # like the seeds' Active, a server that could not listen is not
             # active; start() (or active = True) tries again
             self.running = False
-            self._wanted = False
         else:
-            self._start_pending = False
-            self.ports = list(result)
-            self._start_result = None
-            self._watch_listeners()
             self._fire_server_event("on_startup")
-        waiters, self._start_waiters = self._start_waiters, []
-        for d in waiters:
-            self._deliver_start(d)
-
-    def _watch(self, failure: Failure) -> bool:
-        """The sgc WatchDog: schedule another attempt to listen, if allowed."""
-        interval = self.config.watchdog_interval
-        limit = self.config.watchdog_attempts
-        if not interval or not self._wanted or (limit and self._attempts >= limit):
-            if interval:
-                self.log.error(
-                    "watchdog: giving up after {attempts} attempt(s)",
-                    attempts=self._attempts,
-                )
-            return False
-        self._attempts += 1
-        self.log.warn(
-            "watchdog: listening failed ({error}); attempt {attempt} in {interval}s",
-            error=failure.getErrorMessage(),
-            attempt=self._attempts,
-            interval=interval,
-        )
-        self._watchdog_call = self.reactor.callLater(interval, self._listen_again)
-        return True
-
-    def _listen_again(self) -> None:
-        self._watchdog_call = None
-        self._starting = Deferred.fromCoroutine(self._listen_all())
-        self._starting.addBoth(self._started)
-
-    # -- the watchdog after an unexpected stop -----------------------------
-
-    def _watch_listeners(self) -> None:
-        """Check the listeners every ``watchdog_interval`` (sgc ``WatchDog``).
-
-        A Twisted listening port has no event for "this socket stopped
-        accepting": when ``accept()`` fails in an unexpected way (the socket
-        was shut down or closed underneath, its interface went away) the
-        reactor logs the error and closes the port, and nothing else hears
-        of it. So the server looks: every interval it checks each port's
-        socket with ``getsockopt(SO_ACCEPTCONN)`` (one system call per port;
-        it also fails on a closed descriptor) and Twisted's ``connected``
-        flag. That needs no change to the ports and costs nothing between
-        checks; the price is that a loss is seen up to one interval late.
-        """
-        self._generation += 1
-        self._bound = dict(enumerate(self.ports))
-        self._lost = []
-        if not self.config.watchdog_interval or self._listener_check is not None:
-            return
-        check = LoopingCall(self._check_listeners)
-        check.clock = self.reactor
-        self._listener_check = check
-        check.start(self.config.watchdog_interval, now=False).addErrback(
-            lambda f: self.log.failure("watchdog check failed", f)
-        )
-
-    def _unwatch_listeners(self) -> None:
-        self._generation += 1
-        if self._listener_check is not None and self._listener_check.running:
-            self._listener_check.stop()
-        self._listener_check = None
-        if self._relisten_call is not None and self._relisten_call.active():
-            self._relisten_call.cancel()
-        self._relisten_call = None
-        self._lost = []
-        self._bound = {}
-
-    def _check_listeners(self) -> None:
-        if not self._wanted or not self._bound:
-            return
-        lost = [i for i, port in sorted(self._bound.items()) if self._is_lost(i, port)]
-        if not lost:
-            return
-        was_complete = not self._lost
-        for index in lost:
-            port = self._bound.pop(index)
-            self._lost.append(index)
-            if getattr(port, "connected", False):
-                # release the descriptor, so the endpoint can be bound again
-                self._closing.append(maybeDeferred(port.stopListening))
-        self.ports = [self._bound[i] for i in sorted(self._bound)]
-        if was_complete:
-            # the seed's order: OnShutdown fires, then the watchdog restarts
-            self._fire_server_event("on_shutdown")
-        if self._relisten_call is None and not self._relistening:
-            self._lost_attempts = 0
-            self._relisten_call = self.reactor.callLater(0, self._relisten)
-
-    def _is_lost(self, index: int, port: IListeningPort) -> bool:
-        why = listener_lost(port)
-        if why is not None:
-            self.log.error(
-                "watchdog: the listener on {endpoint} is lost ({why}); open "
-                "connections are kept; listening again every {interval}s",
-                endpoint=self.endpoints[index],
-                why=why,
-                interval=self.config.watchdog_interval,
-            )
-        return why is not None
-
-    def _relisten(self) -> None:
-        self._relisten_call = None
-        self._relistening = True
-        d = Deferred.fromCoroutine(self._relisten_lost())
-        d.addErrback(lambda f: self.log.failure("watchdog: re-listening failed", f))
-        d.addBoth(self._relistened)
-
-    def _relistened(self, _: Any) -> None:
-        self._relistening = False
-
-    async def _relisten_lost(self) -> None:
-        generation = self._generation
-        closing, self._closing = self._closing, []
-        await DeferredList(closing, consumeErrors=True)
-        if generation != self._generation:
-            return  # stopped (or restarted) meanwhile
-        self._lost_attempts += 1
-        error: Exception | None = None
-        for index in sorted(self._lost):
-            try:
-                port = await self._listen_one(self.endpoints[index])
-            except Exception as e:
-                error = e
-                continue
-            if generation != self._generation:  # stopped while it ran
-                await port.stopListening()
-                return
-            self._lost.remove(index)
-            self._bound[index] = port
-            self.ports = [self._bound[i] for i in sorted(self._bound)]
-        if not self._lost:
-            self.log.info(
-                "watchdog: listening again after {attempts} attempt(s)",
-                attempts=self._lost_attempts,
-            )
-            self._fire_server_event("on_startup")
-            return
-        limit = self.config.watchdog_attempts
-        if limit and self._lost_attempts >= limit:
-            self.log.error(
-                "watchdog: giving up on {endpoints} after {attempts} attempt(s) "
-                "({error}); the other listeners and open connections are kept",
-                endpoints=", ".join(self.endpoints[i] for i in sorted(self._lost)),
-                attempts=self._lost_attempts,
-                error=error,
-            )
-            return
-        self._relisten_call = self.reactor.callLater(
-            self.config.watchdog_interval, self._relisten
-        )
-
-    def _deliver_start(self, d: Deferred[WebSocketServer]) -> None:
-        if isinstance(self._start_result, Failure):
-            d.errback(self._start_result)
-        else:
-            d.callback(self)
 
     async def _shutdown(self, children: Deferred[Any] | None) -> None:
-        if self._watchdog_call is not None and self._watchdog_call.active():
-            self._watchdog_call.cancel()
-            self._watchdog_call = None
-            self._start_pending = False
-            self._start_result = Failure(
-                RuntimeError("the server was stopped before it could listen")
-            )
-            waiters, self._start_waiters = self._start_waiters, []
-            for d in waiters:
-                self._deliver_start(d)
-        if self._starting is not None:
-            await DeferredList([self._starting])
-        ports, self.ports = self.ports, []
+        self.listening.cancel_retry(
+            RuntimeError("the server was stopped before it could listen")
+        )
+        if self.listening.starting is not None:
+            await DeferredList([self.listening.starting])
+        ports = self.listening.take_ports()
         for port in ports:
             # IListeningPort.stopListening may return a Deferred, or None
             await maybeDeferred(port.stopListening)
         was_listening = bool(ports)
         open_conns = [c for c in self.factory.connections]
         self.factory.disconnect_all(1001, "server shutting down")
-        await self._wait_closed(open_conns, self.config.shutdown_timeout)
+        await wait_closed_all(
+            open_conns, self.config.shutdown_timeout, self.reactor, self.log
+        )
         if children is not None:
             await children
         self._stopping = None
         if was_listening:
             self._fire_server_event("on_shutdown")
-
-    async def _wait_closed(self, conns: list[Connection], timeout: float) -> None:
-        """Wait for ``conns`` to end, at most ``timeout`` seconds; abort the
-        rest and wait until they have ended too."""
-        if not conns:
-            return
-        everything = DeferredList([c.wait_closed() for c in conns], consumeErrors=True)
-        if timeout:
-            everything.addTimeout(timeout, self.reactor)
-        try:
-            await everything
-        except (TimeoutError, CancelledError):
-            pass
-        stragglers = [c for c in conns if c.state is not ConnectionState.CLOSED]
-        if not stragglers:
-            return
-        self.log.info(
-            "shutdown: aborting {count} connection(s) still open after {timeout}s",
-            count=len(stragglers),
-            timeout=timeout,
-        )
-        for conn in stragglers:
-            conn.abort()
-        # An abort ends a connection at the transport's next turn, not at
-        # once: wait for that, so that stop() and on_shutdown fire only once
-        # every connection has left server.connections.
-        await DeferredList([c.wait_closed() for c in stragglers], consumeErrors=True)
 
     def _fire_server_event(self, name: str) -> None:
         hook: Callable[..., Any] | None = getattr(self.handler, name, None)
@@ -811,40 +436,9 @@ class WebSocketServer(MultiService):
         except Exception:
             self.log.failure("{name} raised", name=name)
 
-    # -- connections and sending (delegated to the factory) ---------------
+    # -- connections (sending: SendingMethods, on the factory's fan-out) ---
 
     @property
     def connections(self) -> Connections:
         """Open connections: iterate, ``len()``, look up by id."""
         return self.factory.connections
-
-    def broadcast(
-        self,
-        message: Message,
-        *,
-        channel: str | None = None,
-        protocol: str | None = None,
-        ids: Iterable[str] | None = None,
-        exclude: Iterable[str | Connection] | None = None,
-    ) -> int:
-        """Send to every open connection, optionally filtered; see
-        :meth:`WebSocketServerFactory.broadcast`."""
-        return self.factory.broadcast(
-            message, channel=channel, protocol=protocol, ids=ids, exclude=exclude
-        )
-
-    def send_to(self, message: Message, selector: Callable[[Connection], bool]) -> int:
-        """Send to each connection the selector picks (TMS ``SendMessageTo``)."""
-        return self.factory.send_to(message, selector)
-
-    def write_data(self, conn_id: str, message: Message) -> None:
-        """Send to one connection by id (sgc ``WriteData``)."""
-        self.factory.write_data(conn_id, message)
-
-    def ping_all(self, payload: bytes = b"") -> int:
-        """Ping every open connection (sgc ``Ping``)."""
-        return self.factory.ping_all(payload)
-
-    def disconnect_all(self, code: int = 1001, reason: str = "") -> int:
-        """Close every connection; keep listening (sgc ``DisconnectAll``)."""
-        return self.factory.disconnect_all(code, reason)

@@ -26,12 +26,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+
+from wsplugin._frames import decode_header, encode_client_frame
 
 __all__ = [
     "ClientFrame",
@@ -75,16 +76,7 @@ def client_frame(
     mask: bytes = b"\x37\xfa\x21\x3d",
 ) -> bytes:
     """Encode one masked frame, as a client sends it."""
-    length = len(payload)
-    b0 = (0x80 if fin else 0) | (rsv & 0x7) << 4 | (opcode & 0xF)
-    if length <= 125:
-        head = struct.pack("!BB", b0, 0x80 | length)
-    elif length <= 0xFFFF:
-        head = struct.pack("!BBH", b0, 0x80 | 126, length)
-    else:
-        head = struct.pack("!BBQ", b0, 0x80 | 127, length)
-    masked = create_xor_masker(mask, length).process(payload) if length else b""
-    return head + mask + masked
+    return encode_client_frame(opcode, payload, fin, rsv, mask)
 
 
 @dataclass(frozen=True)
@@ -119,25 +111,20 @@ class ClientFrame:
 
 
 def parse_frames(data: bytes) -> tuple[list[ClientFrame], bytes]:
-    """Split server-sent bytes into frames; returns (frames, unparsed rest)."""
+    """Split server-sent bytes into frames; returns (frames, unparsed rest).
+
+    Raises:
+        ValueError: a frame is masked (a server never masks its frames).
+    """
     frames = []
     pos = 0
-    while len(data) - pos >= 2:
-        b0, b1 = data[pos], data[pos + 1]
-        if b1 & 0x80:
+    while True:
+        header = decode_header(data, pos)
+        if header is None:
+            break
+        b0, masked, length, head = header
+        if masked:
             raise ValueError("a server frame must not be masked")
-        length = b1 & 0x7F
-        head = 2
-        if length == 126:
-            if len(data) - pos < 4:
-                break
-            length = struct.unpack("!H", data[pos + 2 : pos + 4])[0]
-            head = 4
-        elif length == 127:
-            if len(data) - pos < 10:
-                break
-            length = struct.unpack("!Q", data[pos + 2 : pos + 10])[0]
-            head = 10
         if len(data) - pos < head + length:
             break
         payload = data[pos + head : pos + head + length]

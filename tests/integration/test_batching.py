@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.helpers import Recorder
 from tests.integration.support import ServerTestCase, in_thread
+from wsplugin._batching import TurnBatcher
 
 
 class Burst(Recorder):
@@ -54,13 +56,14 @@ class BatchingTests(ServerTestCase):
         handler = Burst()
         server = yield self.start_server(handler)
         seen: list[tuple[int, int]] = []
-        real = server.factory._batch_ready
 
-        def spy(proto: Any) -> None:
-            real(proto)
-            seen.append((len(proto._batch), proto.transport._tempDataLen))
+        class Spy(TurnBatcher):
+            def add(self, sink: Any) -> None:
+                super().add(sink)
+                # Twisted private: writes not yet joined into its dataBuffer
+                seen.append((sink.pending_writes, sink.transport._tempDataLen))
 
-        server.factory._batch_ready = spy
+        server.factory.batcher = Spy(server.factory.clock, Logger())
         got, _ = yield in_thread(collect, self.url, "go", 200)
         self.assertEqual(got, [str(i) for i in range(200)])
         # the 101 response started one batch, the burst another: each begun
@@ -83,13 +86,13 @@ class BatchingTests(ServerTestCase):
         flow control (our send queue) takes over; every byte arrives in order."""
         server = yield self.start_server(Burst(), max_send_buffer=16 * 1024 * 1024)
         queued: list[int] = []
-        real = server.factory._batch_ready
 
-        def spy(proto: Any) -> None:
-            real(proto)
-            queued.append(proto._batch_size)
+        class Spy(TurnBatcher):
+            def add(self, sink: Any) -> None:
+                super().add(sink)
+                queued.append(sink.pending_writes)
 
-        server.factory._batch_ready = spy
+        server.factory.batcher = Spy(server.factory.clock, Logger())
         got, _ = yield in_thread(collect, self.url, "big", 100)
         self.assertEqual(
             [(len(m), m[:1]) for m in got],

@@ -12,9 +12,9 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from tests.client_support import scripted, upgrade
 from tests.integration.client_support import WAIT, ClientTestCase, Echo, bounded
+from wsplugin._frames import OP_TEXT, encode_frame
 from wsplugin.client import Message, connect
 from wsplugin.errors import ConnectionClosed
-from wsplugin.frames import OP_TEXT, encode_frame
 
 
 class WsplugServerTests(ClientTestCase):

@@ -214,7 +214,7 @@ class WatchdogTests(ServerTestCase):
         )
         self.addCleanup(server.stop)
         started = server.start()
-        yield self.when(lambda: server._attempts >= 2)
+        yield self.when(lambda: server.listening.attempts >= 2)
         self.assertNoResult(started)
         blocker.close()
         yield started
@@ -234,7 +234,7 @@ class WatchdogTests(ServerTestCase):
         )
         self.addCleanup(server.stop)
         yield self.assertFailure(server.start(), CannotListenError)
-        self.assertEqual(server._attempts, 2)
+        self.assertEqual(server.listening.attempts, 2)
 
 
 class PrivilegedStartTests(ServerTestCase):

@@ -66,9 +66,6 @@ def still_waiting(client: Any) -> bool:
     if isinstance(client, Connection):
         if client.state is not ConnectionState.CONNECTING:
             return False
-        # Read by name: the socket probe needs the transport, and Connection
-        # has no public way to give it yet (wsplugin.connection is being
-        # reshaped in issue 13; this is the one place that asks).
-        protocol = getattr(client, "_protocol", None)
-        return not peer_gone(getattr(protocol, "transport", None))
+        # the socket probe needs the transport under the connection's engine
+        return not peer_gone(getattr(client.engine, "transport", None))
     return True

@@ -1,9 +1,10 @@
 """The client's connection facade: :class:`ClientConnection`, and its
 :class:`Inbox` of received messages.
 
-:class:`ClientConnection` is the server side's
-:class:`~wsplugin.connection.Connection` (same sending, closing and state),
-with what a client adds: the URL, the server's :class:`Response`, and
+:class:`ClientConnection` shares its base with the server side's
+:class:`~wsplugin.connection.Connection`
+(:class:`~wsplugin._connbase.BaseConnection`: the same sending, closing and
+state), with what a client adds: the URL, the server's :class:`Response`, and
 :meth:`~ClientConnection.wait_for_message`, which takes messages by kind
 (FPC ``WaitForMessage``). The messages wait in an :class:`Inbox`, plain
 Python on an injected clock: the protocol adapter puts messages in
@@ -12,7 +13,6 @@ Python on an injected clock: the protocol adapter puts messages in
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from wsplugin.connection import Connection, ConnectionState, Message, Request
+from wsplugin._connbase import BaseConnection, ConnectionEngine, Message
+from wsplugin._request import Request
 from wsplugin.errors import ConnectionClosed, ReceiveTimeout
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ class Inbox:
     nothing.
 
     Args:
-        clock: The ``IReactorTime`` that runs ``wait`` timeouts.
+        clock: The ``IReactorTime`` that runs ``wait`` timeouts (also
+            :attr:`clock`).
         max_queue: Text and binary messages queued before reading pauses.
         max_pongs: Pongs kept.
         pause_reading: Called when the queue fills up.
@@ -76,7 +78,7 @@ class Inbox:
         pause_reading: Callable[[], None],
         resume_reading: Callable[[], None],
     ) -> None:
-        self._clock = clock
+        self.clock = clock
         self._max_queue = max_queue
         self._max_pongs = max_pongs
         self._pause_reading = pause_reading
@@ -117,7 +119,7 @@ class Inbox:
         """
         waiter = _Waiter(kinds, raw, Deferred(lambda d: self._cancel(waiter)))
         if timeout is not None:
-            waiter.timer = self._clock.callLater(timeout, self._expire, waiter, timeout)
+            waiter.timer = self.clock.callLater(timeout, self._expire, waiter, timeout)
         self._waiters.append(waiter)
         return waiter.deferred
 
@@ -181,7 +183,7 @@ class Inbox:
             )
 
 
-class ClientConnection(Connection):
+class ClientConnection(BaseConnection):
     """A connection made by :func:`connect`: the server side's API and more.
 
     Everything :class:`~wsplugin.Connection` offers works the same
@@ -204,7 +206,7 @@ class ClientConnection(Connection):
 
     def __init__(
         self,
-        protocol: Any,
+        engine: ConnectionEngine,
         request: Request,
         *,
         url: URL,
@@ -212,8 +214,7 @@ class ClientConnection(Connection):
         options: ClientConfig,
         inbox: Inbox,
     ) -> None:
-        self.subprotocol: str | None = None
-        super().__init__(protocol, request, max_queue=options.max_queue)
+        super().__init__(engine, request, clock=inbox.clock)
         self.url = url
         self.response = response
         self.response_headers = list(response.headers.raw())
@@ -223,25 +224,6 @@ class ClientConnection(Connection):
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.id} {self.url} {self.state.value}>"
-
-    @property
-    def protocol(self) -> str | None:
-        """Deprecated alias of :attr:`subprotocol` (kept for one release).
-
-        ``protocol`` reads like the Autobahn protocol object; the value is the
-        negotiated subprotocol. Reading it warns with DeprecationWarning.
-        """
-        warnings.warn(
-            "ClientConnection.protocol is deprecated; use .subprotocol",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.subprotocol
-
-    @protocol.setter
-    def protocol(self, value: str | None) -> None:
-        # Connection.__init__ assigns the attribute; setting never warns
-        self.subprotocol = value
 
     def receive(self) -> Deferred[Any]:
         """The next text (``str``) or binary (``bytes``) message.
@@ -293,6 +275,6 @@ class ClientConnection(Connection):
         entry = self._inbox.pop(kinds)
         if entry is not None:
             return succeed(entry.data if raw else entry)
-        if self.state is ConnectionState.CLOSED:
+        if self._closed:
             return fail(ConnectionClosed(self.close_code, self.close_reason))
         return self._inbox.wait(kinds, raw, timeout)

@@ -38,6 +38,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from wsplugin._autobahn import ReactorTimer, copy_options
+from wsplugin._connbase import ConnectionState
+from wsplugin._frames import OP_BINARY, OP_CONTINUATION, OP_TEXT
+from wsplugin._request import Headers, Request
+from wsplugin._transport import transport_buffered
 from wsplugin.client._config import ClientConfig
 from wsplugin.client._connection import ClientConnection, Inbox, Message
 from wsplugin.client._http import (
@@ -49,7 +54,6 @@ from wsplugin.client._http import (
 )
 from wsplugin.client._tls import tls_reason
 from wsplugin.client._url import URL, netloc, parse_url
-from wsplugin.connection import ConnectionState, Headers, Request
 from wsplugin.errors import (
     ClientError,
     ConnectionClosed,
@@ -57,11 +61,6 @@ from wsplugin.errors import (
     HandshakeFailed,
     TLSFailed,
 )
-
-# seam: see issue 13 (the client needs these from factory.py as public names)
-from wsplugin.factory import _ReactorTimer, _transport_buffered
-from wsplugin.frames import OP_BINARY, OP_CONTINUATION, OP_TEXT
-from wsplugin.protocol import copy_options
 
 __all__ = ["WebSocketClientFactory", "WebSocketClientProtocol"]
 
@@ -263,8 +262,8 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
             factory.clock,
             max_queue=config.max_queue,
             max_pongs=config.max_pongs,
-            pause_reading=self._ws_pause_reading,
-            resume_reading=self._ws_resume_reading,
+            pause_reading=self.pause_reading,
+            resume_reading=self.resume_reading,
         )
         conn = ClientConnection(
             self,
@@ -334,7 +333,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
             reason = local.decode("utf-8", "replace") if local else ""
         elif code is None and wasClean:
             code = _WSP.CLOSE_STATUS_CODE_NULL
-        conn._mark_closed(code, reason or "")  # seam: see issue 13
+        conn.mark_closed(code, reason or "")
         # a ReconnectingClient learns of the loss before receive loops wake
         # up, so one that asks for the next connection gets a new one
         reason_failure = Failure(
@@ -343,7 +342,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         for listener in list(self._lost_listeners):
             listener(conn, reason_failure)
         self._inbox.close(ConnectionClosed(conn.close_code, conn.close_reason))
-        conn._finish()  # seam: see issue 13
+        conn.finish()
 
     def _open_error(self) -> ClientError:
         if self._error_head is not None and self._handshake_error is None:
@@ -385,9 +384,10 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
             else:
                 d.errback(error)
 
-    # -- the engine of the Connection facade (seam: see issue 13) ------------
+    # -- the ConnectionEngine of the ClientConnection facade -------------------
 
-    def _ws_state(self) -> ConnectionState:
+    def connection_state(self) -> ConnectionState:
+        """The facade's state while the connection lasts (Autobahn's)."""
         state = self.state
         if state == _WSP.STATE_OPEN:
             return ConnectionState.OPEN
@@ -402,7 +402,8 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
                 conn.close_code if conn else None, conn.close_reason if conn else ""
             )
 
-    def _ws_send_message(self, payload: bytes, is_binary: bool) -> None:
+    def send_message(self, payload: bytes, is_binary: bool) -> None:
+        """Send a whole data message (masked and framed by Autobahn)."""
         self._check_can_send()
         if self._fragmenting:
             raise FragmentedSendError(
@@ -416,7 +417,8 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         finally:
             self.maxMessagePayloadSize = limit
 
-    def _ws_send_frame(self, payload: bytes, is_binary: bool, fin: bool) -> None:
+    def send_data_frame(self, payload: bytes, is_binary: bool, fin: bool) -> None:
+        """Send one data frame; a continuation while a message is unfinished."""
         self._check_can_send()
         if self._fragmenting:
             opcode = OP_CONTINUATION
@@ -425,31 +427,37 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         self.sendFrame(opcode=opcode, payload=payload, fin=fin)
         self._fragmenting = not fin
 
-    def _ws_ping(self, payload: bytes) -> None:
+    def send_ping(self, payload: bytes) -> None:
+        """Send a ping (at most 125 bytes)."""
         self._check_can_send()
         if len(payload) > 125:
             raise ValueError("a ping payload is at most 125 bytes")
         self.sendPing(payload or None)
 
-    def _ws_pong(self, payload: bytes) -> None:
+    def send_pong(self, payload: bytes) -> None:
+        """Send a pong (at most 125 bytes), while open."""
         if len(payload) > 125:
             raise ValueError("a pong payload is at most 125 bytes")
         if self.state == _WSP.STATE_OPEN:
             self.sendPong(payload or None)
 
-    def _ws_close(self, code: int | None, reason: str) -> None:
+    def close_connection(self, code: int | None, reason: str) -> None:
+        """Start the closing handshake (nothing once it has started)."""
         if self.state != _WSP.STATE_OPEN:
             return
         reason_utf8 = encode_truncate(reason, 123) if reason else None
         self.sendCloseFrame(code, reason_utf8, isReply=False)
 
-    def _ws_abort(self) -> None:
+    def abort_connection(self) -> None:
+        """Drop the TCP connection at once."""
         self.abort()
 
-    def _ws_buffered(self) -> int:
-        return _transport_buffered(self.transport)
+    def buffered_amount(self) -> int:
+        """Bytes the transport holds unwritten (the client queues nothing)."""
+        return transport_buffered(self.transport)
 
-    def _ws_drain(self) -> Deferred[None]:
+    def drain(self) -> Deferred[None]:
+        """Fires once the transport is no longer full."""
         if self._ended:
             conn = self.connection
             return fail(
@@ -463,12 +471,14 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         self._drain_waiters.append(d)
         return d
 
-    def _ws_pause_reading(self) -> None:
+    def pause_reading(self) -> None:
+        """Stop reading: the inbox is full."""
         if not self._reading_paused and not self._ended:
             self._reading_paused = True
             self.transport.pauseProducing()
 
-    def _ws_resume_reading(self) -> None:
+    def resume_reading(self) -> None:
+        """Read again: the inbox has room."""
         if self._reading_paused:
             self._reading_paused = False
             if not self._ended:
@@ -514,7 +524,7 @@ class WebSocketClientFactory(_AutobahnClientFactory):
         self.url = self.target.text
         self.clock = self.reactor
         # Autobahn's timers on our reactor instead of txaio's global loop
-        self._batched_timer = _ReactorTimer(self.clock)
+        self._batched_timer = ReactorTimer(self.clock)
         cfg = self.config
         self.setProtocolOptions(
             # a protocol error closes with a close frame, as the server does

@@ -22,10 +22,13 @@ __all__ = [
     "SMALL_FRAME",
     "PayloadBuffer",
     "SmallFrameUnmasker",
+    "decode_header",
     "deflate_message",
+    "encode_client_frame",
     "encode_frame",
     "encode_message",
     "header_size",
+    "mask_payload",
     "payload_size_for_frame",
     "read_continuations",
 ]
@@ -80,6 +83,71 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) ->
     else:
         head = struct.pack("!BBQ", b0, 127, length)
     return head + payload
+
+
+def mask_payload(mask: bytes, payload: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte masking key (RFC 6455, section 5.3);
+    masking and unmasking are the same operation."""
+    if len(mask) != 4:
+        raise ValueError("a masking key is 4 bytes")
+    n = len(payload)
+    if not n:
+        return b""
+    key = (mask * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        n, "little"
+    )
+
+
+def encode_client_frame(
+    opcode: int,
+    payload: bytes,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bytes = b"\x37\xfa\x21\x3d",
+) -> bytes:
+    """Encode one masked frame, as a client sends it (tests and tools; the
+    server only reads these)."""
+    length = len(payload)
+    b0 = (0x80 if fin else 0) | (rsv & 0x7) << 4 | (opcode & 0xF)
+    if length <= 125:
+        head = struct.pack("!BB", b0, 0x80 | length)
+    elif length <= 0xFFFF:
+        head = struct.pack("!BBH", b0, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", b0, 0x80 | 127, length)
+    return head + mask + mask_payload(mask, payload)
+
+
+def decode_header(data: bytes, pos: int = 0) -> tuple[int, bool, int, int] | None:
+    """Read the frame header at ``data[pos:]``.
+
+    Returns:
+        ``(first byte, masked, payload length, header length)`` where the
+        header length counts the masking key; None while the header is
+        incomplete.
+    """
+    if len(data) - pos < 2:
+        return None
+    b0, b1 = data[pos], data[pos + 1]
+    masked = bool(b1 & 0x80)
+    length = b1 & 0x7F
+    head = 2
+    if length == 126:
+        if len(data) - pos < 4:
+            return None
+        length = struct.unpack_from("!H", data, pos + 2)[0]
+        head = 4
+    elif length == 127:
+        if len(data) - pos < 10:
+            return None
+        length = struct.unpack_from("!Q", data, pos + 2)[0]
+        head = 10
+    if masked:
+        head += 4
+        if len(data) - pos < head:
+            return None
+    return b0, masked, length, head
 
 
 def deflate_message(payload: bytes, window_bits: int, mem_level: int) -> bytes:

@@ -11,18 +11,71 @@ handler, DefaultHost, DefaultPath)``:
 
 ``"*"`` has no special meaning as a host or path: it matches only itself. Use
 ``default_host`` / ``default_path`` for catch-alls.
+
+A :class:`Route` computes what its connections need per message once, when it
+is made: its :class:`RouteSettings` and its handler's bound event methods.
+Nothing is cached elsewhere, so a route made per request (``upgrade()``) is
+freed with its last connection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsplugin._events import bind_events
+from wsplugin._frames import payload_size_for_frame
 from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
 from wsplugin.handshake import split_host
 
-__all__ = ["Route", "Router"]
+__all__ = ["Route", "RouteSettings", "Router"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSettings:
+    """What a connection needs per message from its route's config, computed
+    once per route and shared by its connections (not copied into each).
+
+    Attributes:
+        frame_by_frame: Deliver each data frame (``on_fragment``).
+        manual_pong: Leave pings for the application to answer.
+        manual_close: Leave the peer's close frame for the application.
+        fragment_size: Payload bytes per outgoing frame (``split_message``
+            and ``frame_size``); 0 sends each message as one frame.
+        send_limit: ``max_send_buffer``: queued bytes past which
+            ``send_policy`` applies (0: no limit).
+        send_policy: ``"close"``, ``"drop"`` or ``"wait"``.
+        plain_key: The fan-out's key for the frames of a connection that
+            compresses nothing: ``(fragment_size, None)``, one shared tuple.
+    """
+
+    frame_by_frame: bool = False
+    manual_pong: bool = False
+    manual_close: bool = False
+    fragment_size: int = 0
+    send_limit: int = 0
+    send_policy: str = "close"
+    plain_key: tuple[int, None] = (0, None)
+
+    @classmethod
+    def from_config(cls, cfg: ServerConfig) -> RouteSettings:
+        """The settings ``cfg`` gives (the frame size turned into payload)."""
+        size = payload_size_for_frame(cfg.frame_size) if cfg.split_message else 0
+        return cls(
+            frame_by_frame=cfg.frame_by_frame,
+            manual_pong=cfg.manual_pong,
+            manual_close=cfg.manual_close,
+            fragment_size=size,
+            send_limit=cfg.max_send_buffer,
+            send_policy=cfg.send_buffer_policy,
+            plain_key=(size, None),
+        )
+
+
+DEFAULT_SETTINGS = RouteSettings()
+"""The settings of a connection that has no route yet."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +89,13 @@ class Route:
         config: The server config with this route's overrides applied.
         auth: An authenticator checked before ``allow`` (see
             :mod:`wsplugin.auth`), or None for a public route.
+        settings: The per-message :class:`RouteSettings` of ``config``.
+        events: The handler's event methods by name (see
+            :data:`~wsplugin._events.ROUTE_EVENTS`), looked up once; absent
+            ones are left out. Read only.
+
+    Raises:
+        TypeError: an event name of ``handler`` is not callable.
     """
 
     host: str
@@ -43,6 +103,13 @@ class Route:
     handler: Any
     config: ServerConfig
     auth: Any = None
+    settings: RouteSettings = field(init=False, repr=False, compare=False)
+    events: dict[str, Callable[..., Any]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # frozen: computed fields are set the way dataclasses set fields
+        object.__setattr__(self, "settings", RouteSettings.from_config(self.config))
+        object.__setattr__(self, "events", bind_events(self.handler))
 
 
 @dataclass
