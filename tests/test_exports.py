@@ -48,17 +48,21 @@ PUBLIC_MODULES = {
     "connection",
     "errors",
     "factory",
+    "forward",
     "handshake",
     "protocol",
     "server",
     "tap",
     "testing",
     "tls",
+    "uploads",
     "web",
 }
 """The modules documented as import paths; every other one is private."""
 
 DOCUMENTED_PATHS = [
+    ("wsplugin.uploads", ["UploadResource", "UploadRefused", "safe_filename"]),
+    ("wsplugin.forward", ["ForwardResource"]),
     ("wsplugin.protocol", ["WebSocketServerProtocol", "ROUTE_EVENTS", "copy_options"]),
     ("wsplugin.factory", ["WebSocketServerFactory", "Connections"]),
     ("wsplugin.server", ["WebSocketServer", "listener_lost"]),
