@@ -28,6 +28,7 @@ from autobahn.websocket.protocol import WebSocketProtocol as _WSP
 from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.python.failure import Failure
 
+from wsplugin._connlog import log_close
 from wsplugin._frames import OP_CLOSE, encode_frame
 from wsplugin._lifecycle import Event, Phase
 from wsplugin.connection import CloseMessage
@@ -289,6 +290,7 @@ class AutobahnClosing:
             code = _WSP.CLOSE_STATUS_CODE_NULL
         conn.mark_closed(code, reason or "")
         if opened:
+            log_close(self, code, reason or "", wasClean)
             self.factory.registry.remove(conn)
             self.dispatch.fire("on_disconnect", wasClean, code, reason or "")
         conn.finish()

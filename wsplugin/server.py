@@ -91,6 +91,12 @@ class WebSocketServer(SendingMethods, MultiService):
             files.
         config: Server options; keyword ``options`` are applied on top.
         reactor: The reactor (the global one if None).
+        metrics: Prometheus metrics (:mod:`wsplugin.metrics`, needs
+            ``wsplugin[metrics]``): an endpoint string to serve ``/metrics``
+            on (``"tcp:9100:interface=127.0.0.1"``), True to count without
+            serving (mount ``server.metrics.resource()`` yourself), or a
+            :class:`~wsplugin.metrics.Metrics`. None (the default): off, and
+            nothing is counted.
         **options: Any :class:`~wsplugin.ServerConfig` option by name.
 
     Example::
@@ -128,6 +134,7 @@ class WebSocketServer(SendingMethods, MultiService):
         static_dotfiles: bool = False,
         static_follow_symlinks: bool = False,
         tls: TLSOptions | None = None,
+        metrics: Any = None,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -199,6 +206,15 @@ class WebSocketServer(SendingMethods, MultiService):
             on_up=lambda: self._fire_server_event("on_startup"),
             on_down=lambda: self._fire_server_event("on_shutdown"),
         )
+        self.metrics: Any = None
+        """The server's :class:`~wsplugin.metrics.Metrics`, or None (off)."""
+        if metrics is not None and metrics is not False:
+            from wsplugin.metrics import Metrics
+
+            if not isinstance(metrics, Metrics):
+                metrics = Metrics(None if metrics is True else metrics)
+            metrics.install(self)
+            self.metrics = metrics
 
     # -- routes ------------------------------------------------------------
 
