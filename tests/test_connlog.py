@@ -28,6 +28,7 @@ class Events:
 
 
 def server(**options: Any) -> tuple[WebSocketServer, ServerHarness]:
+    options.setdefault("connection_log", True)
     made = WebSocketServer(
         Echo(), reactor=MemoryReactorClock(), heartbeat_interval=0, **options
     )
@@ -68,7 +69,7 @@ class ConnectionLogTests(SynchronousTestCase):
         self.assertEqual(closed["code_received"], 4000)
         self.assertEqual(closed["code_sent"], 1000)
         self.assertTrue(closed["clean"])
-        self.assertAlmostEqual(closed["duration"], 2.5)
+        self.assertEqual(closed["duration"], 2.5)
         self.assertGreater(closed["bytes_in"], 100)  # head + message + close
         self.assertGreater(closed["bytes_out"], 100)  # 101 answer + echo
         text = " ".join(formatEvent(e) for e in events.all)
@@ -104,6 +105,25 @@ class ConnectionLogTests(SynchronousTestCase):
         (opened,) = events.named("connection.open")
         self.assertEqual(opened["peer"], "203.0.113.9")
         self.assertEqual(opened["proxy"], "127.0.0.1")
+
+    def test_off(self) -> None:
+        """``connection_log=False`` (the default): no connection events."""
+        events = Events(self)
+        _, harness = server(connection_log=False)
+        harness.open("/").send_close(1000)
+        self.assertFalse(WebSocketServer(Echo()).factory.connection_log)
+        self.assertEqual(events.named("connection.open"), [])
+        self.assertEqual(events.named("connection.close"), [])
+
+    def test_twistd_flag(self) -> None:
+        """--connection-log reaches the server; by default there is none."""
+        from wsplugin.tap import Options, makeService
+
+        for argv, expected in ([], False), (["--connection-log"], True):
+            options = Options()
+            options.parseOptions(["--app", "echo", *argv])
+            made = makeService(options)
+            self.assertIs(made.factory.connection_log, expected)
 
     def test_route_label(self) -> None:
         """A route is its path, after its host when it has one."""

@@ -290,7 +290,8 @@ class AutobahnClosing:
             code = _WSP.CLOSE_STATUS_CODE_NULL
         conn.mark_closed(code, reason or "")
         if opened:
-            log_close(self, code, reason or "", wasClean)
+            if self.factory.connection_log:
+                log_close(self, code, reason or "", wasClean)
             self.factory.registry.remove(conn)
             self.dispatch.fire("on_disconnect", wasClean, code, reason or "")
         conn.finish()

@@ -455,7 +455,8 @@ class WebSocketServerProtocol(
                 "on_message" not in events and "on_binary" not in events
             )
         self.factory.registry.add(conn)
-        log_open(self)
+        if self.factory.connection_log:
+            log_open(self)
         cfg = self.route.config
         if cfg.heartbeat_interval or cfg.idle_timeout:
             self.keepalive = KeepAlive(self.factory.clock, self, cfg)

@@ -207,6 +207,12 @@ class Options(usage.Options):
             "(a warning; response times then tell those users apart).",
         ],
         ["static-listing", None, "--static: list directories without an index."],
+        [
+            "connection-log",
+            None,
+            "Log each connection's open and close: id, peer, route, duration, "
+            "bytes, close code (docs/logging.md).",
+        ],
         ["static-dotfiles", None, "--static: serve names starting with '.'."],
         [
             "static-follow-symlinks",
@@ -515,6 +521,7 @@ def makeService(options: Options) -> WebSocketServer:
         static_follow_symlinks=options["static-follow-symlinks"],
         tls=options.tls,
         metrics=options["metrics"],
+        connection_log=bool(options["connection-log"]),
     )
     for route in options.routes:
         route.register(server)

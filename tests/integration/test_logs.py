@@ -130,7 +130,9 @@ class SecretsNotLoggedTests(TestCase):
     def run_server(self, *args: str) -> Any:
         directory = Path(self.mktemp()).resolve()
         directory.mkdir(parents=True)
-        server = Twistd(self, "--config", str(config_file(directory)), *args)
+        server = Twistd(
+            self, "--config", str(config_file(directory)), "--connection-log", *args
+        )
         yield in_thread(server.wait_listening)
         seen = yield in_thread(traffic, f"ws://127.0.0.1:{server.port}")
         self.assertEqual(
