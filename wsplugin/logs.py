@@ -53,6 +53,8 @@ _HEADER = re.compile(
 )
 _SCHEME = re.compile(r"(?i)\b(basic|bearer|digest)\s+[A-Za-z0-9+/=._~-]{6,}")
 _SECRET_KEY = re.compile(rf"(?i){_SECRET_NAME}")
+_HINT = re.compile(r"(?i)auth|cookie|token|secret|passw|session|api[-_]?key|sig|bearer")
+"""A quick test first: most lines have none of these words."""
 _MAX_FIELD = 2000
 
 _twistd_target: dict[str, Any] = {}
@@ -62,6 +64,8 @@ def scrub(text: str) -> str:
     """``text`` with credential-looking values replaced by ``[redacted]``:
     ``Authorization: Basic ...``, ``Cookie: a=b``, ``?token=...``,
     ``api_key=...``, ``Bearer ...``."""
+    if not _HINT.search(text) and not _SCHEME.search(text):
+        return text
     text = _SCHEME.sub(lambda m: f"{m.group(1)} [redacted]", text)
     return _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
 
@@ -91,7 +95,11 @@ def event_as_json(event: dict[str, Any]) -> str:
         if key.startswith("log_") or key in record or key in _LEGACY:
             continue
         if value is None or isinstance(value, (str, int, float, bool)):
-            secret = _SECRET_KEY.fullmatch(key) and value not in (None, "")
+            secret = (
+                value not in (None, "")
+                and _HINT.search(key) is not None
+                and _SECRET_KEY.fullmatch(key) is not None
+            )
             record[key] = "[redacted]" if secret else _plain(value)
     failure = event.get("log_failure")
     if failure is not None:
