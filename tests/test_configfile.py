@@ -185,20 +185,20 @@ class Extended(Options):
     optParameters = [
         *Options.optParameters,
         ["workers", None, 1, "Worker processes.", int],
-        ["log-format", None, "text", "text or json."],
+        ["log-style", None, "plain", "plain or fancy."],
         ["ratio", None, None, "A fraction.", fraction],
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self["metrics"] = None
+        self["stats"] = None
         self["verbose"] = False
 
-    def opt_metrics(self, endpoint: str) -> None:
-        """Serve /metrics on this endpoint."""
+    def opt_stats(self, endpoint: str) -> None:
+        """Serve statistics on this endpoint."""
         if ":" not in endpoint:
-            raise usage.UsageError(f"--metrics takes an endpoint, not {endpoint!r}")
-        self["metrics"] = endpoint
+            raise usage.UsageError(f"--stats takes an endpoint, not {endpoint!r}")
+        self["stats"] = endpoint
 
     def opt_verbose(self) -> None:
         """Log more."""
@@ -226,6 +226,7 @@ def every_key(test: SynchronousTestCase) -> tuple[str, list[str], Files]:
         "split_message",
         "compression",
         "compression_context_takeover",
+        "connection_log",
     ]
     numbers: dict[str, int | float] = {
         "frame_size": 64,
@@ -257,6 +258,8 @@ def every_key(test: SynchronousTestCase) -> tuple[str, list[str], Files]:
         "realm": "the realm",
         "send_buffer_policy": "drop",
         "server_header": "test-server",
+        "metrics": "tcp:0:interface=127.0.0.1",
+        "log_format": "json",
     }
     lists = {
         "ports": ["tcp:0", "unix:/tmp/wsplugin-config-test.sock"],
@@ -400,25 +403,25 @@ class NewOptionsTests(SynchronousTestCase):
         value and one taking none, each as its key; flags still win."""
         keys = option_keys(Extended())
         self.assertEqual(
-            {n: keys[n].kind for n in ("workers", "log_format", "ratio")},
-            {"workers": "int", "log_format": "str", "ratio": "value"},
+            {n: keys[n].kind for n in ("workers", "log_style", "ratio")},
+            {"workers": "int", "log_style": "str", "ratio": "value"},
         )
         self.assertEqual(
-            (keys["metrics"].kind, keys["verbose"].kind), ("call", "switch")
+            (keys["stats"].kind, keys["verbose"].kind), ("call", "switch")
         )
         files = Files(self)
         text = (
-            'workers = 4\nlog_format = "json"\nratio = 0.5\n'
-            'metrics = "tcp:9100"\nverbose = true\n'
+            'workers = 4\nlog_style = "fancy"\nratio = 0.5\n'
+            'stats = "tcp:9100"\nverbose = true\n'
         )
         options = self.options(files, text)
         self.assertEqual(
-            [options[k] for k in ("workers", "log-format", "ratio", "metrics")]
+            [options[k] for k in ("workers", "log-style", "ratio", "stats")]
             + [options["verbose"]],
-            [4, "json", 0.5, "tcp:9100", True],
+            [4, "fancy", 0.5, "tcp:9100", True],
         )
-        options = self.options(files, text, "--workers", "1", "--metrics", "unix:/m")
-        self.assertEqual((options["workers"], options["metrics"]), (1, "unix:/m"))
+        options = self.options(files, text, "--workers", "1", "--stats", "unix:/m")
+        self.assertEqual((options["workers"], options["stats"]), (1, "unix:/m"))
         self.assertFalse(self.options(files, "verbose = false\n")["verbose"])
 
     def test_errors(self) -> None:
@@ -429,7 +432,7 @@ class NewOptionsTests(SynchronousTestCase):
             ("ratio = 2\n", "ratio: must be in (0, 1], not 2"),
             ("ratio = true\n", "ratio: must be a string or a number, not true "
              "(a boolean)"),
-            ('metrics = "9100"\n', "metrics: takes an endpoint, not '9100'"),
+            ('stats = "9100"\n', "stats: takes an endpoint, not '9100'"),
             ("verbose = 1\n", "verbose: must be true or false, not 1 (an integer)"),
         ]:  # fmt: skip
             files.path.write_text(text)
