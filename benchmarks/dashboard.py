@@ -90,11 +90,11 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 def refusals_and_codes(port: int) -> None:
-    """Upgrades refused with 403 and 404, and closes with an application code."""
+    """Upgrades refused with 403, and closes with an application code."""
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
-    for path in ["/private"] * 20 + ["/nowhere"] * 10:
+    for path in ["/private"] * 20:
         try:
             with connect(f"ws://127.0.0.1:{port}{path}", open_timeout=5):
                 pass
@@ -118,7 +118,9 @@ def start_server(workdir: Path, port: int, mport: int) -> subprocess.Popen:
     return proc
 
 
-def start_prometheus(binary: str, workdir: Path, mport: int, pport: int) -> subprocess.Popen:
+def start_prometheus(
+    binary: str, workdir: Path, mport: int, pport: int
+) -> subprocess.Popen:
     config = workdir / "prometheus.yml"
     config.write_text(
         f"global:\n  scrape_interval: {SCRAPE}s\n  evaluation_interval: {SCRAPE}s\n"
@@ -244,7 +246,9 @@ def main() -> int:
                     xs = [float(t) - start for t, _ in result["values"]]
                     ys = [float(v) if v not in ("NaN", "+Inf") else float("nan")
                           for _, v in result["values"]]  # fmt: skip
-                    lines.append((legend(target["legendFormat"], result["metric"]), xs, ys))
+                    lines.append(
+                        (legend(target["legendFormat"], result["metric"]), xs, ys)
+                    )
             series.append(lines)
         draw(dashboard, series, marks, start, args.out)
         print(f"wrote {args.out}")

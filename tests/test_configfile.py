@@ -406,9 +406,7 @@ class NewOptionsTests(SynchronousTestCase):
             {n: keys[n].kind for n in ("workers", "log_style", "ratio")},
             {"workers": "int", "log_style": "str", "ratio": "value"},
         )
-        self.assertEqual(
-            (keys["stats"].kind, keys["verbose"].kind), ("call", "switch")
-        )
+        self.assertEqual((keys["stats"].kind, keys["verbose"].kind), ("call", "switch"))
         files = Files(self)
         text = (
             'workers = 4\nlog_style = "fancy"\nratio = 0.5\n'

@@ -111,9 +111,21 @@ class ConnectionLogTests(SynchronousTestCase):
         events = Events(self)
         _, harness = server(connection_log=False)
         harness.open("/").send_close(1000)
-        self.assertFalse(WebSocketServer(Echo()).factory.connection_log)
+        self.assertFalse(WebSocketServer(Echo()).config.connection_log)
         self.assertEqual(events.named("connection.open"), [])
         self.assertEqual(events.named("connection.close"), [])
+
+    def test_per_route(self) -> None:
+        """A route may turn the log on (or off) for itself."""
+        events = Events(self)
+        made, harness = server(connection_log=False)
+        made.register_handler("*", "/logged", Echo(), connection_log=True)
+        harness.open("/quiet").send_close(1000)
+        harness.open("/logged").send_close(1000)
+        self.assertEqual(
+            [e["route"] for e in events.named("connection.open")], ["/logged"]
+        )
+        self.assertEqual(len(events.named("connection.close")), 1)
 
     def test_twistd_flag(self) -> None:
         """--connection-log reaches the server; by default there is none."""
@@ -123,7 +135,7 @@ class ConnectionLogTests(SynchronousTestCase):
             options = Options()
             options.parseOptions(["--app", "echo", *argv])
             made = makeService(options)
-            self.assertIs(made.factory.connection_log, expected)
+            self.assertIs(made.config.connection_log, expected)
 
     def test_route_label(self) -> None:
         """A route is its path, after its host when it has one."""

@@ -77,10 +77,6 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
 
     protocol = WebSocketServerProtocol
     _log = Logger()
-    connection_log = False
-    """Log an event when each connection opens and ends (the
-    ``wsplugin.connections`` namespace, :mod:`wsplugin._connlog`); the
-    server's ``connection_log`` argument sets it."""
 
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN for any TLS listener of this factory (``ssl:`` strings too):

@@ -8,9 +8,10 @@ or ``twistd ws --metrics ENDPOINT``. docs/metrics.md lists every metric.
 
 Cost: with metrics off nothing is added to the per-message path (the
 counting classes of :mod:`wsplugin._metered` are installed only when they
-are on). With them on, a message costs two integer increments, read when
-Prometheus scrapes; per-connection and per-broadcast events use
-``prometheus_client``'s own counters and histograms.
+are on). With them on, a message in and a message out each cost one more
+Python call and two integer increments, read when Prometheus scrapes
+(about 2 us per echoed message, 10% of the echo path); per-connection and
+per-broadcast events use ``prometheus_client``'s counters and histograms.
 
 With ``twistd ws --workers N`` each worker serves its own ``/metrics``:
 ``{worker}`` in the endpoint is the worker's index, and a ``tcp:`` port
@@ -53,6 +54,7 @@ __all__ = [
     "RECIPIENT_BUCKETS",
     "Metrics",
     "MetricsService",
+    "attach_metrics",
     "close_code_label",
     "metrics_endpoint",
 ]
@@ -138,6 +140,19 @@ def metrics_endpoint(description: str, worker: int | None) -> str:
         f"metrics endpoint {description!r}: with several workers, put {{worker}} "
         "in it (e.g. unix:/run/wsplugin/metrics-{worker}.sock) or use tcp:PORT"
     )
+
+
+def attach_metrics(server: Any, metrics: Any) -> Metrics | None:
+    """What ``WebSocketServer(metrics=...)`` does: None or False leave
+    metrics off (None is returned); an endpoint string or True make a
+    :class:`Metrics` (served there, or not served); a :class:`Metrics` is
+    used as it is. The metrics are installed on ``server`` and returned."""
+    if metrics is None or metrics is False:
+        return None
+    if not isinstance(metrics, Metrics):
+        metrics = Metrics(None if metrics is True else metrics)
+    metrics.install(server)
+    return metrics
 
 
 class Metrics:

@@ -455,7 +455,7 @@ class WebSocketServerProtocol(
                 "on_message" not in events and "on_binary" not in events
             )
         self.factory.registry.add(conn)
-        if self.factory.connection_log:
+        if self.route.config.connection_log:
             log_open(self)
         cfg = self.route.config
         if cfg.heartbeat_interval or cfg.idle_timeout:

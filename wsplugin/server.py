@@ -33,6 +33,7 @@ from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
 from wsplugin.factory import Connections, WebSocketServerFactory
 from wsplugin.handshake import accepts_other_sites
+from wsplugin.metrics import attach_metrics
 from wsplugin.tls import (
     PeerCertificate,
     ServerTLS,
@@ -91,18 +92,7 @@ class WebSocketServer(SendingMethods, MultiService):
             files.
         config: Server options; keyword ``options`` are applied on top.
         reactor: The reactor (the global one if None).
-        metrics: Prometheus metrics (:mod:`wsplugin.metrics`, needs
-            ``wsplugin[metrics]``): an endpoint string to serve ``/metrics``
-            on (``"tcp:9100:interface=127.0.0.1"``), True to count without
-            serving (mount ``server.metrics.resource()`` yourself), or a
-            :class:`~wsplugin.metrics.Metrics`. None (the default): off, and
-            nothing is counted.
-        connection_log: Log one event when each connection opens and one
-            when it ends (``wsplugin.connections``: id, peer, route,
-            subprotocol, duration, bytes, close code; docs/logging.md).
-            Off by default: written by a file observer, the two events cost
-            about as much CPU as a third of a handshake, and before logging
-            begins Twisted keeps the last 65,536 events in memory.
+        metrics: ``/metrics`` endpoint, True or a ``Metrics`` (docs/metrics.md).
         **options: Any :class:`~wsplugin.ServerConfig` option by name.
 
     Example::
@@ -141,7 +131,6 @@ class WebSocketServer(SendingMethods, MultiService):
         static_follow_symlinks: bool = False,
         tls: TLSOptions | None = None,
         metrics: Any = None,
-        connection_log: bool = False,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -165,7 +154,6 @@ class WebSocketServer(SendingMethods, MultiService):
         # the sending methods (broadcast, send_to, ...) work on these
         self.fanout = self.factory.fanout
         self.registry = self.factory.registry
-        self.factory.connection_log = connection_log
         self._stopping: Deferred[None] | None = None
         if handler is not None:
             if path is None:
@@ -214,15 +202,7 @@ class WebSocketServer(SendingMethods, MultiService):
             on_up=lambda: self._fire_server_event("on_startup"),
             on_down=lambda: self._fire_server_event("on_shutdown"),
         )
-        self.metrics: Any = None
-        """The server's :class:`~wsplugin.metrics.Metrics`, or None (off)."""
-        if metrics is not None and metrics is not False:
-            from wsplugin.metrics import Metrics
-
-            if not isinstance(metrics, Metrics):
-                metrics = Metrics(None if metrics is True else metrics)
-            metrics.install(self)
-            self.metrics = metrics
+        self.metrics = attach_metrics(self, metrics)  # a Metrics, or None
 
     # -- routes ------------------------------------------------------------
 

@@ -78,6 +78,8 @@ _HELP = {
     "utf8_validation": "Do not validate incoming text as UTF-8 (trusted peers only).",
     "server_header": "Server response header value ('' omits it).",
     "trusted_proxies": "Proxies whose X-Forwarded-For is trusted (0: none).",
+    "connection_log": "Log each connection's open and close: id, peer, route, "
+    "duration, bytes, close code (docs/logging.md).",
 }
 
 _REPEATABLE = {
@@ -207,12 +209,6 @@ class Options(usage.Options):
             "(a warning; response times then tell those users apart).",
         ],
         ["static-listing", None, "--static: list directories without an index."],
-        [
-            "connection-log",
-            None,
-            "Log each connection's open and close: id, peer, route, duration, "
-            "bytes, close code (docs/logging.md).",
-        ],
         ["static-dotfiles", None, "--static: serve names starting with '.'."],
         [
             "static-follow-symlinks",
@@ -521,7 +517,6 @@ def makeService(options: Options) -> WebSocketServer:
         static_follow_symlinks=options["static-follow-symlinks"],
         tls=options.tls,
         metrics=options["metrics"],
-        connection_log=bool(options["connection-log"]),
     )
     for route in options.routes:
         route.register(server)
