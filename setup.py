@@ -66,6 +66,8 @@ setup(
     extras_require={
         # the Redis backplane (wsplugin.backplane.RedisBackplane)
         "redis": ["txredisapi>=1.6"],
+        # Prometheus metrics (wsplugin.metrics, twistd ws --metrics)
+        "metrics": ["prometheus_client>=0.17"],
         "test": [
             "trustme>=1.1",
             "websockets>=12",
@@ -73,6 +75,7 @@ setup(
             "ruff>=0.5",
             "kosoku>=0.1",
             "txredisapi>=1.6",  # the Redis backplane's tests
+            "prometheus_client>=0.17",  # the metrics' tests
         ],
     },
     entry_points={"console_scripts": ["wsplugin-client = wsplugin.cli:main"]},

@@ -20,6 +20,7 @@ BOOL_FIELDS = (
     "compression",
     "compression_context_takeover",
     "utf8_validation",
+    "connection_log",
 )
 INT_FIELDS = (
     "frame_size",

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import trustme
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -21,10 +19,8 @@ from wsplugin._configfile import (
     AUTH_KEYS,
     ROUTE_KEYS,
     ConfigFileError,
-    _Lines,
     given_options,
     option_keys,
-    tomllib,
 )
 from wsplugin.apps.chat import Chat
 from wsplugin.apps.echo import Echo
@@ -189,20 +185,20 @@ class Extended(Options):
     optParameters = [
         *Options.optParameters,
         ["workers", None, 1, "Worker processes.", int],
-        ["log-format", None, "text", "text or json."],
+        ["log-style", None, "plain", "plain or fancy."],
         ["ratio", None, None, "A fraction.", fraction],
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self["metrics"] = None
+        self["stats"] = None
         self["verbose"] = False
 
-    def opt_metrics(self, endpoint: str) -> None:
-        """Serve /metrics on this endpoint."""
+    def opt_stats(self, endpoint: str) -> None:
+        """Serve statistics on this endpoint."""
         if ":" not in endpoint:
-            raise usage.UsageError(f"--metrics takes an endpoint, not {endpoint!r}")
-        self["metrics"] = endpoint
+            raise usage.UsageError(f"--stats takes an endpoint, not {endpoint!r}")
+        self["stats"] = endpoint
 
     def opt_verbose(self) -> None:
         """Log more."""
@@ -230,6 +226,7 @@ def every_key(test: SynchronousTestCase) -> tuple[str, list[str], Files]:
         "split_message",
         "compression",
         "compression_context_takeover",
+        "connection_log",
     ]
     numbers: dict[str, int | float] = {
         "frame_size": 64,
@@ -261,6 +258,8 @@ def every_key(test: SynchronousTestCase) -> tuple[str, list[str], Files]:
         "realm": "the realm",
         "send_buffer_policy": "drop",
         "server_header": "test-server",
+        "metrics": "tcp:0:interface=127.0.0.1",
+        "log_format": "json",
     }
     lists = {
         "ports": ["tcp:0", "unix:/tmp/wsplugin-config-test.sock"],
@@ -404,25 +403,23 @@ class NewOptionsTests(SynchronousTestCase):
         value and one taking none, each as its key; flags still win."""
         keys = option_keys(Extended())
         self.assertEqual(
-            {n: keys[n].kind for n in ("workers", "log_format", "ratio")},
-            {"workers": "int", "log_format": "str", "ratio": "value"},
+            {n: keys[n].kind for n in ("workers", "log_style", "ratio")},
+            {"workers": "int", "log_style": "str", "ratio": "value"},
         )
-        self.assertEqual(
-            (keys["metrics"].kind, keys["verbose"].kind), ("call", "switch")
-        )
+        self.assertEqual((keys["stats"].kind, keys["verbose"].kind), ("call", "switch"))
         files = Files(self)
         text = (
-            'workers = 4\nlog_format = "json"\nratio = 0.5\n'
-            'metrics = "tcp:9100"\nverbose = true\n'
+            'workers = 4\nlog_style = "fancy"\nratio = 0.5\n'
+            'stats = "tcp:9100"\nverbose = true\n'
         )
         options = self.options(files, text)
         self.assertEqual(
-            [options[k] for k in ("workers", "log-format", "ratio", "metrics")]
+            [options[k] for k in ("workers", "log-style", "ratio", "stats")]
             + [options["verbose"]],
-            [4, "json", 0.5, "tcp:9100", True],
+            [4, "fancy", 0.5, "tcp:9100", True],
         )
-        options = self.options(files, text, "--workers", "1", "--metrics", "unix:/m")
-        self.assertEqual((options["workers"], options["metrics"]), (1, "unix:/m"))
+        options = self.options(files, text, "--workers", "1", "--stats", "unix:/m")
+        self.assertEqual((options["workers"], options["stats"]), (1, "unix:/m"))
         self.assertFalse(self.options(files, "verbose = false\n")["verbose"])
 
     def test_errors(self) -> None:
@@ -433,7 +430,7 @@ class NewOptionsTests(SynchronousTestCase):
             ("ratio = 2\n", "ratio: must be in (0, 1], not 2"),
             ("ratio = true\n", "ratio: must be a string or a number, not true "
              "(a boolean)"),
-            ('metrics = "9100"\n', "metrics: takes an endpoint, not '9100'"),
+            ('stats = "9100"\n', "stats: takes an endpoint, not '9100'"),
             ("verbose = 1\n", "verbose: must be true or false, not 1 (an integer)"),
         ]:  # fmt: skip
             files.path.write_text(text)
@@ -945,120 +942,6 @@ class BadHandler:
     """A handler whose event attribute is not callable."""
 
     on_message = "not a method"
-
-
-TEXT = st.text(
-    st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='"\\'),
-    max_size=6,
-)
-"""String values, with the characters that could look like TOML syntax
-(``=``, ``[``, ``#``, ``'``) but nothing that needs an escape."""
-
-
-class LinesTests(SynchronousTestCase):
-    """The light scan that finds each key's line."""
-
-    def test_tables_and_arrays(self) -> None:
-        """Headers, arrays of tables (counted), sub-tables of the last
-        element, dotted keys, quoted keys, inline tables, and multi-line
-        strings whose lines are not keys."""
-        text = (
-            "# comment\n"  # 1
-            "a = 1\n"  # 2
-            'tls.key = "k"\n'  # 3
-            "[tls]\n"  # 4
-            'certificate = "c"\n'  # 5
-            "[[route]]\n"  # 6
-            'path = "/a"\n'  # 7
-            "[[route]]\n"  # 8
-            '"path" = """\n'  # 9
-            "handler = 'not a key'\n"  # 10
-            '"""\n'  # 11
-            "auth = { htpasswd = 'x' }\n"  # 12
-            "[route.limits]\n"  # 13
-            "max_queue = 3\n"  # 14
-        )
-        lines = _Lines(text)
-        expect = {
-            ("a",): 2,
-            ("tls", "key"): 3,
-            ("tls", "certificate"): 5,
-            ("route", 0): 6,
-            ("route", 0, "path"): 7,
-            ("route", 1): 8,
-            ("route", 1, "path"): 9,
-            ("route", 1, "handler"): 8,  # inside the string: the table's line
-            ("route", 1, "auth", "htpasswd"): 12,  # the inline table's line
-            ("route", 1, "limits", "max_queue"): 14,
-            ("nothing",): None,
-        }
-        for path, line in expect.items():
-            self.assertEqual(lines.line_of(path), line, path)
-
-    @settings(max_examples=60, derandomize=True, deadline=None)
-    @given(
-        st.lists(
-            st.tuples(
-                st.sampled_from(["", "tls", "route", "other"]),
-                st.lists(
-                    st.tuples(
-                        st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True).filter(
-                            lambda k: k not in ("tls", "route", "other")
-                        ),
-                        st.one_of(
-                            st.integers(-(2**63), 2**63 - 1),
-                            TEXT,
-                            st.booleans(),
-                            st.lists(TEXT, max_size=3),
-                        ),
-                    ),
-                    max_size=4,
-                    unique_by=lambda kv: kv[0],
-                ),
-            ),
-            max_size=6,
-        )
-    )
-    def test_agrees_with_tomllib(self, sections: list) -> None:
-        """For documents made of tables, arrays of tables and keys with any
-        values, every key tomllib reads is found at the line it is on."""
-        out: list[str] = []
-        where: dict[tuple, int] = {}
-        counts: dict[str, int] = {}
-        seen_tables: set[str] = set()
-        for table, pairs in sections:
-            if table == "route":
-                out.append("[[route]]")
-                counts["route"] = counts.get("route", 0) + 1
-                prefix: tuple = ("route", counts["route"] - 1)
-            elif table:
-                if table in seen_tables:
-                    continue
-                seen_tables.add(table)
-                out.append(f"[{table}]")
-                prefix = (table,)
-            else:
-                if out:
-                    continue  # top-level keys come first
-                prefix = ()
-            for key, value in pairs:
-                out.append(f"{key} = {toml_value(value)}")
-                where[(*prefix, key)] = len(out)
-        text = "\n".join(out) + "\n"
-        tomllib.loads(text)  # a valid document
-        lines = _Lines(text)
-        for path, line in where.items():
-            self.assertEqual(lines.line_of(path), line, (path, text))
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return f'"{value}"'  # TEXT has no quote, backslash or control character
-    return "[" + ", ".join(toml_value(v) for v in value) + "]"
 
 
 class ExampleTests(SynchronousTestCase):

@@ -50,6 +50,8 @@ PUBLIC_MODULES = {
     "factory",
     "forward",
     "handshake",
+    "logs",
+    "metrics",
     "protocol",
     "server",
     "tap",
@@ -115,6 +117,8 @@ DOCUMENTED_PATHS = [
         ],
     ),
     ("wsplugin.config", ["ServerConfig", "MiB", "SERVER_ONLY"]),
+    ("wsplugin.metrics", ["Metrics", "MetricsService", "metrics_endpoint"]),
+    ("wsplugin.logs", ["json_observer", "twistd_json_observer", "scrub"]),
 ]
 """``from wsplugin.X import Y`` lines of docs/, examples/ and the docstrings."""
 

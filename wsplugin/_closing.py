@@ -28,6 +28,7 @@ from autobahn.websocket.protocol import WebSocketProtocol as _WSP
 from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.python.failure import Failure
 
+from wsplugin._connlog import log_close
 from wsplugin._frames import OP_CLOSE, encode_frame
 from wsplugin._lifecycle import Event, Phase
 from wsplugin.connection import CloseMessage
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from wsplugin._dispatch import Dispatch
     from wsplugin._keepalive import KeepAlive
     from wsplugin._lifecycle import Lifecycle
-    from wsplugin._routing import RouteSettings
+    from wsplugin._routing import Route, RouteSettings
     from wsplugin.connection import Connection
     from wsplugin.factory import WebSocketServerFactory
 
@@ -74,6 +75,7 @@ class AutobahnClosing:
     dispatch: Dispatch
     keepalive: KeepAlive | None
     connection: Connection | None
+    route: Route | None
     _manual_close_timer: Any = None
     _linger_call: Any = None
     _end_code: int | None = None
@@ -289,6 +291,8 @@ class AutobahnClosing:
             code = _WSP.CLOSE_STATUS_CODE_NULL
         conn.mark_closed(code, reason or "")
         if opened:
+            if self.route is not None and self.route.config.connection_log:
+                log_close(self, code, reason or "", wasClean)
             self.factory.registry.remove(conn)
             self.dispatch.fire("on_disconnect", wasClean, code, reason or "")
         conn.finish()

@@ -18,6 +18,7 @@ Plain Python: no reactor, no transport.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
@@ -59,13 +60,20 @@ class Fanout:
         registry: The open connections.
         log: Where a connection that fails to take a message is logged (the
             others still get it).
+
+    Attributes:
+        observe: None, or called after each :meth:`send` with the payload's
+            length, whether it is binary, how many connections took it and
+            the ``time.perf_counter()`` at its start (:mod:`wsplugin.metrics`
+            sets it; None costs one test per broadcast, not per receiver).
     """
 
-    __slots__ = ("registry", "_log")
+    __slots__ = ("registry", "_log", "observe")
 
     def __init__(self, registry: Registry, log: Logger) -> None:
         self.registry = registry
         self._log = log
+        self.observe: Callable[[int, bool, int, float], None] | None = None
 
     def select(
         self,
@@ -106,6 +114,8 @@ class Fanout:
         A connection that is not open, or whose send-buffer policy refuses
         the message, is skipped; one that raises is logged and skipped.
         """
+        observe = self.observe
+        started = perf_counter() if observe is not None else 0.0
         encoded: dict[FrameKey, bytes] = {}
         count = 0
         for conn in targets:
@@ -126,6 +136,8 @@ class Fanout:
                 continue
             if sent:
                 count += 1
+        if observe is not None:
+            observe(len(payload), is_binary, count, started)
         return count
 
     def send_selected(

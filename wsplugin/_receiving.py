@@ -68,6 +68,7 @@ class AutobahnReceiving:
     dispatch: Dispatch
     keepalive: KeepAlive | None
     _msg: PayloadBuffer | None = None  # payload of the message being received
+    bytes_in = 0  # read from the socket (the connection log's bytes_in)
     _last_fragment = b""
 
     # Autobahn's (the protocol this class is mixed into)
@@ -100,6 +101,7 @@ class AutobahnReceiving:
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes from the peer: any traffic answers a pending heartbeat."""
+        self.bytes_in += len(data)
         ka = self.keepalive
         if ka is not None:
             ka.reads += 1

@@ -71,6 +71,7 @@ class AutobahnSending:
     _batch_size = 0
     _direct = False
     _linger_call: Any = None
+    bytes_out = 0  # written or queued (the connection log's bytes_out)
 
     # Autobahn's (the protocol this class is mixed into)
     state: int
@@ -138,8 +139,10 @@ class AutobahnSending:
                 self._batch_size = len(data)
                 self.factory.batcher.add(self)
                 return
+            self.bytes_out += len(data)
             transport.write(data)
             return
+        self.bytes_out += len(data)
         queue.push(data)
 
     @property
@@ -156,6 +159,7 @@ class AutobahnSending:
         if batch is None:
             return
         self._batch = None
+        self.bytes_out += self._batch_size
         transport = self.transport
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         send_now(transport, data, writes_now(transport))
@@ -217,6 +221,7 @@ class AutobahnSending:
         if verdict is Admission.DROP:
             if self.connection is not None:
                 self.connection.dropped_messages += 1
+            self.send_buffer_overflow("drop")
             return False
         if verdict is Admission.WAIT:
             self.pause_reading("send buffer")
@@ -228,10 +233,17 @@ class AutobahnSending:
             limit=settings.send_limit,
         )
         queue.drop_data()
+        self.send_buffer_overflow("close")
         self._close_with(
             _WSP.CLOSE_STATUS_CODE_POLICY_VIOLATION, "send buffer overflow"
         )
         return False
+
+    def send_buffer_overflow(self, action: str) -> None:
+        """The send-buffer policy acted: ``"drop"`` (a message skipped) or
+        ``"close"`` (the connection closes with 1008). Nothing by default;
+        :mod:`wsplugin.metrics` counts them (called only over the limit, so
+        the normal send path pays nothing for it)."""
 
     # -- reading pauses ------------------------------------------------------
 

@@ -70,6 +70,7 @@ from zope.interface import implementer
 from wsplugin._autobahn import copy_options
 from wsplugin._closing import AutobahnClosing, close_frame_problem
 from wsplugin._connbase import ConnectionState
+from wsplugin._connlog import log_open
 from wsplugin._decision import HandshakeDecision, Refusal, check_head, screen_connection
 from wsplugin._dispatch import Dispatch
 from wsplugin._events import ROUTE_EVENTS
@@ -185,6 +186,11 @@ class WebSocketServerProtocol(
             :class:`~wsplugin._fanout.FanoutTarget`).
         fixed_route: The route of a connection taken over from
             ``twisted.web`` (:meth:`take_over_from_http`), else None.
+        opened_at: When it opened (the reactor's clock), for the connection
+            log's ``duration``; None before.
+        bytes_in: Bytes read from the socket, handshake included.
+        bytes_out: Bytes written to the socket or queued for it, handshake
+            included.
     """
 
     factory: WebSocketServerFactory
@@ -202,6 +208,11 @@ class WebSocketServerProtocol(
     fixed_route: Route | None = None
     decision: HandshakeDecision | None = None
     _head: Any = None
+    opened_at: float | None = None
+    # the class of self.dispatch: with metrics on, wsplugin.metrics installs
+    # a subclass that counts messages (with them off, nothing is added to
+    # the per-message path)
+    dispatch_type: type[Dispatch] = Dispatch
 
     # copied by copy_options, not by Autobahn (see there)
     _OPTION_NAMES: tuple[str, ...] = tuple(_AutobahnServerProtocol.CONFIG_ATTRS)
@@ -315,7 +326,7 @@ class WebSocketServerProtocol(
         assert route is not None
         conn = self.connection = self._make_connection(request, route)
         self._head = None  # the Request keeps what is needed
-        self.dispatch = Dispatch(self, conn, route.events)
+        self.dispatch = self.dispatch_type(self, conn, route.events)
         decision = self.decision = HandshakeDecision(
             route, conn, self.dispatch, self.peer
         )
@@ -415,6 +426,7 @@ class WebSocketServerProtocol(
         conn = self.connection
         assert conn is not None and self.route is not None
         self.lifecycle.advance(Event.OPEN)
+        self.opened_at = self.factory.clock.seconds()
         # Autobahn's copies of the request (and of its 101 answer) are for
         # the handshake only (conn.request keeps what the application sees).
         # Dropping them and compacting the instance dict saves about 2 KiB
@@ -443,6 +455,8 @@ class WebSocketServerProtocol(
                 "on_message" not in events and "on_binary" not in events
             )
         self.factory.registry.add(conn)
+        if self.route.config.connection_log:
+            log_open(self)
         cfg = self.route.config
         if cfg.heartbeat_interval or cfg.idle_timeout:
             self.keepalive = KeepAlive(self.factory.clock, self, cfg)

@@ -33,6 +33,7 @@ from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
 from wsplugin.factory import Connections, WebSocketServerFactory
 from wsplugin.handshake import accepts_other_sites
+from wsplugin.metrics import attach_metrics
 from wsplugin.tls import (
     PeerCertificate,
     ServerTLS,
@@ -91,6 +92,7 @@ class WebSocketServer(SendingMethods, MultiService):
             files.
         config: Server options; keyword ``options`` are applied on top.
         reactor: The reactor (the global one if None).
+        metrics: ``/metrics`` endpoint, True or a ``Metrics`` (docs/metrics.md).
         **options: Any :class:`~wsplugin.ServerConfig` option by name.
 
     Example::
@@ -128,6 +130,7 @@ class WebSocketServer(SendingMethods, MultiService):
         static_dotfiles: bool = False,
         static_follow_symlinks: bool = False,
         tls: TLSOptions | None = None,
+        metrics: Any = None,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -199,6 +202,7 @@ class WebSocketServer(SendingMethods, MultiService):
             on_up=lambda: self._fire_server_event("on_startup"),
             on_down=lambda: self._fire_server_event("on_shutdown"),
         )
+        self.metrics = attach_metrics(self, metrics)  # a Metrics, or None
 
     # -- routes ------------------------------------------------------------
 

@@ -78,6 +78,8 @@ _HELP = {
     "utf8_validation": "Do not validate incoming text as UTF-8 (trusted peers only).",
     "server_header": "Server response header value ('' omits it).",
     "trusted_proxies": "Proxies whose X-Forwarded-For is trusted (0: none).",
+    "connection_log": "Log each connection's open and close: id, peer, route, "
+    "duration, bytes, close code (docs/logging.md).",
 }
 
 _REPEATABLE = {
@@ -182,6 +184,20 @@ class Options(usage.Options):
             "TOML file with any of these options and [[route]] tables; "
             "options given here win (docs/config.md).",
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1 ({worker}: the worker's index; "
+            "docs/metrics.md).",
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "text, or json: one JSON object per line, to twistd's --logfile.",
+        ],
         *_CONFIG_PARAMS,
     ]
     optFlags = [
@@ -283,6 +299,8 @@ class Options(usage.Options):
                 self.handler = load_app(self["app"])
         except AppNotFound as e:
             raise usage.UsageError(str(e)) from None
+        self._check_metrics()
+        self._check_log_format()
         if self["static"] is not None and not Path(self["static"]).is_dir():
             raise usage.UsageError(f"--static: no such directory: {self['static']}")
         self.auth = None
@@ -298,6 +316,41 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--auth-file: {e}") from None
         if self.config_file is not None:
             self.routes = self.config_file.routes(self)
+
+    def _check_metrics(self) -> None:
+        description = self["metrics"]
+        if description is None:
+            return
+        try:
+            from wsplugin.metrics import Metrics, metrics_endpoint
+
+            Metrics(description)  # prometheus_client is there
+            _check_endpoint(metrics_endpoint(description, 0), "--metrics")
+        except ConfigError as e:
+            raise usage.UsageError(f"--metrics: {e}") from None
+
+    def _check_log_format(self) -> None:
+        """--log-format json: twistd's log observer becomes
+        :func:`wsplugin.logs.twistd_json_observer` (twistd reads its
+        ``logger`` option after this; its ``--logfile`` is kept)."""
+        from wsplugin import logs
+
+        fmt = self["log-format"]
+        if fmt not in logs.LOG_FORMATS:
+            raise usage.UsageError(
+                f"--log-format takes {' or '.join(logs.LOG_FORMATS)}, not {fmt!r}"
+            )
+        parent = getattr(self, "parent", None)
+        if fmt != "json" or parent is None:
+            return  # not under twistd (a test, a script): nothing to set up
+        if parent.get("syslog") or parent.get("logger"):
+            given = "--syslog" if parent.get("syslog") else "--logger"
+            raise usage.UsageError(
+                f"--log-format json and twistd's {given} both choose the log; "
+                "give one of them"
+            )
+        logs.use_for_twistd(parent.get("logfile"), bool(parent.get("nodaemon")))
+        parent["logger"] = "wsplugin.logs.twistd_json_observer"
 
     def _build_config(self) -> ServerConfig:
         values: dict[str, Any] = {}
@@ -395,7 +448,7 @@ def _flags_in(message: str) -> str:
     return _OPTION_NAME.sub(lambda m: "--" + _flag(m.group(1)), message)
 
 
-def _check_endpoint(description: str) -> None:
+def _check_endpoint(description: str, flag: str = "--port") -> None:
     """Parse an endpoint string now (loading TLS files) without listening."""
     from twisted.internet import reactor
 
@@ -410,7 +463,7 @@ def _check_endpoint(description: str) -> None:
                 "LISTEN_FDNAMES name none for this process); start twistd from "
                 "its .socket unit (docs/deploy.md)"
             )
-        raise usage.UsageError(f"bad --port {description!r}: {detail}") from None
+        raise usage.UsageError(f"bad {flag} {description!r}: {detail}") from None
 
 
 class ReloadOnHangup(Service):
@@ -463,6 +516,7 @@ def makeService(options: Options) -> WebSocketServer:
         static_dotfiles=options["static-dotfiles"],
         static_follow_symlinks=options["static-follow-symlinks"],
         tls=options.tls,
+        metrics=options["metrics"],
     )
     for route in options.routes:
         route.register(server)
