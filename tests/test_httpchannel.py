@@ -208,8 +208,8 @@ class LaterHeadTests(SynchronousTestCase):
         self.assertEqual([a[:3] for a in answers], [b"404", b"405"])
 
     def test_answer_from_a_later_hook(self) -> None:
-        """A Deferred firing with a resource answers with it; the body of
-        that request is never stored (the refusal comes first)."""
+        """A Deferred firing with an EmptyPage refusal answers it from the
+        head, headers included, and closes: the body is never read."""
         from wsplugin.web import EmptyPage
 
         server, body, pending = self.hooked()
@@ -217,7 +217,8 @@ class LaterHeadTests(SynchronousTestCase):
         peer.send(b"POST /form HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
         pending[0].callback(EmptyPage(401, {b"www-authenticate": b"Bearer"}))
         self.assertEqual(peer.status(), 401)
-        self.assertIn(b"WWW-Authenticate: Bearer", peer.transport.value())
+        self.assertIn(b"www-authenticate: bearer", peer.transport.value().lower())
+        self.assertTrue(peer.transport.disconnecting)
         self.assertEqual(body.bodies, [])
 
     def test_limits_of_the_resource_found_later(self) -> None:

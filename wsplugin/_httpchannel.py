@@ -5,7 +5,7 @@ their body is read (:class:`SiteRequest`, :class:`BoundedSite`,
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from io import BytesIO
 from typing import Any
@@ -19,6 +19,7 @@ from twisted.web.server import Request, Site
 
 from wsplugin._decision import screen_connection
 from wsplugin._pending import settle
+from wsplugin._static import EmptyPage
 from wsplugin._upgrade import WebSocketResource, wants_upgrade
 from wsplugin.config import MiB
 from wsplugin.handshake import target_problem
@@ -46,6 +47,42 @@ def _limit(resource: Any, name: str, default: float) -> float:
         )
         return default
     return value
+
+
+Refusal = tuple[Any, ...]
+"""``(status, reason)`` or ``(status, reason, headers)``: an answer with an
+empty body, given from the request head (``headers``: ``(name, value)``
+bytes pairs)."""
+
+
+def status_phrase(status: int) -> bytes:
+    """The reason phrase of ``status`` (RFC 9110's names)."""
+    if status == 413:  # Python before 3.13 has the old name
+        return b"Content Too Large"
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Error" if status >= 400 else b"OK"
+
+
+def head_answer(resource: Any) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+    """The refusal to send from the head for ``resource``, or None.
+
+    An :class:`~wsplugin.web.EmptyPage` with an error status (what
+    ``guard()``, ``http_auth`` and a ``before_request`` hook refuse with) has
+    nothing to read a body for: its status and headers are answered before
+    any body byte, and the connection is closed (HTTP/1.1) or the stream
+    reset (HTTP/2), so a refused client cannot make the server read, store
+    or count its upload.
+    """
+    if not isinstance(resource, EmptyPage) or resource.code < 400:
+        return None
+    headers = [
+        (bytes(name), bytes(value))
+        for name, value in resource.headers.items()
+        if not any(c in bytes(name) + bytes(value) for c in b"\r\n\x00")
+    ]
+    return resource.code, "refused from its head", headers
 
 
 def _continue_failed(failure: Failure) -> None:
@@ -90,7 +127,7 @@ class SiteRequest(Request):
     """True while the head is still to be checked when ``gotLength`` comes
     (HTTP/2 streams report the length before the last header): the body's
     destination is then chosen once the head is accepted."""
-    on_refuse: Callable[[int, str], None] | None = None
+    on_refuse: Callable[[int, str, Sequence[tuple[bytes, bytes]]], None] | None = None
     """How to refuse this request mid-body (413); set by the HTTP/2
     connection for its streams. Otherwise the channel's ``refuse``."""
     _found: tuple[Any, ...] | None = None
@@ -111,7 +148,7 @@ class SiteRequest(Request):
         *,
         max_request_body: int | None = None,
         body_timeout: float | None = None,
-    ) -> tuple[int, str] | Deferred[tuple[int, str] | None] | None:
+    ) -> Refusal | Deferred[Refusal | None] | None:
         """Check the head, find the resource, apply its body limits.
 
         Args:
@@ -171,12 +208,12 @@ class SiteRequest(Request):
         self._apply_limits(None)
         return None
 
-    def _resource_found(self, resource: Any) -> tuple[int, str] | None:
+    def _resource_found(self, resource: Any) -> Refusal | None:
         if resource is not None:
             self._found = (resource, self.prepath, self.postpath, self.sitepath, None)
         return self._apply_limits(resource)
 
-    def _apply_limits(self, resource: Any) -> tuple[int, str] | None:
+    def _apply_limits(self, resource: Any) -> Refusal | None:
         length = self._length
         if (
             isinstance(resource, WebSocketResource)
@@ -188,6 +225,10 @@ class SiteRequest(Request):
         self.body_timeout = _limit(
             resource, "request_body_timeout", self._server_timeout
         )
+        if length != 0:
+            answer = head_answer(resource)
+            if answer is not None:
+                return answer
         if limit and length is not None and length > limit:
             return 413, f"declared body of {length} bytes, over {limit}"
         self._body_limit = limit
@@ -248,16 +289,18 @@ class SiteRequest(Request):
             return
         self.content.write(data)
 
-    def refuse(self, status: int, reason: str) -> None:
+    def refuse(
+        self, status: int, reason: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         """Answer ``status`` with an empty body and read no more of the body:
         the HTTP/2 stream's refusal, or the channel's (which closes the
         connection)."""
         if self.on_refuse is not None:
-            self.on_refuse(status, reason)
+            self.on_refuse(status, reason, headers)
             return
         channel = self.channel
         if isinstance(channel, BoundedHTTPChannel):
-            channel.refuse(status, reason)
+            channel.refuse(status, reason, headers)
         elif channel is not None:  # pragma: no cover - always on our channels
             channel.loseConnection()
 
@@ -447,7 +490,7 @@ class BoundedHTTPChannel(HTTPChannel):
         _log.failure("deciding the resource of a request failed", failure)
         self._head_decided((500, "the request could not be dispatched"), None)
 
-    def _head_decided(self, refusal: tuple[int, str] | None, request: Any) -> None:
+    def _head_decided(self, refusal: Refusal | None, request: Any) -> None:
         if not self._head_waiting or self._refused or self._lost:
             return  # timed out and refused, or the client left
         self._head_waiting = False
@@ -510,9 +553,12 @@ class BoundedHTTPChannel(HTTPChannel):
             self._arm()
         super().requestDone(request)
 
-    def refuse(self, status: int, reason: str) -> None:
-        """Answer ``status`` with an empty body and close, reading no more of
-        this connection (the rest of a refused body is never read)."""
+    def refuse(
+        self, status: int, reason: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        """Answer ``status`` (with ``headers``) and an empty body, and close,
+        reading no more of this connection (the rest of a refused body is
+        never read)."""
         if self._refused or self.transport is None:
             return
         self._refused = True
@@ -527,15 +573,10 @@ class BoundedHTTPChannel(HTTPChannel):
                 status=status,
                 reason=reason,
             )
-        # RFC 9110's name for 413 (Python before 3.13 has the old one)
-        phrase = (
-            b"Content Too Large"
-            if status == 413
-            else HTTPStatus(status).phrase.encode("ascii")
-        )
+        extra = b"".join(b"%s: %s\r\n" % pair for pair in headers)
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            % (status, phrase)
+            b"HTTP/1.1 %d %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n"
+            % (status, status_phrase(status), extra)
         )
         self.loseConnection()
         if self.clock is not None:
@@ -546,9 +587,7 @@ class BoundedHTTPChannel(HTTPChannel):
         self._head_call = None
         if self._head_waiting:
             self._head_waiting = False
-            self.refuse(
-                503, "before_request or an authenticator did not decide in time"
-            )
+            self.refuse(503, "the request's resource was not decided in time")
             return
         if self.transport is not None:
             _log.info(
