@@ -189,7 +189,8 @@ class LaterBeforeRequestTests(ServerTestCase):
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.addCleanup(sock.close)
         sock.sendall(
-            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         yield self.when(lambda: len(pending) == 1)
         early = yield in_thread(read_answers, sock, 1, 0.5)
