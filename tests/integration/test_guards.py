@@ -230,3 +230,115 @@ class LaterBeforeRequestTests(ServerTestCase):
             http_request, port, "GET", "/", {"X-Team": "blue"}
         )
         self.assertEqual((status, body), (200, b"home"))
+
+
+class Recorder:
+    """Session events, recorded; each session's data names its user."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Any, ...]] = []
+
+    def create_session(self, identity: Any) -> dict[str, Any]:
+        return {"name": identity.capitalize()}
+
+    def on_session_start(self, session: Any) -> None:
+        self.seen.append(("start", session.identity))
+
+    def on_session_end(self, session: Any, reason: str) -> None:
+        self.seen.append(("end", session.identity, reason))
+
+    def on_invalid_session(self, request: Any) -> None:
+        self.seen.append(("invalid", request.path))
+
+
+class Cart(Resource):
+    isLeaf = True
+
+    def __init__(self, store: SessionStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def render_GET(self, request: Any) -> bytes:
+        session = self.store.session_of(request)
+        if session is None:
+            request.setResponseCode(401)
+            return b""
+        return session.data["name"].encode()
+
+
+class Hello:
+    def on_open(self, conn: Any) -> None:
+        conn.send_text(f"hello {conn.session.data['name']}")
+
+
+class SessionTests(ServerTestCase):
+    """Session events, the session seen by HTTP and WebSocket, and the
+    session fixation attack, over real sockets."""
+
+    @inlineCallbacks
+    def test_fixation_and_events(self) -> None:
+        """An attacker logs in, plants its session id in the victim's
+        browser; the victim logs in with that cookie: the victim's id is a
+        new one, the planted id no longer works (HTTP 401, WebSocket 401),
+        the victim's session is visible to the resource and on the
+        WebSocket, and the events tell it all."""
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        events = Recorder()
+        store = SessionStore(reactor, handler=events)
+        self.addCleanup(store.stop)
+        checker = InMemoryUsernamePasswordDatabaseDontUse(ada=b"lovelace", eve=b"evil")
+        root = Resource()
+        root.putChild(b"login", LoginResource(checker, store))
+        root.putChild(b"cart", Cart(store))
+        server = yield self.start_server(None, http=root)
+        server.register_handler(
+            "*", "/ws", Hello(), default_host=True, auth=SessionAuth(store)
+        )
+        port = server.ports[0].getHost().port
+
+        def login(user: str, password: str, cookie: str | None = None) -> str:
+            headers = dict(FORM)
+            if cookie:
+                headers["Cookie"] = cookie
+            body = f"username={user}&password={password}".encode()
+            status, answer, _ = http_request(port, "POST", "/login", headers, body)
+            assert status == 204, status
+            return str(answer["set-cookie"].split(";")[0])
+
+        planted = yield in_thread(login, "eve", "evil")
+        victim = yield in_thread(login, "ada", "lovelace", planted)
+        self.assertNotEqual(victim, planted)
+        status, _, _ = yield in_thread(
+            http_request, port, "GET", "/cart", {"Cookie": planted}
+        )
+        self.assertEqual(status, 401)
+        status, _, body = yield in_thread(
+            http_request, port, "GET", "/cart", {"Cookie": victim}
+        )
+        self.assertEqual((status, body), (200, b"Ada"))
+
+        def websocket(cookie: str) -> Any:
+            try:
+                with connect(
+                    f"ws://127.0.0.1:{port}/ws",
+                    additional_headers={"Cookie": cookie},
+                    open_timeout=10,
+                ) as ws:
+                    return ws.recv(timeout=10)
+            except InvalidStatus as e:
+                return e.response.status_code
+
+        self.assertEqual((yield in_thread(websocket, victim)), "hello Ada")
+        self.assertEqual((yield in_thread(websocket, planted)), 401)
+        self.assertEqual(
+            events.seen,
+            [
+                ("start", "eve"),
+                ("end", "eve", "replaced"),
+                ("start", "ada"),
+                ("invalid", "/cart"),
+                ("invalid", "/ws"),
+            ],
+        )
