@@ -66,6 +66,8 @@ setup(
     extras_require={
         # the Redis backplane (wsplugin.backplane.RedisBackplane)
         "redis": ["txredisapi>=1.6"],
+        # HTTP/2 for the same-port site over TLS (Twisted's, with h2)
+        "http2": ["twisted[http2]>=23.10"],
         "test": [
             "trustme>=1.1",
             "websockets>=12",
@@ -73,6 +75,7 @@ setup(
             "ruff>=0.5",
             "kosoku>=0.1",
             "txredisapi>=1.6",  # the Redis backplane's tests
+            "twisted[http2]>=23.10",  # HTTP/2 tests (and their h2 client)
         ],
     },
     entry_points={"console_scripts": ["wsplugin-client = wsplugin.cli:main"]},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from http import HTTPStatus
 from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
@@ -14,12 +13,12 @@ from urllib.parse import parse_qs, unquote_to_bytes
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import H2_ENABLED, HTTPChannel
 from twisted.web.server import Request, Site
 
 from wsplugin._decision import screen_connection
+from wsplugin._httplimits import Refusal, head_answer, resource_limit, status_phrase
 from wsplugin._pending import settle
-from wsplugin._static import EmptyPage
 from wsplugin._upgrade import WebSocketResource, wants_upgrade
 from wsplugin.config import MiB
 from wsplugin.handshake import target_problem
@@ -28,61 +27,6 @@ __all__ = ["BoundedHTTPChannel", "BoundedSite", "SiteRequest"]
 
 # operators filter on the public module's name
 _log = Logger(namespace="wsplugin.web")
-
-
-def _limit(resource: Any, name: str, default: float) -> float:
-    """A resource's own ``max_request_body`` / ``request_body_timeout``, or
-    the server's. Only the resource that answers the request is consulted."""
-    value = getattr(resource, name, None)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        _log.error(
-            "{resource!r}.{name} must be a number >= 0, not {value!r}; "
-            "using the server's {default}",
-            resource=resource,
-            name=name,
-            value=value,
-            default=default,
-        )
-        return default
-    return value
-
-
-Refusal = tuple[Any, ...]
-"""``(status, reason)`` or ``(status, reason, headers)``: an answer with an
-empty body, given from the request head (``headers``: ``(name, value)``
-bytes pairs)."""
-
-
-def status_phrase(status: int) -> bytes:
-    """The reason phrase of ``status`` (RFC 9110's names)."""
-    if status == 413:  # Python before 3.13 has the old name
-        return b"Content Too Large"
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b"Error" if status >= 400 else b"OK"
-
-
-def head_answer(resource: Any) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
-    """The refusal to send from the head for ``resource``, or None.
-
-    An :class:`~wsplugin.web.EmptyPage` with an error status (what
-    ``guard()``, ``http_auth`` and a ``before_request`` hook refuse with) has
-    nothing to read a body for: its status and headers are answered before
-    any body byte, and the connection is closed (HTTP/1.1) or the stream
-    reset (HTTP/2), so a refused client cannot make the server read, store
-    or count its upload.
-    """
-    if not isinstance(resource, EmptyPage) or resource.code < 400:
-        return None
-    headers = [
-        (bytes(name), bytes(value))
-        for name, value in resource.headers.items()
-        if not any(c in bytes(name) + bytes(value) for c in b"\r\n\x00")
-    ]
-    return resource.code, "refused from its head", headers
 
 
 def _continue_failed(failure: Failure) -> None:
@@ -221,8 +165,8 @@ class SiteRequest(Request):
             and wants_upgrade(self, resource.route)
         ):
             return 400, "a WebSocket handshake has no body"
-        limit = int(_limit(resource, "max_request_body", self._server_limit))
-        self.body_timeout = _limit(
+        limit = int(resource_limit(resource, "max_request_body", self._server_limit))
+        self.body_timeout = resource_limit(
             resource, "request_body_timeout", self._server_timeout
         )
         if length != 0:
@@ -330,6 +274,17 @@ class BoundedSite(Site):
     the one that renders the request."""
 
     requestFactory = SiteRequest
+    alpn: tuple[bytes, ...] | None = None
+    """What the site offers over ALPN when the listening endpoint asks it
+    (``ssl:`` endpoint strings): None for ``h2`` (when the ``h2`` package is
+    installed) and ``http/1.1``. A server with ``tls=`` sets ``()``: its
+    :class:`~wsplugin.TLSOptions` decide alone."""
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The ALPN protocols of this site (see :attr:`alpn`)."""
+        if self.alpn is not None:
+            return list(self.alpn)
+        return [b"h2", b"http/1.1"] if H2_ENABLED else [b"http/1.1"]
 
     def getResourceFor(self, request: Any) -> Any:
         """The resource found when the head arrived, else a fresh walk."""
@@ -384,6 +339,10 @@ class BoundedHTTPChannel(HTTPChannel):
     _head_waiting = False
     _content_waiting = False
     _lost = False
+    _first_read = True
+    h2: Any = None
+    """The HTTP/2 connection this channel passes its bytes to, once the
+    client negotiated ``h2``; None for HTTP/1.1."""
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -509,6 +468,18 @@ class BoundedHTTPChannel(HTTPChannel):
         self.dataReceived(b"")  # what arrived behind the head, in order
 
     def dataReceived(self, data: bytes) -> None:
+        if self.h2 is not None:
+            self.h2.dataReceived(data)
+            return
+        if self._first_read:
+            self._first_read = False
+            if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+                from wsplugin._h2 import start_h2  # needs the h2 package
+
+                self._disarm()  # HTTP/2 has a head timer of its own
+                self.h2 = start_h2(self)
+                self.h2.dataReceived(data)
+                return
         if self._head_waiting and self.transport is not None:
             # a read that raced the pause: kept, and reading stops again
             self.transport.pauseProducing()
@@ -600,6 +571,8 @@ class BoundedHTTPChannel(HTTPChannel):
         self.refuse(408, "request body too slow")
 
     def connectionLost(self, reason: Any) -> None:
+        if self.h2 is not None:
+            self.h2.connectionLost(reason)
         self._lost = True
         self._disarm()
         self._cancel_body_timer()

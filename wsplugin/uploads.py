@@ -183,13 +183,10 @@ class UploadResource(Resource):
         if not isinstance(checked, bytes):
             return checked
         channel = getattr(request, "channel", None)
-        return UploadSink(
-            self,
-            self._events,
-            request,
-            checked,
-            getattr(channel, "transport", None),
-        )
+        producer = getattr(channel, "transport", None)
+        if producer is None and hasattr(channel, "pauseProducing"):
+            producer = channel  # an HTTP/2 stream: pausing it holds its body
+        return UploadSink(self, self._events, request, checked, producer)
 
     def _check_head(
         self, request: Any, length: int | None
