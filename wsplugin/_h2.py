@@ -41,8 +41,9 @@ of a stream answered and dropped early, which Twisted does not expect),
 ``_requestDone`` (a stream's end, also called to drop a stream answered
 early) and ``_send100Continue`` (held until the head is accepted); and
 ``_tryToWriteControlData``, which writes h2's output in order with the
-frames Twisted holds back while the client does not read. ``conn`` (the h2 state machine), ``streams`` and
-``abortRequest`` are documented attributes of ``H2Connection``. The tests
+frames Twisted holds back while the client does not read. ``conn`` (the
+h2 state machine), ``streams`` and ``abortRequest`` are documented
+attributes of ``H2Connection``. The tests
 in ``tests/test_h2.py`` and ``tests/integration/test_http2.py`` pin the
 behaviour on the Twisted version installed.
 """
