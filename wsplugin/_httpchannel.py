@@ -29,6 +29,10 @@ __all__ = ["BoundedHTTPChannel", "BoundedSite", "SiteRequest"]
 _log = Logger(namespace="wsplugin.web")
 
 
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""What an HTTP/2 client sends first (RFC 9113, section 3.4)."""
+
+
 def _continue_failed(failure: Failure) -> None:
     _log.failure("continuing a request after its head failed", failure)
 
@@ -473,7 +477,11 @@ class BoundedHTTPChannel(HTTPChannel):
             return
         if self._first_read:
             self._first_read = False
-            if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            if getattr(
+                self.transport, "negotiatedProtocol", None
+            ) == b"h2" and _H2_PREFACE.startswith(data[:24]):
+                # (a client that negotiated h2 but sends HTTP/1.1, say a
+                # WebSocket client offering h2 by mistake, is read as such)
                 from wsplugin._h2 import start_h2  # needs the h2 package
 
                 self._disarm()  # HTTP/2 has a head timer of its own
