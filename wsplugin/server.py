@@ -134,12 +134,11 @@ class WebSocketServer(SendingMethods, MultiService):
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         self.tls: ServerTLS | None = None
-        serves_http = bool(http is not None or static is not None or before_request)
-        serves_http = serves_http or empty_404
+        pages = (http, static) != (None, None) or bool(before_request or empty_404)
         if tls is not None:
             for description in endpoints:
                 tls_wrappable(description)
-            self.tls = ServerTLS(tls, serves_http=serves_http)
+            self.tls = ServerTLS(tls, serves_http=pages)
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -163,7 +162,7 @@ class WebSocketServer(SendingMethods, MultiService):
                 self.register_handler("*", path, handler, default_host=True, auth=auth)
         self.site: Any = None
         inner: Any = self.factory
-        if serves_http:
+        if pages:  # HTTP is served too
             from wsplugin.web import make_site
 
             self.site = inner = make_site(
