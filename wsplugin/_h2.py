@@ -149,8 +149,11 @@ class BoundedH2Connection(H2Connection):
             peer=self.transport.getPeer(),
             seconds=self.head_timeout,
         )
-        self.conn.close_connection()
-        self.transport.write(self.conn.data_to_send())
+        try:
+            self.conn.close_connection()  # GOAWAY
+            self.transport.write(self.conn.data_to_send())
+        except h2.exceptions.ProtocolError:
+            pass  # the connection is closing already
         self.transport.loseConnection()
 
     # -- a stream's head -------------------------------------------------------
