@@ -68,6 +68,8 @@ setup(
         "redis": ["txredisapi>=1.6"],
         # Prometheus metrics (wsplugin.metrics, twistd ws --metrics)
         "metrics": ["prometheus_client>=0.17"],
+        # HTTP/2 for the same-port site over TLS (Twisted's, with h2)
+        "http2": ["twisted[http2]>=23.10"],
         "test": [
             "trustme>=1.1",
             "websockets>=12",
@@ -76,6 +78,7 @@ setup(
             "kosoku>=0.1",
             "txredisapi>=1.6",  # the Redis backplane's tests
             "prometheus_client>=0.17",  # the metrics' tests
+            "twisted[http2]>=23.10",  # HTTP/2 tests (and their h2 client)
         ],
     },
     entry_points={"console_scripts": ["wsplugin-client = wsplugin.cli:main"]},

@@ -28,6 +28,8 @@ AUTH_ALL = [
     "LoginResource",
     "LoginThrottle",
     "QueryTokenAuth",
+    "SESSION_EVENTS",
+    "Session",
     "SessionAuth",
     "SessionStore",
     "ThrottleStats",
@@ -43,7 +45,7 @@ MODULES = {
     "_login": ["LoginResource"],
     "_probe": [],
     "_schemes": ["ApiKeyAuth", "BasicAuth", "QueryTokenAuth"],
-    "_sessions": ["SessionAuth", "SessionStore"],
+    "_sessions": ["SESSION_EVENTS", "Session", "SessionAuth", "SessionStore"],
     "_throttle": ["LoginThrottle", "ThrottleStats"],
 }
 

@@ -163,8 +163,9 @@ class SiteGuardHookTests(SynchronousTestCase):
     """site_guard() is a before_request hook: what it returns decides."""
 
     def test_hook(self) -> None:
-        """A guarded request gets a resource that checks it; public paths
-        and skipped requests go on to ``then``; a bad path list is refused."""
+        """A guarded request gets a Deferred of the refusal (decided before
+        the body, on wsplugin's site); public paths and skipped requests go
+        on to ``then``; a bad path list is refused."""
         checker = InMemoryUsernamePasswordDatabaseDontUse(ada=b"lovelace")
         auth = BasicAuth(checker, throttle=LoginThrottle(task.Clock()))
         then: list[bytes] = []
@@ -174,11 +175,12 @@ class SiteGuardHookTests(SynchronousTestCase):
             skip=lambda r: r.path == b"/ws",
             then=lambda r: then.append(r.path),
         )
-        checking = hook(GuardRequest(b"/secret"))
-        self.assertIsInstance(checking, Resource)
         request = GuardRequest(b"/secret")
-        request.render(checking)
+        refusal = self.successResultOf(hook(request))
+        self.assertIsInstance(refusal, Resource)
+        request.render(refusal)
         self.assertEqual(request.responseCode, 401)
+        self.assertEqual(then, [])
         for path in (b"/pub/x", b"/ws"):
             self.assertIsNone(hook(GuardRequest(path)))
         self.assertEqual(then, [b"/pub/x", b"/ws"])

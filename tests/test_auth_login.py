@@ -152,3 +152,53 @@ class LoginResourceTests(SynchronousTestCase):
         checker.release(0)
         self.assertEqual(checker.seen, ["bogus"])
         self.assertEqual(throttle.stats.dropped, 1)
+
+
+class FixationTests(SynchronousTestCase):
+    """A login never keeps the session id the browser had before it."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.store = SessionStore(self.clock)
+        checker = InMemoryUsernamePasswordDatabaseDontUse(ada=b"lovelace", eve=b"evil")
+        self.login = LoginResource(
+            checker, self.store, throttle=LoginThrottle(self.clock)
+        )
+
+    def log_in(self, body: bytes, cookie: str | None = None) -> str:
+        headers = dict(FORM)
+        if cookie is not None:
+            headers[b"cookie"] = b"wsplugin_session=" + cookie.encode()
+        request, _ = web_request(b"POST", headers=headers, body=body)
+        request.render(self.login)
+        self.assertEqual(request.code, 204)
+        value = request.responseHeaders.getRawHeaders(b"set-cookie")[0].decode()
+        return value.split(";")[0].split("=", 1)[1]
+
+    def test_planted_id_of_another_user(self) -> None:
+        """An attacker's live session id planted in the victim's browser:
+        the victim's login gets a new id, and the planted one is ended."""
+        planted = self.store.create("eve")
+        token = self.log_in(b"username=ada&password=lovelace", planted)
+        self.assertNotEqual(token, planted)
+        self.assertIsNone(self.store.get(planted))
+        self.assertEqual(self.store.get(token), "ada")
+
+    def test_own_session_rotated(self) -> None:
+        """Logging in again with one's own cookie keeps the session (its
+        data) under a new id; the old id is invalid."""
+        first = self.log_in(b"username=ada&password=lovelace")
+        session = self.store.session(first)
+        assert session is not None
+        session.data["theme"] = "dark"
+        second = self.log_in(b"username=ada&password=lovelace", first)
+        self.assertNotEqual(second, first)
+        self.assertIsNone(self.store.get(first))
+        self.assertIs(self.store.session(second), session)
+        self.assertEqual(len(self.store), 1)
+
+    def test_unknown_planted_id(self) -> None:
+        """A made-up id is ignored: a fresh session is made."""
+        token = self.log_in(b"username=ada&password=lovelace", "made-up-id")
+        self.assertNotEqual(token, "made-up-id")
+        self.assertEqual(self.store.get(token), "ada")

@@ -99,3 +99,24 @@ class ClientErrorTests(SynchronousTestCase):
         ):
             self.assertIn(name, errors.__all__)
             self.assertIs(getattr(wsplugin.client, name), getattr(errors, name))
+
+
+class UploadRefusedTests(SynchronousTestCase):
+    """UploadRefused sits in errors.py's tree and keeps its import path."""
+
+    def test_one_class_two_paths(self) -> None:
+        """``wsplugin.uploads.UploadRefused`` is ``wsplugin.errors.UploadRefused``,
+        a WSPluginError carrying its status and message."""
+        from wsplugin import uploads
+
+        self.assertIs(uploads.UploadRefused, errors.UploadRefused)
+        self.assertIn("UploadRefused", errors.__all__)
+        refused = errors.UploadRefused(422, "infected")
+        self.assertIsInstance(refused, errors.WSPluginError)
+        self.assertEqual((refused.status, refused.message), (422, "infected"))
+
+    def test_status_must_be_an_error(self) -> None:
+        """A status outside 400-599 is a ConfigError naming the fix."""
+        with self.assertRaises(errors.ConfigError) as caught:
+            errors.UploadRefused(200, "fine")
+        self.assertIn("4xx or 5xx", str(caught.exception))

@@ -110,8 +110,9 @@ class TLSOptionsTests(SynchronousTestCase):
         self.files = Files(self, self.ca, "localhost")
 
     def test_defaults(self) -> None:
-        """TLS 1.2 minimum, Twisted's ciphers, ALPN http/1.1, no client CA;
-        the key defaults to the certificate file."""
+        """TLS 1.2 minimum, Twisted's ciphers, ALPN chosen by the server
+        (http/1.1 unless it serves pages), no client CA; the key defaults to
+        the certificate file."""
         options = TLSOptions(certificate=Path(self.files.both))
         self.assertEqual(
             (
@@ -122,8 +123,9 @@ class TLSOptionsTests(SynchronousTestCase):
                 options.alpn,
                 options.client_ca,
             ),
-            (self.files.both, None, "1.2", None, ("http/1.1",), None),
+            (self.files.both, None, "1.2", None, None, None),
         )
+        self.assertEqual(options.protocols(), ("http/1.1",))
         context = options.load().getContext()
         self.assertTrue(context.set_options(0) & SSL.OP_NO_TLSv1)
         self.assertTrue(context.set_options(0) & SSL.OP_NO_TLSv1_1)
@@ -152,6 +154,25 @@ class TLSOptionsTests(SynchronousTestCase):
             optional.load().getContext().get_verify_mode(),
             SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE,
         )
+
+    def test_alpn_offers_h2_with_pages(self) -> None:
+        """By default h2 is offered, before http/1.1, only to a server that
+        serves HTTP pages, and only with the h2 package; naming h2 without
+        pages, or without the package, is a ConfigError naming the fix."""
+        import wsplugin.tls
+
+        auto = TLSOptions(certificate=self.files.both)
+        explicit = TLSOptions(certificate=self.files.both, alpn=("h2", "http/1.1"))
+        self.patch(wsplugin.tls, "H2_ENABLED", True)
+        self.assertEqual(auto.protocols(serves_http=True), ("h2", "http/1.1"))
+        self.assertEqual(auto.protocols(serves_http=False), ("http/1.1",))
+        self.assertEqual(explicit.protocols(serves_http=True), ("h2", "http/1.1"))
+        e = self.assertRaises(ConfigError, explicit.protocols, serves_http=False)
+        self.assertIn("serves no HTTP pages", str(e))
+        self.patch(wsplugin.tls, "H2_ENABLED", False)
+        self.assertEqual(auto.protocols(serves_http=True), ("http/1.1",))
+        e = self.assertRaises(ConfigError, explicit.protocols, serves_http=True)
+        self.assertIn("pip install 'wsplugin[http2]'", str(e))
 
     def test_bad_values(self) -> None:
         """Each bad value raises ConfigError naming the setting."""

@@ -5,18 +5,20 @@ their body is read (:class:`SiteRequest`, :class:`BoundedSite`,
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
-from http import HTTPStatus
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import H2_ENABLED, HTTPChannel
 from twisted.web.server import Request, Site
 
 from wsplugin._decision import screen_connection
+from wsplugin._httplimits import Refusal, head_answer, resource_limit, status_phrase
+from wsplugin._pending import settle
 from wsplugin._upgrade import WebSocketResource, wants_upgrade
 from wsplugin.config import MiB
 from wsplugin.handshake import target_problem
@@ -27,23 +29,12 @@ __all__ = ["BoundedHTTPChannel", "BoundedSite", "SiteRequest"]
 _log = Logger(namespace="wsplugin.web")
 
 
-def _limit(resource: Any, name: str, default: float) -> float:
-    """A resource's own ``max_request_body`` / ``request_body_timeout``, or
-    the server's. Only the resource that answers the request is consulted."""
-    value = getattr(resource, name, None)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        _log.error(
-            "{resource!r}.{name} must be a number >= 0, not {value!r}; "
-            "using the server's {default}",
-            resource=resource,
-            name=name,
-            value=value,
-            default=default,
-        )
-        return default
-    return value
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""What an HTTP/2 client sends first (RFC 9113, section 3.4)."""
+
+
+def _continue_failed(failure: Failure) -> None:
+    _log.failure("continuing a request after its head failed", failure)
 
 
 class SiteRequest(Request):
@@ -80,23 +71,56 @@ class SiteRequest(Request):
     """
 
     body_timeout: float = 0.0
+    defer_length = False
+    """True while the head is still to be checked when ``gotLength`` comes
+    (HTTP/2 streams report the length before the last header): the body's
+    destination is then chosen once the head is accepted."""
+    on_refuse: Callable[[int, str, Sequence[tuple[bytes, bytes]]], None] | None = None
+    """How to refuse this request mid-body (413); set by the HTTP/2
+    connection for its streams. Otherwise the channel's ``refuse``."""
     _found: tuple[Any, ...] | None = None
     _body_limit = 0
     _received = 0
     _over = False
     _body_sink: Any = None  # a resource that takes its body (open_request_body)
+    _length: int | None = 0
+    _server_limit = 0
+    _server_timeout = 0.0
+    _early_length: tuple[int | None] | None = None
+    _form_limit = MiB
 
-    def head_received(self, line: bytes, length: int | None) -> tuple[int, str] | None:
+    def head_received(
+        self,
+        line: bytes,
+        length: int | None,
+        *,
+        max_request_body: int | None = None,
+        body_timeout: float | None = None,
+    ) -> Refusal | Deferred[Refusal | None] | None:
         """Check the head, find the resource, apply its body limits.
 
         Args:
-            line: The request line, as received.
-            length: The declared body length; None for a chunked body.
+            line: The request line, as received (for HTTP/2, made from the
+                ``:method`` and ``:path`` pseudo-headers).
+            length: The declared body length; None for a chunked body (or an
+                HTTP/2 body without ``content-length``).
+            max_request_body: The server's limit (default: the channel's).
+            body_timeout: The server's body time (default: the channel's).
 
         Returns:
-            None to go on, or ``(status, reason)`` to refuse the request.
+            None to go on, ``(status, reason)`` to refuse the request, or a
+            Deferred firing with one of those while a ``before_request``
+            hook or an authenticator decides (:mod:`wsplugin._pending`):
+            the caller stops reading until it fires.
         """
         channel = self.channel
+        self._server_limit = (
+            channel.max_request_body if max_request_body is None else max_request_body
+        )
+        self._server_timeout = (
+            channel.body_timeout if body_timeout is None else body_timeout
+        )
+        self._form_limit = self._server_limit or MiB
         try:
             method, target, version = line.split(b" ")
         except ValueError:
@@ -111,33 +135,48 @@ class SiteRequest(Request):
         if problem is not None:
             return 400, problem
         self.parseCookies()
-        resource: Any = None
-        if path != b"*":
-            self.site = channel.site
-            self.prepath = []
-            self.postpath = [unquote_to_bytes(p) for p in path[1:].split(b"/")]
-            try:
-                resource = self.site.getResourceFor(self)
-            except Exception:
-                self._found = (None, None, None, None, Failure())
-            else:
-                self._found = (
-                    resource,
-                    self.prepath,
-                    self.postpath,
-                    self.sitepath,
-                    None,
-                )
+        self._length = length
+        if path == b"*":
+            return self._resource_found(None)
+        self.site = channel.site
+        self.prepath = []
+        self.postpath = [unquote_to_bytes(p) for p in path[1:].split(b"/")]
+        try:
+            found = settle(self.site.getResourceFor(self), self)
+        except Exception:
+            return self._resource_failed(Failure())
+        if isinstance(found, Deferred):
+            return found.addCallbacks(self._resource_found, self._resource_failed)
+        return self._resource_found(found)
+
+    def _resource_failed(self, failure: Failure) -> None:
+        """The walk raised: ``render`` gets the failure (500), as in
+        ``twisted.web``; the body limits are the server's."""
+        self._found = (None, None, None, None, failure)
+        self._apply_limits(None)
+        return None
+
+    def _resource_found(self, resource: Any) -> Refusal | None:
+        if resource is not None:
+            self._found = (resource, self.prepath, self.postpath, self.sitepath, None)
+        return self._apply_limits(resource)
+
+    def _apply_limits(self, resource: Any) -> Refusal | None:
+        length = self._length
         if (
             isinstance(resource, WebSocketResource)
             and length != 0
             and wants_upgrade(self, resource.route)
         ):
             return 400, "a WebSocket handshake has no body"
-        limit = int(_limit(resource, "max_request_body", channel.max_request_body))
-        self.body_timeout = _limit(
-            resource, "request_body_timeout", channel.body_timeout
+        limit = int(resource_limit(resource, "max_request_body", self._server_limit))
+        self.body_timeout = resource_limit(
+            resource, "request_body_timeout", self._server_timeout
         )
+        if length != 0:
+            answer = head_answer(resource)
+            if answer is not None:
+                return answer
         if limit and length is not None and length > limit:
             return 413, f"declared body of {length} bytes, over {limit}"
         self._body_limit = limit
@@ -152,6 +191,11 @@ class SiteRequest(Request):
             if isinstance(sink, tuple):
                 return sink
             self._body_sink = sink
+        if self._early_length is not None:  # HTTP/2: gotLength came first
+            (early,) = self._early_length
+            self._early_length = None
+            self.defer_length = False
+            self.gotLength(early)
         return None
 
     def take_found(self) -> Any:
@@ -168,6 +212,9 @@ class SiteRequest(Request):
         """Where the body goes: memory up to 100 kB declared, else a temporary
         file (as ``twisted.web`` does), now only for bodies within the limit;
         or the resource's own sink (``open_request_body``)."""
+        if self.defer_length:
+            self._early_length = (length,)
+            return
         if self._body_sink is not None:
             self.content = self._body_sink
             return
@@ -186,13 +233,43 @@ class SiteRequest(Request):
             self._over = True
             if self.content is not None:
                 self.content.close()
-            channel = self.channel
-            if isinstance(channel, BoundedHTTPChannel):
-                channel.refuse(413, f"body over {limit} bytes")
-            else:  # pragma: no cover - SiteRequest always runs on our channel
-                channel.loseConnection()
+            self.refuse(413, f"body over {limit} bytes")
             return
         self.content.write(data)
+
+    def refuse(
+        self, status: int, reason: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        """Answer ``status`` with an empty body and read no more of the body:
+        the HTTP/2 stream's refusal, or the channel's (which closes the
+        connection)."""
+        if self.on_refuse is not None:
+            self.on_refuse(status, reason, headers)
+            return
+        channel = self.channel
+        if isinstance(channel, BoundedHTTPChannel):
+            channel.refuse(status, reason, headers)
+        elif channel is not None:  # pragma: no cover - always on our channels
+            channel.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """The whole body is in: let ``twisted.web`` parse a form into
+        ``request.args`` only when it is small.
+
+        ``twisted.web`` parses any ``POST`` with a form content type whole in
+        memory (measured: a 256 MiB ``multipart/form-data`` body raised the
+        peak resident memory by 3.6 GiB). Bodies over the server's
+        ``max_request_body`` (1 MiB by default; 1 MiB when that is 0), which
+        only resources that raise their own limit receive, are left
+        unparsed: ``request.args`` then holds the query only, and
+        ``request.content`` the body.
+        """
+        content = self.content
+        if content is not None and self._received > self._form_limit:
+            # Twisted takes the size to parse from the body file's position;
+            # at 0 it parses nothing (and leaves the file at 0, as usual)
+            content.seek(0, 0)
+        super().requestReceived(command, path, version)
 
 
 class BoundedSite(Site):
@@ -201,6 +278,17 @@ class BoundedSite(Site):
     the one that renders the request."""
 
     requestFactory = SiteRequest
+    alpn: tuple[bytes, ...] | None = None
+    """What the site offers over ALPN when the listening endpoint asks it
+    (``ssl:`` endpoint strings): None for ``h2`` (when the ``h2`` package is
+    installed) and ``http/1.1``. A server with ``tls=`` sets ``()``: its
+    :class:`~wsplugin.TLSOptions` decide alone."""
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The ALPN protocols of this site (see :attr:`alpn`)."""
+        if self.alpn is not None:
+            return list(self.alpn)
+        return [b"h2", b"http/1.1"] if H2_ENABLED else [b"http/1.1"]
 
     def getResourceFor(self, request: Any) -> Any:
         """The resource found when the head arrived, else a fresh walk."""
@@ -252,6 +340,13 @@ class BoundedHTTPChannel(HTTPChannel):
     _handling = False
     _held: list[bytes] | None = None
     _screen_paused = False
+    _head_waiting = False
+    _content_waiting = False
+    _lost = False
+    _first_read = True
+    h2: Any = None
+    """The HTTP/2 connection this channel passes its bytes to, once the
+    client negotiated ``h2``; None for HTTP/1.1."""
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -320,21 +415,90 @@ class BoundedHTTPChannel(HTTPChannel):
             self._body_call = None
 
     def allHeadersReceived(self) -> None:
-        self._disarm()
         request = self.requests[-1]
         timeout = self.body_timeout
         if isinstance(request, SiteRequest):
-            refusal = request.head_received(self._request_line, self.length)
-            if refusal is not None:
-                self.refuse(*refusal)
+            outcome = request.head_received(self._request_line, self.length)
+            if isinstance(outcome, Deferred):
+                self._wait_for_head(request, outcome)
+                return
+            self._disarm()
+            if outcome is not None:
+                self.refuse(*outcome)
                 return  # no gotLength: nothing of the body is stored
             timeout = request.body_timeout
+        else:
+            self._disarm()
+        self._head_accepted(timeout)
+
+    def _head_accepted(self, timeout: float) -> None:
         super().allHeadersReceived()
         if self.length != 0 and timeout and self.clock is not None:
             self._body_call = self.clock.callLater(timeout, self._body_expired)
 
+    # -- a head decided later (before_request or guard() with a Deferred) --
+
+    def _wait_for_head(self, request: SiteRequest, decision: Deferred[Any]) -> None:
+        """Read nothing more (the body, pipelined requests) until the
+        decision; the head timer keeps running, so a hook that never
+        decides is bounded too (503)."""
+        self._head_waiting = True
+        self.paused = True  # LineReceiver: stop at the bytes behind the head
+        self.transport.pauseProducing()
+        decision.addCallbacks(
+            self._head_decided, self._head_failed, callbackArgs=(request,)
+        ).addErrback(_continue_failed)
+
+    def _head_failed(self, failure: Failure) -> None:
+        _log.failure("deciding the resource of a request failed", failure)
+        self._head_decided((500, "the request could not be dispatched"), None)
+
+    def _head_decided(self, refusal: Refusal | None, request: Any) -> None:
+        if not self._head_waiting or self._refused or self._lost:
+            return  # timed out and refused, or the client left
+        self._head_waiting = False
+        self._disarm()
+        if refusal is not None:
+            self.refuse(*refusal)
+            return
+        self._head_accepted(request.body_timeout)
+        if self._content_waiting:
+            self._content_waiting = False
+            self.allContentReceived()
+        if self.transport is None or self._refused:
+            return  # taken over by a WebSocket protocol, or refused
+        self.paused = False
+        self.transport.resumeProducing()
+        self.dataReceived(b"")  # what arrived behind the head, in order
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.h2 is not None:
+            self.h2.dataReceived(data)
+            return
+        if self._first_read:
+            self._first_read = False
+            if getattr(
+                self.transport, "negotiatedProtocol", None
+            ) == b"h2" and _H2_PREFACE.startswith(data[:24]):
+                # (a client that negotiated h2 but sends HTTP/1.1, say a
+                # WebSocket client offering h2 by mistake, is read as such)
+                from wsplugin._h2 import start_h2  # needs the h2 package
+
+                self._disarm()  # HTTP/2 has a head timer of its own
+                self.h2 = start_h2(self)
+                self.h2.dataReceived(data)
+                return
+        if self._head_waiting and self.transport is not None:
+            # a read that raced the pause: kept, and reading stops again
+            self.transport.pauseProducing()
+        super().dataReceived(data)
+
     def allContentReceived(self) -> None:
         if self._refused:
+            return
+        if self._head_waiting:
+            # a bodiless request whose resource is still being decided
+            self._content_waiting = True
             return
         self._cancel_body_timer()
         self._awaiting_line = True
@@ -368,9 +532,12 @@ class BoundedHTTPChannel(HTTPChannel):
             self._arm()
         super().requestDone(request)
 
-    def refuse(self, status: int, reason: str) -> None:
-        """Answer ``status`` with an empty body and close, reading no more of
-        this connection (the rest of a refused body is never read)."""
+    def refuse(
+        self, status: int, reason: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        """Answer ``status`` (with ``headers``) and an empty body, and close,
+        reading no more of this connection (the rest of a refused body is
+        never read)."""
         if self._refused or self.transport is None:
             return
         self._refused = True
@@ -385,15 +552,10 @@ class BoundedHTTPChannel(HTTPChannel):
                 status=status,
                 reason=reason,
             )
-        # RFC 9110's name for 413 (Python before 3.13 has the old one)
-        phrase = (
-            b"Content Too Large"
-            if status == 413
-            else HTTPStatus(status).phrase.encode("ascii")
-        )
+        extra = b"".join(b"%s: %s\r\n" % pair for pair in headers)
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            % (status, phrase)
+            b"HTTP/1.1 %d %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n"
+            % (status, status_phrase(status), extra)
         )
         self.loseConnection()
         if self.clock is not None:
@@ -402,6 +564,10 @@ class BoundedHTTPChannel(HTTPChannel):
 
     def _expired(self) -> None:
         self._head_call = None
+        if self._head_waiting:
+            self._head_waiting = False
+            self.refuse(503, "the request's resource was not decided in time")
+            return
         if self.transport is not None:
             _log.info(
                 "dropping {peer}: request head too slow", peer=self.transport.getPeer()
@@ -413,6 +579,9 @@ class BoundedHTTPChannel(HTTPChannel):
         self.refuse(408, "request body too slow")
 
     def connectionLost(self, reason: Any) -> None:
+        if self.h2 is not None:
+            self.h2.connectionLost(reason)
+        self._lost = True
         self._disarm()
         self._cancel_body_timer()
         if self._abort_call is not None and self._abort_call.active():

@@ -121,6 +121,9 @@ class Connection(BaseConnection):
         response_headers: ``(name, value)`` pairs ``allow`` adds to the 101
             response, e.g. ``("Set-Cookie", "sid=...")``.
         user: The authenticated identity, when the route authenticates.
+        session: The :class:`~wsplugin.auth.Session` whose cookie opened
+            this connection (set by :class:`~wsplugin.auth.SessionAuth`), or
+            None.
         user_data: Anything the application pairs with this connection.
         owns_user_data: Release ``user_data`` when the connection ends: its
             ``close()`` is called if it has one. Otherwise it is left alone.
@@ -133,6 +136,8 @@ class Connection(BaseConnection):
             (the route's handler has no ``on_message``, ``on_binary`` or, in
             ``frame_by_frame`` mode, ``on_fragment``); set when it opens.
     """
+
+    session: Any = None  # a class default: most connections have none
 
     def __init__(
         self,

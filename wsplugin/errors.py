@@ -18,6 +18,9 @@ without a lookup table::
     ├── InvalidCloseCode (ValueError)     ``close()`` with a code RFC 6455 forbids
     ├── FragmentedSendError               data sent while a ``send_frame``
     │                                     message is still open
+    ├── UploadRefused                     raised by an upload handler
+    │                                     (:mod:`wsplugin.uploads`): the HTTP
+    │                                     status (4xx/5xx) and message to answer
     └── ClientError                       raised by :mod:`wsplugin.client`
         ├── ConnectFailed                 no connection: DNS, refused, unreachable
         │   ├── TLSFailed                 the TLS handshake failed (untrusted
@@ -58,6 +61,7 @@ __all__ = [
     "RouteNotFound",
     "TLSFailed",
     "UnknownConnection",
+    "UploadRefused",
     "WSPluginError",
 ]
 
@@ -162,6 +166,30 @@ class FragmentedSendError(WSPluginError):
 
     Finish the fragmented message with ``send_frame(..., fin=True)`` first.
     """
+
+
+class UploadRefused(WSPluginError):
+    """Raised by an upload handler's method to refuse the whole upload
+    (:class:`wsplugin.uploads.UploadResource`; also importable from there).
+
+    Args:
+        status: The HTTP status to answer with (400-599; 403 by default).
+        message: Sent to the client as ``{"error": message}`` (so no secrets
+            in it) and logged.
+
+    Raised from ``before_upload`` the answer comes before any body byte is
+    read (with an empty body: the message is then only logged); from any
+    other method, files already written for the request are removed.
+    """
+
+    def __init__(self, status: int = 403, message: str = "upload refused") -> None:
+        if not 400 <= status <= 599:
+            raise ConfigError(
+                f"an upload refusal needs a 4xx or 5xx status, not {status!r}"
+            )
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
 
 
 class ProtocolError(WSPluginError):

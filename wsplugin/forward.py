@@ -37,17 +37,12 @@ request body whole into memory. Here:
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from http import HTTPStatus
 from io import BytesIO
 from typing import Any
 
-from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.defer import TimeoutError as DeferredTimeout
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -56,7 +51,6 @@ from twisted.web.client import (
     BrowserLikePolicyForHTTPS,
     FileBodyProducer,
     HTTPConnectionPool,
-    PartialDownloadError,
     ResponseDone,
 )
 from twisted.web.http import PotentialDataLoss
@@ -64,7 +58,6 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
 
 from wsplugin._events import as_deferred, bind_events
 from wsplugin._forwarding import (
@@ -72,6 +65,18 @@ from wsplugin._forwarding import (
     join_path,
     split_upstream,
     upstream_headers,
+)
+from wsplugin._relaying import (
+    MESSAGES,
+    BodySpool,
+    Call,
+    Drop,
+    Relay,
+    describe,
+    is_timeout,
+    plain,
+    render_instead,
+    stop_producer,
 )
 from wsplugin.errors import ConfigError
 from wsplugin.handshake import target_problem
@@ -81,12 +86,6 @@ __all__ = ["ForwardResource", "ForwardedResponse", "UpstreamRequest"]
 _log = Logger()
 
 _EVENTS = ("before_forward", "after_forward")
-_MESSAGES = {
-    400: b"400 Bad Request: this path cannot be forwarded.\n",
-    500: b"500 Internal Server Error\n",
-    502: b"502 Bad Gateway: the upstream server gave no valid answer.\n",
-    504: b"504 Gateway Timeout: the upstream server did not answer in time.\n",
-}
 
 
 @dataclass
@@ -132,38 +131,6 @@ class ForwardedResponse:
     upstream: UpstreamRequest
     error: Failure | None = None
     body: bytes | None = None
-
-
-class _Spool:
-    """``request.content`` of a forwarded request on wsplugin's site: keeps
-    the body for the upstream request (in memory under 100 kB, else in a
-    temporary file, as Twisted does) and reads as empty to Twisted itself,
-    so that it never parses a forwarded form into ``request.args`` (which it
-    does by reading the whole body into memory)."""
-
-    def __init__(self, length: int | None) -> None:
-        self.file: Any = (
-            BytesIO()
-            if length is not None and length < 100_000
-            else tempfile.TemporaryFile()
-        )
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
-        self.size += len(data)
-
-    def close(self) -> None:
-        self.file.close()
-
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def tell(self) -> int:
-        return 0
 
 
 class ForwardResource(Resource):
@@ -285,10 +252,10 @@ class ForwardResource(Resource):
     def render(self, request: Any) -> Any:
         return self.forward(request, len(request.prepath))
 
-    def open_request_body(self, request: Any, length: int | None) -> _Spool:
+    def open_request_body(self, request: Any, length: int | None) -> BodySpool:
         """Called by wsplugin's site once the head is complete: the body is
-        kept for the upstream request, never parsed (see :class:`_Spool`)."""
-        return _Spool(length)
+        kept for the upstream request, never parsed (see :class:`BodySpool`)."""
+        return BodySpool(length)
 
     # -- forwarding -----------------------------------------------------------
 
@@ -320,7 +287,7 @@ class ForwardResource(Resource):
         )
         content = request.content
         body: Any = None
-        if isinstance(content, _Spool):
+        if isinstance(content, BodySpool):
             if content.size:
                 content.file.seek(0)
                 body = content.file
@@ -332,7 +299,7 @@ class ForwardResource(Resource):
         return UpstreamRequest(request.method, url, headers, body)
 
     async def _forward(self, request: Any, start: int) -> None:
-        call = _Call(request)
+        call = Call(request)
         problem = target_problem(
             request.uri.decode("latin-1"), allow_asterisk=request.method == b"OPTIONS"
         )
@@ -343,7 +310,7 @@ class ForwardResource(Resource):
                 peer=call.peer,
                 problem=problem,
             )
-            _plain(request, 400)
+            plain(request, 400)
             return
         upstream = self.upstream_request(request, start)
         before = self._events.get("before_forward")
@@ -353,11 +320,11 @@ class ForwardResource(Resource):
             except Exception:
                 _log.failure("before_forward failed", Failure())
                 if not call.gone:
-                    _plain(request, 500)
+                    plain(request, 500)
                 return
             if answer is not None:
                 if not call.gone:
-                    _render_instead(request, IResource(answer))
+                    render_instead(request, IResource(answer))
                 return
         if call.gone:
             return
@@ -386,17 +353,17 @@ class ForwardResource(Resource):
             if timer is not None and timer.active():
                 timer.cancel()
         if call.gone:
-            _stop(producer)
+            stop_producer(producer)
             if response is not None:
-                response.deliverBody(_Drop())
+                response.deliverBody(Drop())
             return
         if failure is not None:
-            _stop(producer)
-            status = 504 if timed_out or _is_timeout(failure) else 502
+            stop_producer(producer)
+            status = 504 if timed_out or is_timeout(failure) else 502
             reason = (
                 f"no response within {self.timeout:g} s"
                 if timed_out
-                else _describe(failure)
+                else describe(failure)
             )
             _log.warn(
                 "forwarding {method} {path} from {peer} to {upstream} failed: "
@@ -414,7 +381,7 @@ class ForwardResource(Resource):
                 headers=Headers({b"content-type": [b"text/plain; charset=utf-8"]}),
                 upstream=upstream,
                 error=failure,
-                body=_MESSAGES[status],
+                body=MESSAGES[status],
             )
         else:
             result = ForwardedResponse(
@@ -430,15 +397,15 @@ class ForwardResource(Resource):
             except Exception:
                 _log.failure("after_forward failed", Failure())
                 if response is not None:
-                    response.deliverBody(_Drop())
-                _stop(producer)
+                    response.deliverBody(Drop())
+                stop_producer(producer)
                 if not call.gone:
-                    _plain(request, 500)
+                    plain(request, 500)
                 return
         if call.gone:
             if response is not None:
-                response.deliverBody(_Drop())
-            _stop(producer)
+                response.deliverBody(Drop())
+            stop_producer(producer)
             return
         request.defaultContentType = None  # the upstream's type, or none
         request.setResponseCode(result.code, result.phrase)
@@ -446,8 +413,8 @@ class ForwardResource(Resource):
             request.responseHeaders.setRawHeaders(name, list(values))
         if result.body is not None or response is None:
             if response is not None:
-                response.deliverBody(_Drop())
-            _stop(producer)
+                response.deliverBody(Drop())
+            stop_producer(producer)
             body = result.body or b""
             request.responseHeaders.removeHeader(b"transfer-encoding")
             request.setHeader(b"content-length", b"%d" % len(body))
@@ -463,12 +430,12 @@ class ForwardResource(Resource):
             # Twisted's client keeps the framing headers to itself
             request.setHeader(b"content-length", b"%d" % response.length)
         await self._relay(request, call, response, upstream)
-        _stop(producer)
+        stop_producer(producer)
 
     async def _relay(
-        self, request: Any, call: _Call, response: Any, upstream: UpstreamRequest
+        self, request: Any, call: Call, response: Any, upstream: UpstreamRequest
     ) -> None:
-        relay = _Relay(request, self._reactor, self.timeout)
+        relay = Relay(request, self._reactor, self.timeout)
         call.relay = relay
         response.deliverBody(relay)
         (reason,) = await relay.done
@@ -478,7 +445,7 @@ class ForwardResource(Resource):
         if reason.check(ResponseDone, PotentialDataLoss):
             request.finish()
             return
-        why = f"silent for {self.timeout:g} s" if relay.stalled else _describe(reason)
+        why = f"silent for {self.timeout:g} s" if relay.stalled else describe(reason)
         _log.warn(
             "forwarding {method} {path} from {peer} to {upstream}: the response "
             "was cut short ({reason}); closing the client's connection",
@@ -524,163 +491,11 @@ class _Below(Resource):
     def request_body_timeout(self) -> float | None:
         return self._forward.request_body_timeout
 
-    def open_request_body(self, request: Any, length: int | None) -> _Spool:
+    def open_request_body(self, request: Any, length: int | None) -> BodySpool:
         return self._forward.open_request_body(request, length)
 
     def render(self, request: Any) -> Any:
         return self._forward.forward(request, self._start)
-
-
-class _Call:
-    """One forwarded request's link to its client: stops the upstream side
-    when the client goes away."""
-
-    def __init__(self, request: Any) -> None:
-        self.gone = False
-        self.pending: Deferred[Any] | None = None
-        self.relay: _Relay | None = None
-        address = request.getClientAddress()
-        self.peer = str(getattr(address, "host", address))
-        request.notifyFinish().addErrback(self._left)
-
-    def _left(self, _: Failure) -> None:
-        self.gone = True
-        if self.pending is not None:
-            self.pending.cancel()
-        if self.relay is not None:
-            self.relay.stop()
-
-
-@implementer(IPushProducer)
-class _Relay(Protocol):
-    """Relays the upstream's body to the client as it arrives; the client's
-    pace pauses the upstream (the request is this producer's consumer)."""
-
-    def __init__(self, request: Any, clock: Any, idle: float) -> None:
-        self.request = request
-        self.clock = clock
-        self.idle = idle
-        self.done: Deferred[list[Failure]] = Deferred()  # [why it ended]
-        self.stalled = False
-        self._timer: Any = None
-        self._registered = False
-        self._stopped = False
-        self._upstream: Any = None  # the upstream body's producer
-
-    def connectionMade(self) -> None:
-        self._upstream = self.transport
-        self.request.registerProducer(self, True)
-        self._registered = True
-        self._arm()
-
-    def dataReceived(self, data: bytes) -> None:
-        self._arm()
-        self.request.write(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._disarm()
-        if self._registered and not self._stopped:
-            self.request.unregisterProducer()
-        self._registered = False
-        self.done.callback([reason])  # a list: a bare Failure would errback
-
-    # IPushProducer, for the client's side
-    def pauseProducing(self) -> None:
-        self._disarm()  # a silence the client causes is not the upstream's
-        self._upstream.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._arm()
-        self._upstream.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """The client went away: drop the upstream connection."""
-        if not self._stopped:
-            self._stopped = True
-            self._disarm()
-            if self._upstream is not None:
-                self._upstream.stopProducing()
-
-    def _arm(self) -> None:
-        if not self.idle:
-            return
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.idle)
-        else:
-            self._timer = self.clock.callLater(self.idle, self._stalled)
-
-    def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _stalled(self) -> None:
-        self._timer = None
-        self.stalled = True
-        if self._upstream is not None:
-            self._upstream.stopProducing()
-
-
-class _Drop(Protocol):
-    """Takes an upstream body nobody wants: closes its connection."""
-
-    def connectionMade(self) -> None:
-        producer: Any = self.transport
-        producer.stopProducing()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        pass
-
-
-def _stop(producer: Any) -> None:
-    """Stop sending a request body (the answer came, or nobody waits)."""
-    if isinstance(producer, FileBodyProducer):
-        try:
-            producer.stopProducing()
-        except (AttributeError, ValueError):
-            pass  # never started, or its file already closed
-
-
-def _is_timeout(failure: Failure) -> bool:
-    kinds = (net_error.TimeoutError, DeferredTimeout)
-    if failure.check(*kinds):
-        return True
-    return any(
-        isinstance(r, Failure) and r.check(*kinds)
-        for r in getattr(failure.value, "reasons", ()) or ()
-    )
-
-
-def _describe(failure: Failure) -> str:
-    """A short reason for the log (never sent to the client)."""
-    reasons = getattr(failure.value, "reasons", None)
-    if reasons:
-        inner = "; ".join(
-            (r.getErrorMessage() or type(r.value).__name__)
-            if isinstance(r, Failure)
-            else str(r)
-            for r in reasons
-        )
-        return f"{type(failure.value).__name__}: {inner}"
-    if failure.check(CancelledError, PartialDownloadError):
-        return type(failure.value).__name__
-    if failure.check(net_error.ConnectionRefusedError):
-        return "connection refused"
-    return f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
-
-
-def _plain(request: Any, status: int) -> None:
-    if request.channel is None:
-        return  # the client is gone
-    body = _MESSAGES[status]
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
 
 
 def _crashed(failure: Failure, request: Any) -> None:
@@ -692,14 +507,4 @@ def _crashed(failure: Failure, request: Any) -> None:
     if request.startedWriting:
         request.loseConnection()
     else:
-        _plain(request, 500)
-
-
-def _render_instead(request: Any, resource: Any) -> None:
-    """Answer with ``resource`` (``before_forward`` chose not to forward)."""
-    body = resource.render(request)
-    if body is NOT_DONE_YET:
-        return
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
+        plain(request, 500)

@@ -137,10 +137,11 @@ class WebSocketServer(SendingMethods, MultiService):
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         self.tls: ServerTLS | None = None
+        pages = (http, static) != (None, None) or bool(before_request or empty_404)
         if tls is not None:
             for description in endpoints:
                 tls_wrappable(description)
-            self.tls = ServerTLS(tls)
+            self.tls = ServerTLS(tls, serves_http=pages)
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -164,7 +165,7 @@ class WebSocketServer(SendingMethods, MultiService):
                 self.register_handler("*", path, handler, default_host=True, auth=auth)
         self.site: Any = None
         inner: Any = self.factory
-        if http is not None or static is not None or before_request or empty_404:
+        if pages:  # HTTP is served too
             from wsplugin.web import make_site
 
             self.site = inner = make_site(
@@ -181,6 +182,8 @@ class WebSocketServer(SendingMethods, MultiService):
                     "follow_symlinks": static_follow_symlinks,
                 },
             )
+            if self.tls is not None:
+                self.site.alpn = ()  # the TLSOptions decide the ALPN offer
         # every accepted connection counts, HTTP ones too (max_connections,
         # max_connections_per_ip); see wsplugin._gate
         self.listening_factory: Any = ConnectionGate(

@@ -36,7 +36,6 @@ import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -55,10 +54,14 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 from twisted.logger import Logger
+from twisted.web.http import H2_ENABLED
 from zope.interface import implementer
 
-from wsplugin._events import as_deferred
-from wsplugin.errors import ConfigError, HandshakeRejected, Reject
+# with_peer_check and PeerCheck keep their old import path (wsplugin._decision)
+from wsplugin._tlshooks import PeerCheck as PeerCheck
+from wsplugin._tlshooks import on_hangup
+from wsplugin._tlshooks import with_peer_check as with_peer_check
+from wsplugin.errors import ConfigError
 
 __all__ = [
     "CLIENT_CERT_MODES",
@@ -83,7 +86,6 @@ _WRAPPABLE = frozenset({"tcp", "tcp6", "unix", "systemd"})
 # Endpoint kinds that speak TLS themselves (Twisted's ssl: and tls:).
 _TLS_KINDS = frozenset({"ssl", "tls"})
 
-_log = Logger()
 
 PathLike = str | os.PathLike[str]
 
@@ -145,12 +147,17 @@ class TLSOptions:
             clients. TLS 1.3 suites are OpenSSL's, all of them strong; this
             string does not change them.
         alpn: Protocols offered over ALPN, most preferred first. Default
-            ``("http/1.1",)``, what a WebSocket upgrade runs on: a client that
-            offers ALPN without ``http/1.1`` (``h2`` alone) fails the TLS
-            handshake instead of sending HTTP/2 to an HTTP/1.1 server.
-            ``()`` turns ALPN off: offers are ignored and nothing is
-            negotiated (unless the listening factory itself asks for
-            protocols, as ``twisted.web``'s ``Site`` does).
+            None: ``("h2", "http/1.1")`` when the server serves HTTP pages
+            (``http=``, ``static=``, ...) and the ``h2`` package is
+            installed (``pip install 'wsplugin[http2]'``), so browsers load
+            pages and files over HTTP/2 and open WebSockets over HTTP/1.1
+            on the same port; ``("http/1.1",)`` otherwise, what a WebSocket
+            upgrade runs on. A client that offers ALPN without any of them
+            (``h2`` alone to a WebSocket-only server) fails the TLS handshake
+            instead of sending HTTP/2 to an HTTP/1.1 server. Naming ``h2``
+            yourself without the package, or on a server without HTTP
+            pages, is a ``ConfigError``. ``()`` turns ALPN off: offers are
+            ignored and nothing is negotiated.
         client_ca: PEM file with the CA certificates that client
             certificates must chain to. Default: client certificates are not
             asked for.
@@ -165,7 +172,7 @@ class TLSOptions:
     chain: PathLike | None = None
     min_version: str = "1.2"
     ciphers: str | None = None
-    alpn: tuple[str, ...] = field(default=("http/1.1",))
+    alpn: tuple[str, ...] | None = None
     client_ca: PathLike | None = None
     client_cert: str = "required"
 
@@ -193,6 +200,8 @@ class TLSOptions:
             raise ConfigError(
                 f"tls ciphers must be an OpenSSL cipher string, not {self.ciphers!r}"
             )
+        if self.alpn is None:
+            return
         if isinstance(self.alpn, str):
             raise ConfigError(
                 f"tls alpn takes a list of protocol names, not the string {self.alpn!r}"
@@ -210,19 +219,54 @@ class TLSOptions:
                 )
         object.__setattr__(self, "alpn", alpn)
 
-    def load(self) -> CertificateOptions:
+    def protocols(self, serves_http: bool | None = None) -> tuple[str, ...]:
+        """The ALPN protocols offered (see :attr:`alpn`).
+
+        Args:
+            serves_http: Whether the server serves HTTP pages on these
+                ports; None when not known yet (an explicit ``h2`` is then
+                only checked against the installed packages).
+
+        Raises:
+            ConfigError: ``h2`` is named but the ``h2`` package is missing,
+                or the server serves no HTTP pages.
+        """
+        if self.alpn is None:
+            if serves_http and H2_ENABLED:
+                return ("h2", "http/1.1")
+            return ("http/1.1",)
+        if "h2" in self.alpn:
+            if not H2_ENABLED:
+                raise ConfigError(
+                    "tls alpn offers h2, but HTTP/2 needs the h2 package: "
+                    "pip install 'wsplugin[http2]'"
+                )
+            if serves_http is False:
+                raise ConfigError(
+                    "tls alpn offers h2, but this server serves no HTTP pages "
+                    "(http=, static=, before_request=): WebSocket upgrades need "
+                    "http/1.1"
+                )
+        return self.alpn
+
+    def load(self, serves_http: bool | None = None) -> CertificateOptions:
         """Read the files and build Twisted's TLS options from them.
 
         The context is made at once, so a key that does not match the
         certificate or a cipher string that selects nothing fails here, not
         at the first handshake.
 
+        Args:
+            serves_http: Whether the server serves HTTP pages (it decides
+                the ALPN protocols: :meth:`protocols`).
+
         Raises:
             ConfigError: a file is missing or unreadable, holds no PEM of the
-                right kind, the key is encrypted or does not match, or the
-                cipher string selects no cipher.
+                right kind, the key is encrypted or does not match, the
+                cipher string selects no cipher, or ``h2`` cannot be offered.
         """
         assert isinstance(self.certificate, str)
+        alpn = self.protocols(serves_http)
         certs = _read_certificates(self.certificate, "certificate")
         leaf, chain = certs[0], certs[1:]
         if self.chain is not None:
@@ -241,7 +285,7 @@ class TLSOptions:
             "privateKey": key,
             "certificate": leaf,
             "extraCertChain": chain,
-            "acceptableProtocols": [name.encode("ascii") for name in self.alpn],
+            "acceptableProtocols": [name.encode("ascii") for name in alpn],
         }
         if self.min_version != "1.2":
             kwargs["raiseMinimumTo"] = TLS_VERSIONS[self.min_version]
@@ -280,7 +324,7 @@ class TLSOptions:
             # named in the certificate request, so clients holding several
             # certificates (browsers) offer one from these CAs
             context.add_client_ca(ca)
-        if not self.alpn:
+        if not alpn:
             # Twisted installs an ALPN callback even with no protocols, and it
             # answers an ALPN offer with an empty choice, which OpenSSL turns
             # into a fatal alert; this one ignores the offer instead
@@ -456,6 +500,8 @@ class ServerTLS:
 
     Args:
         options: The settings; the files are read now.
+        serves_http: Whether the server serves HTTP pages on its ports (for
+            the ALPN protocols, :meth:`TLSOptions.protocols`).
 
     Raises:
         ConfigError: as :meth:`TLSOptions.load`.
@@ -463,13 +509,15 @@ class ServerTLS:
 
     log = Logger()
 
-    def __init__(self, options: TLSOptions) -> None:
+    def __init__(self, options: TLSOptions, serves_http: bool | None = None) -> None:
         if not isinstance(options, TLSOptions):
             raise ConfigError(
                 f"tls takes a wsplugin.TLSOptions, not {type(options).__name__}"
             )
         self.options = options
-        self._current = options.load()
+        self.serves_http = serves_http
+        self.alpn = options.protocols(serves_http)
+        self._current = options.load(serves_http)
         self.certificate = _leaf(self._current)
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
@@ -487,7 +535,7 @@ class ServerTLS:
                 certificate stays in use (and this is logged).
         """
         try:
-            fresh = self.options.load()
+            fresh = self.options.load(self.serves_http)
         except ConfigError as e:
             self.log.error(
                 "TLS reload failed, keeping the current certificate "
@@ -513,83 +561,3 @@ def _leaf(options: CertificateOptions) -> PeerCertificate:
     if isinstance(cert, crypto.X509):
         cert = cert.to_cryptography()
     return PeerCertificate.from_cryptography(cert)
-
-
-class PeerCheck:
-    """A route handler's ``verify_peer`` run before the route's authenticator.
-
-    It fires after the TLS handshake and the HTTP request head are in, and
-    before authentication and ``allow`` (seed sgc ``OnSSLVerifyPeer``):
-    ``verify_peer(conn, certificate)`` gets ``conn.request.peer_certificate``
-    (None for a client without a certificate or a connection without TLS),
-    and returns True/None to go on, False to refuse with 403, or a
-    :class:`~wsplugin.Reject` (returned or raised) for another status. It
-    may return a Deferred or be a coroutine.
-
-    Args:
-        verify: The handler's ``verify_peer``.
-        auth: The route's authenticator, run after it (or None).
-    """
-
-    def __init__(self, verify: Callable[..., Any], auth: Any) -> None:
-        self.verify = verify
-        self.auth = auth
-
-    def authenticate(self, conn: Any) -> Any:
-        """Ask ``verify_peer``, then the route's authenticator."""
-        certificate = conn.request.peer_certificate
-        d = as_deferred(self.verify(conn, certificate))
-        d.addCallback(self._verdict, conn, certificate)
-        return d
-
-    def _verdict(
-        self, verdict: Any, conn: Any, certificate: PeerCertificate | None
-    ) -> Any:
-        if isinstance(verdict, HandshakeRejected):
-            raise verdict
-        if verdict is False:
-            _log.info(
-                "verify_peer refused {peer} ({subject})",
-                peer=conn.request.peer_address,
-                subject=certificate.subject if certificate else "no certificate",
-            )
-            raise Reject(403, "Forbidden")
-        if verdict not in (True, None):
-            raise TypeError(
-                "verify_peer() must return True, False, None or a Reject, "
-                f"not {verdict!r}"
-            )
-        return self.auth.authenticate(conn) if self.auth is not None else None
-
-
-def on_hangup(callback: Callable[[], Any], reactor: Any) -> Callable[[], None] | None:
-    """Call ``callback`` in the reactor thread on each SIGHUP.
-
-    Returns a function that puts the previous SIGHUP handler back, or None
-    where there is no SIGHUP (Windows) or when not called from the main
-    thread (only it may set signal handlers). The handler only schedules
-    the call: a signal handler may run between any two bytecodes.
-    """
-    import signal
-    import threading
-
-    if not hasattr(signal, "SIGHUP"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def hangup(signum: int, frame: Any) -> None:
-        reactor.callFromThread(callback)
-
-    previous = signal.signal(signal.SIGHUP, hangup)
-
-    def restore() -> None:
-        signal.signal(signal.SIGHUP, previous)
-
-    return restore
-
-
-def with_peer_check(handler: Any, auth: Any) -> Any:
-    """The route's authenticator, preceded by ``handler.verify_peer`` if any."""
-    verify = getattr(handler, "verify_peer", None)
-    return auth if verify is None else PeerCheck(verify, auth)

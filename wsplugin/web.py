@@ -21,14 +21,19 @@ Three ways in (seeds: sgc ``TsgcWebSocketHTTPServer``, TMS Sparkle):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from wsplugin._events import as_deferred
 from wsplugin._httpchannel import BoundedHTTPChannel, BoundedSite, SiteRequest
+from wsplugin._pending import PendingResource
 from wsplugin._routing import Route
 from wsplugin._static import EmptyPage, File, StaticFiles
 from wsplugin._upgrade import (
@@ -51,6 +56,7 @@ __all__ = [
     "BoundedSite",
     "EmptyPage",
     "File",
+    "PendingResource",
     "SiteRequest",
     "StaticFiles",
     "WebSocketResource",
@@ -178,8 +184,23 @@ class _Root(Resource):
             except Exception:
                 _log.failure("before_request raised")
                 return EmptyPage(500)
+            if isinstance(answer, Deferred) or isawaitable(answer):
+                # decided later: the request waits (its body and the
+                # connection's next requests too), then goes on from here
+                d = as_deferred(answer)
+                d.addCallback(self._after_hook, name, request)
+                d.addErrback(_hook_failed)
+                return PendingResource(d)
             if answer is not None:
                 return IResource(answer)
+        return self._dispatch(name, request)
+
+    def _after_hook(self, answer: Any, name: bytes, request: Request) -> Any:
+        if answer is not None:
+            return IResource(answer)
+        return self._dispatch(name, request)
+
+    def _dispatch(self, name: bytes, request: Request) -> Any:
         # resolved once, from the path before_request saw; the connection
         # keeps this route (the protocol never resolves it again)
         path = request.path.decode("latin-1")
@@ -213,6 +234,11 @@ class _Root(Resource):
 
     def render(self, request: Request) -> Any:
         return self.getChildWithDefault(b"", request).render(request)
+
+
+def _hook_failed(failure: Failure) -> Resource:
+    _log.failure("before_request failed", failure)
+    return EmptyPage(500)
 
 
 def site_root(

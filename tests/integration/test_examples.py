@@ -107,6 +107,9 @@ class ExamplesTests(TestCase):
             "chat_server.py",
             "sparkle_echo.py",
             "auth_basic.py",
+            "session_server.py",
+            "guarded_server.py",
+            "http2_server.py",
         ):
             example = Example(self, *python(script), port=blocker.getsockname()[1])
 
@@ -267,3 +270,211 @@ class WebExamplesTests(TestCase):
                 return welcome, e.response.status_code
 
         self.assertEqual((yield in_thread(client)), ("welcome, alice", 401))
+
+
+def http(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on its own connection: status, headers (lower-cased
+    names), body."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return (
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            response.read(),
+        )
+    finally:
+        conn.close()
+
+
+class HTTPHalfExamplesTests(TestCase):
+    """The examples of docs/web.md for sessions, guards and HTTP/2."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_session_server(self) -> None:
+        """session_server.py: log in, the cart page and the WebSocket see the
+        session, a login with the old cookie rotates it (the old id gets
+        401), logging out closes the WebSocket with 1008; the events are
+        printed."""
+        example = Example(self, *python("session_server.py"))
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+        def client() -> list[Any]:
+            wait_for_port(example.port)
+            port = example.port
+            seen: list[Any] = [http(port, "GET", "/cart")[0]]
+            status, headers, _ = http(
+                port, "POST", "/login", form, b"username=alice&password=secret"
+            )
+            first = {"Cookie": headers["set-cookie"].split(";")[0]}
+            seen.append(http(port, "GET", "/cart", first)[2])
+            seen.append(http(port, "GET", "/members", first)[2])
+            _, headers, _ = http(
+                port,
+                "POST",
+                "/login",
+                {**form, **first},
+                b"username=alice&password=secret",
+            )
+            second = {"Cookie": headers["set-cookie"].split(";")[0]}
+            seen.append(http(port, "GET", "/cart", first)[0])
+            seen.append(http(port, "GET", "/cart", second)[2])
+            with connect(
+                f"ws://127.0.0.1:{port}/ws", additional_headers=second, open_timeout=10
+            ) as ws:
+                seen.append(ws.recv(timeout=10))
+                seen.append(http(port, "DELETE", "/login", second)[0])
+                try:
+                    ws.recv(timeout=10)
+                except Exception as e:  # ConnectionClosed
+                    seen.append(e.rcvd.code if getattr(e, "rcvd", None) else repr(e))
+            return seen
+
+        seen = yield in_thread(client)
+        self.assertEqual(
+            seen,
+            [
+                401,
+                b"alice: visit 1\n",
+                b"members only, alice\n",
+                401,
+                b"alice: visit 2\n",
+                "hello alice",
+                204,
+                1008,
+            ],
+        )
+        output = yield in_thread(example.stop)
+        for line in (
+            "session started for alice",
+            "invalid session presented for /cart",
+            "session of alice ended: logout",
+        ):
+            self.assertIn(line, output)
+        self.assertNotIn("Traceback", output)
+
+    @inlineCallbacks
+    def test_guarded_server(self) -> None:
+        """guarded_server.py: Basic, API key and token guards answer 401 /
+        403 / 200; a 3 MiB upload without credentials is refused from its
+        head, with them it is stored (its resource allows 8 MiB)."""
+        import base64
+
+        example = Example(self, *python("guarded_server.py"))
+        alice = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+
+        def client() -> list[Any]:
+            wait_for_port(example.port)
+            port = example.port
+            status, headers, _ = http(port, "GET", "/reports/")
+            seen: list[Any] = [(status, headers.get("www-authenticate"))]
+            seen.append(http(port, "GET", "/reports/", alice)[2])
+            seen.append(http(port, "GET", "/api/status")[0])
+            seen.append(http(port, "GET", "/api/status", {"X-API-Key": "k-9"})[0])
+            seen.append(http(port, "GET", "/api/status", {"X-API-Key": "k-123"})[2])
+            seen.append(http(port, "GET", "/feed?token=t-4f9a")[2])
+            body = b"x" * (3 * 1024 * 1024)
+            seen.append(http(port, "POST", "/reports/upload", None, body)[0])
+            seen.append(http(port, "POST", "/reports/upload", alice, body)[2])
+            return seen
+
+        self.assertEqual(
+            (yield in_thread(client)),
+            [
+                (401, 'Basic realm="reports"'),
+                b"the reports for alice\n",
+                401,
+                403,
+                b"status: fine for ops\n",
+                b"the feed for carol\n",
+                401,
+                b"stored 3145728 bytes\n",
+            ],
+        )
+
+    @inlineCallbacks
+    def test_http2_server(self) -> None:
+        """http2_server.py offers h2 and http/1.1; the page comes over
+        HTTP/2 (h2 client) and the chat over wss:// on the same port."""
+        import ssl
+
+        example = Example(self, *python("http2_server.py"))
+
+        def client() -> tuple[str | None, int, bytes, str]:
+            wait_for_port(example.port)
+            context = ssl.create_default_context()  # the example's cert is
+            context.check_hostname = False  # self-signed: this test checks
+            context.verify_mode = ssl.CERT_NONE  # the protocols, not trust
+            answer = _h2_get(example.port, context, "/")
+            # the same context, now offering h2 first: the server still
+            # reads the upgrade as HTTP/1.1
+            with connect(
+                f"wss://localhost:{example.port}/", ssl=context, open_timeout=10
+            ) as a:
+                a.send("over wss")
+                echoed = a.recv(timeout=10)
+            return answer[0], answer[1], answer[2], str(echoed)
+
+        alpn, status, body, echoed = yield in_thread(client)
+        self.assertEqual((alpn, status, echoed), ("h2", 200, "over wss"))
+        self.assertIn(b"new WebSocket", body)
+        output = yield in_thread(example.stop)
+        self.assertIn("offering h2, http/1.1 on tcp:", output)
+
+
+def _h2_get(port: int, context: Any, path: str) -> tuple[str | None, int, bytes]:
+    """GET ``path`` over HTTP/2 with ``context`` (ALPN h2, http/1.1)."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        alpn = sock.selected_alpn_protocol()
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        conn.initiate_connection()
+        conn.send_headers(
+            1,
+            [
+                (":method", "GET"),
+                (":path", path),
+                (":scheme", "https"),
+                (":authority", "localhost"),
+            ],
+            end_stream=True,
+        )
+        sock.sendall(conn.data_to_send())
+        status, body, ended = 0, b"", False
+        deadline = time.monotonic() + 10
+        while not ended and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            sock.sendall(conn.data_to_send())
+        return alpn, status, body

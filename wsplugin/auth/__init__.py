@@ -23,8 +23,10 @@ server spend it. A :class:`LoginThrottle` in front of every check bounds how
 many run at once and how many wait (503 beyond that), skips the waiting
 checks of clients that have already left, and refuses a client address for a
 growing time after repeated failures (429). :class:`SessionStore` bounds the
-sessions per identity and in total, and closes the WebSocket connections of a
-session when it ends (1008).
+sessions per identity and in total, fires the session events (start, end,
+create, invalid), rotates a session's id at login, and closes the WebSocket
+connections of a session when it ends (1008); ``conn.session`` and
+:meth:`SessionStore.session_of` give the application the :class:`Session`.
 
 Secrets are compared in constant time and never logged; a failure is logged
 with the peer, the path (without its query) and the scheme and reason.
@@ -37,10 +39,11 @@ from wsplugin.auth._htpasswd import HtpasswdChecker
 from wsplugin.auth._http import HTTPClient
 from wsplugin.auth._login import LoginResource
 from wsplugin.auth._schemes import ApiKeyAuth, BasicAuth, QueryTokenAuth
-from wsplugin.auth._sessions import SessionAuth, SessionStore
+from wsplugin.auth._sessions import SESSION_EVENTS, Session, SessionAuth, SessionStore
 from wsplugin.auth._throttle import LoginThrottle, ThrottleStats
 
 __all__ = [
+    "SESSION_EVENTS",
     "ApiKeyAuth",
     "BasicAuth",
     "GuardedResource",
@@ -49,6 +52,7 @@ __all__ = [
     "LoginResource",
     "LoginThrottle",
     "QueryTokenAuth",
+    "Session",
     "SessionAuth",
     "SessionStore",
     "ThrottleStats",

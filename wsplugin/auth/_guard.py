@@ -4,21 +4,20 @@ resource tree, :func:`site_guard` a whole same-port site.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
-from twisted.internet.defer import fail
+from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
-from twisted.web.http import unquote as unquote_bytes
-from twisted.web.resource import IResource, Resource, getChildForRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request as WebRequest
 
 from wsplugin._events import as_deferred
+from wsplugin._pending import PendingResource
+from wsplugin._static import EmptyPage
 from wsplugin.auth._common import log
-from wsplugin.auth._http import HTTPClient, answer
+from wsplugin.auth._http import HTTPClient
 from wsplugin.errors import ConfigError, HandshakeRejected
 
 __all__ = ["GuardedResource", "guard", "site_guard"]
@@ -58,55 +57,42 @@ def _public_paths(paths: Iterable[str]) -> list[tuple[list[str], bool]]:
     return parsed
 
 
-class _Checking(Resource):
-    """Answers a request once its authenticator has decided: the refusal
-    (its status and headers, no body), or ``proceed(request)``."""
+def _check(
+    authenticator: Any,
+    request: WebRequest,
+    trusted_proxies: int,
+    then: Callable[[], Any],
+) -> Deferred[Any]:
+    """Ask ``authenticator`` about ``request``; fires with ``then()`` (the
+    identity is ``request.wsplugin_user`` by then) or with the refusal: the
+    authenticator's status and headers and an empty body."""
+    client = HTTPClient(request, trusted_proxies)
+    try:
+        d = as_deferred(authenticator.authenticate(client))
+    except Exception:
+        d = fail()
 
-    isLeaf = True
+    def ok(identity: Any) -> Any:
+        request.wsplugin_user = identity  # type: ignore[attr-defined]
+        return then()
 
-    def __init__(
-        self,
-        authenticator: Any,
-        proceed: Callable[[WebRequest], None],
-        trusted_proxies: int = 0,
-    ) -> None:
-        super().__init__()
-        self.authenticator = authenticator
-        self.proceed = proceed
-        self.trusted_proxies = trusted_proxies
+    return d.addCallbacks(ok, _refusal, errbackArgs=(request,))
 
-    def render(self, request: WebRequest) -> Any:
-        client = HTTPClient(request, self.trusted_proxies)
-        try:
-            d = as_deferred(self.authenticator.authenticate(client))
-        except Exception:
-            d = fail()
 
-        def ok(identity: Any) -> None:
-            if client.gone:
-                return
-            request.wsplugin_user = identity  # type: ignore[attr-defined]
-            try:
-                self.proceed(request)
-            except Exception:
-                request.processingFailed(Failure())
-
-        def refused(failure: Failure) -> None:
-            if client.gone:
-                return
-            if failure.check(HandshakeRejected):
-                rejected: HandshakeRejected = failure.value  # type: ignore[assignment]
-                answer(request, rejected.status, rejected.headers)
-            else:
-                log.failure(
-                    "the authenticator of {path} failed",
-                    failure,
-                    path=request.path.decode("latin-1"),
-                )
-                answer(request, 500)
-
-        d.addCallbacks(ok, refused)
-        return NOT_DONE_YET
+def _refusal(failure: Failure, request: WebRequest) -> Resource:
+    if failure.check(HandshakeRejected):
+        rejected: HandshakeRejected = failure.value  # type: ignore[assignment]
+        headers = {
+            name.encode("latin-1"): value.encode("latin-1")
+            for name, value in rejected.headers
+        }
+        return EmptyPage(rejected.status, headers)
+    log.failure(
+        "the authenticator of {path} failed",
+        failure,
+        path=request.path.decode("latin-1"),
+    )
+    return EmptyPage(500)
 
 
 class GuardedResource(Resource):
@@ -135,25 +121,32 @@ class GuardedResource(Resource):
         return self.getChildWithDefault(path, request)
 
     def getChildWithDefault(self, path: bytes, request: WebRequest) -> Any:
-        if _is_public(request.path, self.public):
-            return self.wrapped.getChildWithDefault(path, request)
-        # the segment goes back: the wrapped tree looks it up once allowed
-        request.postpath.insert(0, request.prepath.pop())
         wrapped = self.wrapped
-        return _Checking(
-            self.authenticator,
-            lambda r: r.render(getChildForRequest(wrapped, r)),
-            self.trusted_proxies,
+        if _is_public(request.path, self.public):
+            return wrapped.getChildWithDefault(path, request)
+        # the walk goes on into the wrapped tree once the client is accepted
+        return PendingResource(
+            _check(
+                self.authenticator,
+                request,
+                self.trusted_proxies,
+                lambda: wrapped.getChildWithDefault(path, request),
+            )
+        )
+
+    def head_resource(self, request: WebRequest) -> Any:
+        """The resource that answers when the walk ends here: the wrapped
+        one, once the client is accepted (on wsplugin's site this is asked
+        at the request head, before any body byte is read)."""
+        wrapped = self.wrapped
+        if _is_public(request.path, self.public):
+            return wrapped
+        return PendingResource(
+            _check(self.authenticator, request, self.trusted_proxies, lambda: wrapped)
         )
 
     def render(self, request: WebRequest) -> Any:
-        if _is_public(request.path, self.public):
-            return self.wrapped.render(request)
-        wrapped = self.wrapped
-        checking = _Checking(
-            self.authenticator, lambda r: r.render(wrapped), self.trusted_proxies
-        )
-        return checking.render(request)
+        return self.head_resource(request).render(request)
 
 
 def guard(
@@ -212,20 +205,15 @@ def site_guard(
         trusted_proxies: As for :func:`guard`.
     """
     public = _public_paths(public_paths)
-    passed: weakref.WeakKeyDictionary[WebRequest, bool] = weakref.WeakKeyDictionary()
-
-    def dispatch_again(request: WebRequest) -> None:
-        passed[request] = True
-        request.prepath = []
-        request.postpath = [unquote_bytes(p) for p in request.path[1:].split(b"/")]
-        request.render(request.site.getResourceFor(request))
-
-    checking = _Checking(authenticator, dispatch_again, trusted_proxies)
 
     def before_request(request: WebRequest) -> Any:
-        if not passed.get(request) and not _is_public(request.path, public):
-            if skip is None or not skip(request):
-                return checking
-        return then(request) if then is not None else None
+        if _is_public(request.path, public) or (skip is not None and skip(request)):
+            return then(request) if then is not None else None
+        return _check(
+            authenticator,
+            request,
+            trusted_proxies,
+            lambda: then(request) if then is not None else None,
+        )
 
     return before_request

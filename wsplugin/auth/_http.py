@@ -54,6 +54,7 @@ class HTTPClient:
             forwarded_for=forwarded_for(web_request, trusted_proxies),
         )
         self.user: Any = None
+        self.session: Any = None  # set by SessionAuth
         self.gone = False
         web_request.notifyFinish().addErrback(self._lost)
 

@@ -63,7 +63,10 @@ class LoginResource(Resource):
     with ``Set-Cookie: <cookie>=<token>; Path=<path>; HttpOnly;
     SameSite=Strict`` (plus ``Secure`` on TLS): a browser-session cookie
     without ``Max-Age``, since the server's sliding expiry decides how long
-    the session lives. Wrong credentials answer an empty 401.
+    the session lives. Wrong credentials answer an empty 401. A session
+    cookie the request already carries is rotated (same identity: same
+    session, new id) or ended (another identity): the id a browser had
+    before logging in is never valid after it (session fixation).
 
     Checks go through ``throttle`` (429/503 with ``Retry-After``, as for
     :class:`BasicAuth`); a check whose client has left is skipped. A
@@ -75,7 +78,7 @@ class LoginResource(Resource):
     Args:
         checker: A ``twisted.cred`` checker for ``IUsernamePassword``.
         store: Where sessions are kept.
-        cookie: The cookie's name.
+        cookie: The cookie's name (default: the store's).
         path: The cookie's ``Path``.
         throttle: A :class:`LoginThrottle` (share the one of your
             ``BasicAuth``); a new one if None.
@@ -93,7 +96,7 @@ class LoginResource(Resource):
         self,
         checker: ICredentialsChecker,
         store: SessionStore,
-        cookie: str = "wsplugin_session",
+        cookie: str | None = None,
         path: str = "/",
         *,
         throttle: LoginThrottle | None = None,
@@ -104,7 +107,7 @@ class LoginResource(Resource):
         self.trusted_proxies = trusted_proxies
         self.checker = checker
         self.store = store
-        self.cookie = cookie
+        self.cookie = cookie or store.cookie
         self.path = path
         self.throttle = throttle if throttle is not None else LoginThrottle()
         self.allowed_origins = tuple(allowed_origins)
@@ -149,7 +152,18 @@ class LoginResource(Resource):
         def ok(avatar_id: Any) -> None:
             if client.gone:
                 return
-            token = self.store.create(avatar_text(avatar_id))
+            identity = avatar_text(avatar_id)
+            # session fixation: a session id the browser already had is
+            # never the one it has after logging in (rotated, or ended)
+            presented = request.getCookie(self.cookie.encode("latin-1"))
+            known = (
+                self.store.check(presented.decode("latin-1"), client.request)
+                if presented
+                else None
+            )
+            token = self.store.rotate(known.id, identity) if known else None
+            if token is None:
+                token = self.store.create(identity)
             cookie = (
                 f"{self.cookie}={token}; Path={self.path}; HttpOnly; SameSite=Strict"
             )
