@@ -3,9 +3,10 @@
 :class:`Listening` is the part of :class:`~wsplugin.WebSocketServer` that
 owns its listening ports:
 
-* it listens on every endpoint string (TLS around each when the server has
-  ``tls=`` options), logs where, says whether Autobahn's accelerators are
-  in use, and warns when an authenticated route is served without TLS;
+* it listens on every endpoint string with the server's listening factory
+  (which, when the server has ``tls=`` options, speaks TLS inside its
+  connection gate), logs where, says whether Autobahn's accelerators are in
+  use, and warns when an authenticated route is served without TLS;
 * at start, with ``watchdog_interval`` set, a failed listen is tried again
   every interval, up to ``watchdog_attempts`` times (0: forever);
 * once listening, it checks every interval that each port still accepts
@@ -25,7 +26,7 @@ from typing import Any
 
 from autobahn import websocket as _autobahn_websocket
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.endpoints import serverFromString, wrapServerTLS
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -65,8 +66,10 @@ class Listening:
     Args:
         reactor: The reactor (endpoints and timers).
         endpoints: The endpoint strings, in order.
-        factory: The factory each port listens with (the connection gate).
-        tls: TLS around every endpoint, or None.
+        factory: The factory each port listens with (the connection gate;
+            with TLS, the gate around Twisted's TLS factory).
+        tls: The server's TLS, or None (for the log and the plain-text
+            authentication warning: ``factory`` already speaks it).
         router: The server's routes (for the plain-text authentication
             warning).
         config: ``watchdog_interval`` and ``watchdog_attempts``.
@@ -214,10 +217,8 @@ class Listening:
         return ports
 
     async def listen_one(self, description: str) -> IListeningPort:
-        """Listen on one endpoint string, with TLS around it if configured."""
+        """Listen on one endpoint string (with TLS if the factory speaks it)."""
         endpoint = serverFromString(self.reactor, description)
-        if self.tls is not None:
-            endpoint = wrapServerTLS(self.tls, endpoint, clock=self.reactor)
         try:
             port: IListeningPort = await endpoint.listen(self.listening_factory)
         except Exception as e:
