@@ -17,6 +17,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from wsplugin._decision import screen_connection
+from wsplugin._transport import close_without_reading
 from wsplugin._upgrade import WebSocketResource, wants_upgrade
 from wsplugin.config import MiB
 from wsplugin.handshake import target_problem
@@ -25,6 +26,8 @@ __all__ = ["BoundedHTTPChannel", "BoundedSite", "SiteRequest"]
 
 # operators filter on the public module's name
 _log = Logger(namespace="wsplugin.web")
+
+_PHRASES = {413: b"Content Too Large", 414: b"URI Too Long"}
 
 
 def _limit(resource: Any, name: str, default: float) -> float:
@@ -235,6 +238,12 @@ class BoundedHTTPChannel(HTTPChannel):
     * **Pipelined data**: bytes received behind a request head that is then
       taken over by a WebSocket protocol (frames sent with the upgrade) are
       kept for it (:meth:`take_rest`).
+    * **Closing reads no more**, over TLS too: once the channel closes (a
+      refusal, a 400 from ``twisted.web``, a ``Connection: close`` answer),
+      nothing more is read and the connection ends once the answer is out
+      (:func:`~wsplugin._transport.close_without_reading`). A request line or
+      header line over ``MAX_LENGTH`` (16384 bytes) gets 414 or 431 instead
+      of a silent close.
     """
 
     head_timeout: float = 10.0
@@ -291,7 +300,15 @@ class BoundedHTTPChannel(HTTPChannel):
         if abort:
             self.transport.abortConnection()
         else:
-            self.transport.loseConnection()
+            close_without_reading(self.transport)
+
+    def loseConnection(self) -> None:
+        """Close once what was written is out, reading nothing more (over
+        TLS too: Twisted's TLS layer would read until the peer's
+        ``close_notify``, which a client still uploading never sends)."""
+        super().loseConnection()
+        if self.transport is not None:
+            close_without_reading(self.transport)
 
     # -- request heads and bodies -----------------------------------------
 
@@ -302,6 +319,14 @@ class BoundedHTTPChannel(HTTPChannel):
             self._awaiting_line = False
             self._request_line = line
         super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line or header line over ``MAX_LENGTH`` bytes: 414 or
+        431 (``twisted.web`` would close without an answer)."""
+        if self._awaiting_line:
+            self.refuse(414, f"request line over {self.MAX_LENGTH} bytes")
+        else:
+            self.refuse(431, f"header line over {self.MAX_LENGTH} bytes")
 
     def _arm(self) -> None:
         if self.head_timeout and self.clock is not None and self._head_call is None:
@@ -385,12 +410,8 @@ class BoundedHTTPChannel(HTTPChannel):
                 status=status,
                 reason=reason,
             )
-        # RFC 9110's name for 413 (Python before 3.13 has the old one)
-        phrase = (
-            b"Content Too Large"
-            if status == 413
-            else HTTPStatus(status).phrase.encode("ascii")
-        )
+        # RFC 9110's names for 413 and 414 (Python before 3.13 has old ones)
+        phrase = _PHRASES.get(status) or HTTPStatus(status).phrase.encode("ascii")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             % (status, phrase)
