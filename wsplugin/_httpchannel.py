@@ -20,7 +20,7 @@ from wsplugin._decision import screen_connection
 from wsplugin._transport import close_without_reading
 from wsplugin._upgrade import WebSocketResource, wants_upgrade
 from wsplugin.config import MiB
-from wsplugin.handshake import target_problem
+from wsplugin.handshake import target_problem, version_problem
 
 __all__ = ["BoundedHTTPChannel", "BoundedSite", "SiteRequest"]
 
@@ -131,12 +131,14 @@ class SiteRequest(Request):
                     self.sitepath,
                     None,
                 )
-        if (
-            isinstance(resource, WebSocketResource)
-            and length != 0
-            and wants_upgrade(self, resource.route)
+        if isinstance(resource, WebSocketResource) and wants_upgrade(
+            self, resource.route
         ):
-            return 400, "a WebSocket handshake has no body"
+            problem = version_problem(version.decode("latin-1"))
+            if problem is not None:
+                return 400, problem
+            if length != 0:
+                return 400, "a WebSocket handshake has no body"
         limit = int(_limit(resource, "max_request_body", channel.max_request_body))
         self.body_timeout = _limit(
             resource, "request_body_timeout", channel.body_timeout
