@@ -330,7 +330,7 @@ class ApplyTests(SynchronousTestCase):
             'ports = ["tcp:1", "tcp:2"]\nmax_queue = 5\nidle_timeout = 9.0\n'
             'utf8_validation = true\nallowed_origins = ["https://file.example"]\n'
             'app = "echo"\n[tls]\nmin_version = "1.3"\n'
-            f'certificate = {pems["cert"]!r}\nkey = {pems["key"]!r}\n'
+            f"certificate = {pems['cert']!r}\nkey = {pems['key']!r}\n"
         )
         options = files.options(
             text,
