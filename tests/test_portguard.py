@@ -177,3 +177,22 @@ class GuardTests(SynchronousTestCase):
         again = socket.socket()
         self.addCleanup(again.close)
         again.bind(("127.0.0.1", number))
+
+    def test_spare_closed_underneath(self) -> None:
+        """Something closing descriptors may close the spare instead: the
+        port goes on accepting, and at its stop the spare's number (now
+        another file's) is not closed again."""
+        spare = self.guard.spare
+        assert spare is not None
+        os.close(spare)
+        null = os.open(os.devnull, os.O_RDONLY)
+        if null != spare:
+            os.dup2(null, spare)
+            os.close(null)
+        self.addCleanup(os.close, spare)
+        taken = os.fstat(spare).st_ino
+        self.assertIsNone(self.guard.problem())
+        self.port.stopListening()
+        self.clock.advance(0)
+        self.assertEqual(os.fstat(spare).st_ino, taken)
+        self.assertEqual(self.clock.readers, {})

@@ -168,7 +168,7 @@ class ListenerGuard:
             taken = not ours  # the number names another file now
         except OSError:
             ours = taken = False
-        if ours or self.spare is None:
+        if ours or not self._spare_ok():
             reactor.removeReader(port)
             return
         # Closed underneath. epoll removes a registration only through the
@@ -190,10 +190,22 @@ class ListenerGuard:
             else:
                 os.close(fd)
 
+    def _spare_ok(self) -> bool:
+        """Whether the spare still names the listening socket (something
+        that closes descriptors underneath may close it too)."""
+        if self.spare is None:
+            return False
+        try:
+            return _identity(os.fstat(self.spare)) == self.identity
+        except OSError:
+            return False
+
     def close_spare(self) -> None:
-        """Release the spare descriptor (the socket closes with the last)."""
+        """Release the spare descriptor (the socket closes with the last),
+        unless it was closed underneath: its number may name another file."""
+        ok = self._spare_ok()
         spare, self.spare = self.spare, None
-        if spare is not None:
+        if spare is not None and ok:
             os.close(spare)
 
 
