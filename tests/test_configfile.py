@@ -324,10 +324,12 @@ class ApplyTests(SynchronousTestCase):
         the option's default value; a repeatable flag replaces the file's
         whole list; keys the command line does not give still apply."""
         files = Files(self)
+        pems = certificates(self)  # --tls-min-version needs --tls-cert
         text = (
             'ports = ["tcp:1", "tcp:2"]\nmax_queue = 5\nidle_timeout = 9.0\n'
             'utf8_validation = true\nallowed_origins = ["https://file.example"]\n'
             'app = "echo"\n[tls]\nmin_version = "1.3"\n'
+            f"certificate = {pems['cert']!r}\nkey = {pems['key']!r}\n"
         )
         options = files.options(
             text,
@@ -733,6 +735,10 @@ class ErrorTests(SynchronousTestCase):
                 (
                     '[tls]\nkey = "k.pem"\n',
                     "DIR/ws.toml:2: tls.key: needs tls.certificate",
+                ),
+                (
+                    '[tls]\nmin_version = "1.3"\n',
+                    "DIR/ws.toml:2: tls.min_version: needs tls.certificate",
                 ),
                 (
                     '\n[tls]\ncertificate = "nope.pem"\n',

@@ -105,12 +105,15 @@ class CheckHeadTests(SynchronousTestCase):
         self.assertTrue(checked.data.endswith(b"rest"))
 
     def test_refusals(self) -> None:
-        """404 no route, 403 origin, 400 target, 431 a head too large."""
+        """404 no route, 403 origin, 400 target (also an escaped letter) or
+        HTTP/1.0, 431 a head too large."""
         evil = [("Origin", "https://evil.example")]
         cases = [
             (handshake_request("/other"), 404),
             (handshake_request("/chat", headers=evil), 403),
             (handshake_request("//x/../chat"), 400),
+            (handshake_request("/%63hat"), 400),
+            (handshake_request("/chat").replace(b"HTTP/1.1", b"HTTP/1.0", 1), 400),
             (handshake_request("/chat", headers=[("X", "y" * 20000)]), 431),
         ]
         r = Router()

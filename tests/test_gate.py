@@ -6,10 +6,13 @@ import ipaddress
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides, implementer
 
 from wsplugin._gate import (
     BUSY_LINGER,
@@ -18,7 +21,9 @@ from wsplugin._gate import (
     ConnectionGate,
     address_key,
     hand_over,
+    listening_gate,
 )
+from wsplugin.config import ServerConfig
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
@@ -29,6 +34,14 @@ class Lost(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost += 1
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class Creator:
+    """A TLS connection creator (never asked for a connection here)."""
+
+    def serverConnectionForTLS(self, protocol: Any) -> Any:
+        raise NotImplementedError
 
 
 def gate(**kw: Any) -> tuple[ConnectionGate, list[tuple[str, dict[str, Any]]]]:
@@ -115,6 +128,50 @@ class LimitTests(SynchronousTestCase):
         self.assertTrue(quiet.disconnecting)
         made.busy = MAX_BUSY
         self.assertIsNone(made.buildProtocol(v4("192.0.2.4")))
+
+    def test_tls_port_closes_without_answer(self) -> None:
+        """answer_busy=False (the gate in front of TLS): a connection over a
+        limit gets no protocol (Twisted closes the socket when accepted,
+        before any TLS) and the log says it was closed."""
+        made, logged = gate(max_connections=1, max_per_ip=0, answer_busy=False)
+        self._accept(made, "192.0.2.1")
+        self.assertIsNone(made.buildProtocol(v4("192.0.2.2")))
+        self.assertEqual(made.busy, 0)
+        self.assertEqual(logged[-1][1]["answer"], "closed")
+        per_ip, logged = gate(max_per_ip=1, answer_busy=False)
+        self._accept(per_ip, "192.0.2.1")
+        self.assertIsNone(per_ip.buildProtocol(v4("192.0.2.1")))
+        self.assertEqual(logged[-1][1]["option"], "max_connections_per_ip")
+
+    def test_listening_gate(self) -> None:
+        """A server's gate: the config's limits, in front of TLS when the
+        server has TLS (so that refusals come before any TLS work)."""
+        inner = Factory.forProtocol(Lost)
+        config = ServerConfig(max_connections=7, max_connections_per_ip=3)
+        plain = listening_gate(inner, config, None, Clock(), print)
+        self.assertIs(plain.inner, inner)
+        self.assertEqual((plain.max_connections, plain.max_per_ip), (7, 3))
+        self.assertTrue(plain.answer_busy)
+        tls = listening_gate(inner, config, Creator(), Clock(), print)
+        self.assertIsInstance(tls.inner, TLSMemoryBIOFactory)
+        self.assertIs(tls.inner.wrappedFactory, inner)
+        self.assertFalse(tls.answer_busy)
+
+    def test_busy_over_tls_aborts(self) -> None:
+        """On a transport that is TLS itself (an ssl: endpoint), a refused
+        connection is aborted at once: a 503 would wait for a TLS handshake
+        that a silent client never starts."""
+        made, logged = gate(max_connections=1)
+        self._accept(made, "192.0.2.1")
+        busy = made.buildProtocol(v4("192.0.2.2"))
+        transport = StringTransport()
+        directlyProvides(transport, ISSLTransport)
+        busy.makeConnection(transport)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(logged[-1][1]["answer"], "closed (TLS)")
+        busy.connectionLost(None)
+        self.assertEqual(made.busy, 0)
 
     def test_hand_over(self) -> None:
         """hand_over moves the slot to the protocol that takes over."""

@@ -20,6 +20,7 @@ from wsplugin.handshake import (
     same_origin,
     split_host,
     target_problem,
+    version_problem,
 )
 
 settings.register_profile("dev", max_examples=200, deadline=None)
@@ -649,14 +650,48 @@ class TargetTests(SynchronousTestCase):
             "/..;/admin",
             "/%2Fadmin",
             "/a%5cb",
+            "/%61dmin",
+            "/adm%69n",
+            "/%41",
+            "/%7Euser",
+            "/a%2Db",
+            "/a%5fb",
+            "/%30",
+            "/%2eenv",
         ]:
             self.assertIsNotNone(target_problem(target), target)
 
+    def test_unreserved_escape_reason(self) -> None:
+        """The reason names the escape (the log line; the answer is 400)."""
+        self.assertEqual(
+            target_problem("/%61dmin"),
+            "the request path has a percent-encoded unreserved character (%61)",
+        )
+
     def test_accepted_spellings(self) -> None:
-        """Other targets are kept as sent; * only when allowed."""
-        for target in ["/", "//x/admin", "/admin;", "/a.b/.c/..d", "/%41?x=../"]:
+        """Other targets are kept as sent; * only when allowed; escapes of
+        characters that are not unreserved, and any escape in the query."""
+        for target in [
+            "/",
+            "//x/admin",
+            "/admin;",
+            "/a.b/.c/..d",
+            "/a?x=%41&y=../",
+            "/my%20files",
+            "/caf%C3%A9",
+            "/a%3Bb",
+            "/100%25",
+            "/%zz",
+        ]:
             self.assertIsNone(target_problem(target), target)
         self.assertIsNone(target_problem("*", allow_asterisk=True))
+
+    def test_version(self) -> None:
+        """A handshake needs HTTP/1.1 or higher (RFC 6455, 4.1)."""
+        for version in ["HTTP/1.1", "HTTP/2.0"]:
+            self.assertIsNone(version_problem(version), version)
+        for version in ["HTTP/1.0", "HTTP/0.9", "http/1.1", "HTTP/1", "", "HTTP/1.1x"]:
+            self.assertIn("HTTP/1.1 or higher", version_problem(version) or "")
 
     @given(st.text(alphabet="/.%2eEfF;ab", max_size=12))
     def test_no_dot_segment_passes(self, path: str) -> None:

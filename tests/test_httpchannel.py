@@ -106,6 +106,31 @@ class BodyLimitTests(SynchronousTestCase):
         self.assertEqual(peer.status(), 400)
 
 
+class OverlongLineTests(SynchronousTestCase):
+    """A line over MAX_LENGTH gets an answer (twisted.web closed silently)."""
+
+    def test_request_line_414(self) -> None:
+        """A request line over 16384 bytes: 414 URI Too Long, closed."""
+        server, _ = site(Echo())
+        peer = Peer(server)
+        peer.send(b"GET /" + b"a" * 20000)
+        self.assertTrue(
+            peer.transport.value().startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+        )
+        self.assertTrue(peer.transport.disconnecting)
+
+    def test_header_line_431(self) -> None:
+        """A header line over 16384 bytes (complete or not): 431."""
+        for tail in (b"", b"\r\n\r\n"):
+            server, _ = site(Echo())
+            peer = Peer(server)
+            peer.send(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000 + tail)
+            self.assertEqual(peer.status(), 431)
+            self.assertTrue(peer.transport.disconnecting)
+            peer.send(b"more" * 10000)  # ignored
+            self.assertEqual(peer.transport.value().count(b"HTTP/1.1"), 1)
+
+
 class OnConnectTests(SynchronousTestCase):
     """The server handler's on_connect screens HTTP connections too."""
 

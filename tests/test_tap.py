@@ -375,9 +375,25 @@ class TLSOptionsTests(SynchronousTestCase):
             other["key"],
         )
         self.assertIn("--tls-cert", str(e))
-        for flag in ("--tls-ciphers", "--tls-client-ca"):
-            e = self.assertRaises(usage.UsageError, parse, flag, "x")
+        for flag, value in [
+            ("--tls-ciphers", "x"),
+            ("--tls-client-ca", "x"),
+            ("--tls-chain", "x"),
+            # flags with a default: refused too, even given their default
+            ("--tls-min-version", "1.1"),
+            ("--tls-min-version", "1.3"),
+            ("--tls-min-version", "1.2"),
+            ("--tls-alpn", "h2"),
+            ("--tls-alpn", "none"),
+            ("--tls-client-cert", "optional"),
+            ("--tls-client-cert", "required"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, flag, value)
             self.assertEqual(str(e), f"{flag} needs --tls-cert")
+        e = self.assertRaises(
+            usage.UsageError, parse, "--tls-key", "k", "--tls-min-version", "1.3"
+        )
+        self.assertEqual(str(e), "--tls-key, --tls-min-version need --tls-cert")
 
     def test_make_service_tls(self) -> None:
         """makeService gives the server the TLS options and a SIGHUP reloader."""

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.test.requesthelper import DummyRequest
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from tests.web_support import Echo, Peer, site
 from wsplugin import WebSocketServer
-from wsplugin._upgrade import is_websocket_request, request_route, wants_upgrade
+from wsplugin._upgrade import (
+    WebSocketResource,
+    is_websocket_request,
+    request_route,
+    wants_upgrade,
+)
 from wsplugin.testing import client_frame, handshake_request, parse_frames
 
 
@@ -74,6 +79,29 @@ class TakeOverTests(SynchronousTestCase):
         self.assertTrue(
             plain.transport.value().startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
         )
+
+    def test_http10_upgrade_refused(self) -> None:
+        """An upgrade sent with HTTP/1.0 gets 400 (RFC 6455, 4.1), from the
+        head (before any body), and from WebSocketResource on another site;
+        a plain HTTP/1.0 GET of the WebSocket path still gets 426."""
+        server, _ = site(Echo(), path="/ws")
+        peer = Peer(server)
+        peer.send(handshake_request("/ws").replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+        self.assertEqual(peer.status(), 400)
+        self.assertTrue(peer.transport.disconnecting)
+        resource = WebSocketResource(server.factory)
+        request = DummyRequest([b"ws"])
+        request.path = b"/ws"
+        request.clientproto = b"HTTP/1.0"
+        request.channel = DummyChannel()
+        for name, value in [(b"upgrade", b"websocket"), (b"host", b"x")]:
+            request.requestHeaders.setRawHeaders(name, [value])
+        body = resource.render(request)
+        self.assertEqual(request.responseCode, 400)
+        self.assertIn(b"HTTP/1.1 or higher", body)
+        plain = Peer(server)
+        plain.send(b"GET /ws HTTP/1.0\r\nHost: x\r\n\r\n")
+        self.assertEqual(plain.status(), 426)
 
     def test_426_phrase_websocket_only(self) -> None:
         """The WebSocket-only server's 426 says "Upgrade Required" too."""

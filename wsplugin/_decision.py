@@ -38,6 +38,7 @@ from wsplugin.handshake import (
     origin_allowed,
     parse_request_head,
     target_problem,
+    version_problem,
 )
 from wsplugin.tls import with_peer_check
 
@@ -157,9 +158,10 @@ def check_head(
     """Check the request head at the start of ``data``.
 
     Returns None while the head is incomplete; a :class:`Refusal` for a head
-    over ``max_request_head`` / ``max_headers`` (431/400...), a bad request
-    target or a body (400), no route (404), an ``Origin`` the route does
-    not allow (403); otherwise a :class:`HeadCheck`.
+    over ``max_request_head`` / ``max_headers`` (431/400...), an HTTP
+    version below 1.1, a bad request target or a body (400), no route
+    (404), an ``Origin`` the route does not allow (403); otherwise a
+    :class:`HeadCheck`.
 
     Args:
         data: The bytes received so far.
@@ -180,12 +182,16 @@ def check_head(
         )
     if head is None:
         return None
-    problem = target_problem(head.target) or body_problem(head)
+    problem = (
+        version_problem(head.version)
+        or target_problem(head.target)
+        or body_problem(head)
+    )
     if problem is not None:
         return Refusal(
             400,
             problem,
-            "bad request target or body from {peer}: {problem}: 400",
+            "bad request version, target or body from {peer}: {problem}: 400",
             {"problem": problem},
         )
     route = fixed_route or router.resolve(head.get("host") or "", head.path)

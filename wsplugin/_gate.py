@@ -16,6 +16,15 @@ with a callable that releases the slot and then calls the original
 ``connectionLost`` the same way). When a connection changes protocol (a
 ``twisted.web`` request taken over by a WebSocket protocol),
 :func:`hand_over` moves the slot to the new protocol.
+
+On a TLS port the gate sits outside TLS (its inner factory is Twisted's
+``TLSMemoryBIOFactory``, ``answer_busy=False``): a connection over a limit
+is closed as soon as it is accepted, before any TLS work, and keeps no
+descriptor. An HTTP answer there would need a TLS handshake first, which
+is the very work a limit is there to refuse; a client that never sends a
+ClientHello would hold its descriptor until then. On an ``ssl:`` endpoint
+(TLS started by the transport itself) a refused connection is aborted at
+once for the same reason.
 """
 
 from __future__ import annotations
@@ -26,12 +35,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IProtocolNegotiationFactory
+from twisted.internet.interfaces import IProtocolNegotiationFactory, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import directlyProvides
 
-__all__ = ["ConnectionGate", "address_key", "hand_over"]
+__all__ = ["ConnectionGate", "address_key", "hand_over", "listening_gate"]
 
 _log = Logger()
 
@@ -132,16 +142,27 @@ class _Slot:
 
 
 class _Busy(Protocol):
-    """Answers 503 at once, reads the request head for a moment, and closes."""
+    """Answers 503 at once, reads the request head for a moment, and closes.
 
-    def __init__(self, gate: ConnectionGate) -> None:
+    Over TLS (an ``ssl:`` endpoint, whose transport starts TLS itself) it
+    aborts at once instead: the answer would wait for a TLS handshake that a
+    silent client never starts."""
+
+    def __init__(self, gate: ConnectionGate, refusal: dict[str, Any]) -> None:
         self._gate = gate
+        self._refusal = refusal
         self._tail = b""
         self._seen = 0
         self._call: Any = None
 
     def connectionMade(self) -> None:
-        self._gate.busy += 1
+        gate = self._gate
+        gate.busy += 1
+        tls = ISSLTransport.providedBy(self.transport)
+        gate.log_refusal(answer="closed (TLS)" if tls else "503", **self._refusal)
+        if tls:
+            self.transport.abortConnection()
+            return
         self.transport.write(BUSY_RESPONSE)
         self._call = self._gate.clock.callLater(BUSY_LINGER, self._close)
 
@@ -179,6 +200,9 @@ class ConnectionGate(ServerFactory):
         clock: The reactor's clock.
         log_limited: A rate-limited logger (``fmt, **fields``); over-limit
             refusals are logged through it, so a flood writes a bounded log.
+        answer_busy: Answer a connection over a limit with 503 (plain
+            HTTP ports). False closes it as soon as it is accepted, without
+            an answer: for a TLS port, where ``inner`` is the TLS wrapper.
     """
 
     def __init__(
@@ -190,8 +214,10 @@ class ConnectionGate(ServerFactory):
         exempt: Iterable[str],
         clock: Any,
         log_limited: Callable[..., None],
+        answer_busy: bool = True,
     ) -> None:
         self.inner = inner
+        self.answer_busy = answer_busy
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
         self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in exempt)
@@ -246,13 +272,47 @@ class ConnectionGate(ServerFactory):
                 del self.per_ip[key]
 
     def _refuse(self, addr: Any, option: str, limit: int) -> Protocol | None:
-        peer = getattr(addr, "host", str(addr))
+        refusal = {
+            "peer": getattr(addr, "host", str(addr)),
+            "option": option,
+            "limit": limit,
+        }
+        if not self.answer_busy or self.busy >= MAX_BUSY:
+            self.log_refusal(answer="closed", **refusal)
+            # the gate is the listening port's own factory: Twisted closes the
+            # accepted socket at once (no transport, no descriptor kept)
+            return None
+        return _Busy(self, refusal)
+
+    def log_refusal(self, **fields: Any) -> None:
+        """Log a refused connection (``peer``, ``option``, ``limit`` and the
+        ``answer`` it got), rate-limited."""
         self._log_limited(
-            "refusing a connection from {peer}: {option} ({limit}) reached: 503",
-            peer=peer,
-            option=option,
-            limit=limit,
+            "refusing a connection from {peer}: {option} ({limit}) reached: {answer}",
+            **fields,
         )
-        if self.busy >= MAX_BUSY:
-            return None  # Twisted closes the socket at once
-        return _Busy(self)
+
+
+def listening_gate(
+    inner: Factory,
+    config: Any,
+    tls: Any,
+    clock: Any,
+    log_limited: Callable[..., None],
+) -> ConnectionGate:
+    """The factory a server listens with: a :class:`ConnectionGate` with
+    ``config``'s limits in front of ``inner``, or, with ``tls`` (a server
+    connection creator, :class:`~wsplugin.tls.ServerTLS`), in front of
+    Twisted's TLS around ``inner``: a connection over a limit is then
+    closed when accepted, before any TLS work."""
+    if tls is not None:
+        inner = TLSMemoryBIOFactory(tls, False, inner, clock=clock)
+    return ConnectionGate(
+        inner,
+        max_connections=config.max_connections,
+        max_per_ip=config.max_connections_per_ip,
+        exempt=config.per_ip_exempt,
+        clock=clock,
+        log_limited=log_limited,
+        answer_busy=tls is None,
+    )

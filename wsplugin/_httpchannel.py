@@ -19,9 +19,10 @@ from twisted.web.server import Request, Site
 from wsplugin._decision import screen_connection
 from wsplugin._httplimits import Refusal, head_answer, resource_limit, status_phrase
 from wsplugin._pending import settle
+from wsplugin._transport import close_without_reading
 from wsplugin._upgrade import WebSocketResource, wants_upgrade
 from wsplugin.config import MiB
-from wsplugin.handshake import target_problem
+from wsplugin.handshake import target_problem, version_problem
 
 __all__ = ["BoundedHTTPChannel", "BoundedSite", "SiteRequest"]
 
@@ -163,12 +164,14 @@ class SiteRequest(Request):
 
     def _apply_limits(self, resource: Any) -> Refusal | None:
         length = self._length
-        if (
-            isinstance(resource, WebSocketResource)
-            and length != 0
-            and wants_upgrade(self, resource.route)
+        if isinstance(resource, WebSocketResource) and wants_upgrade(
+            self, resource.route
         ):
-            return 400, "a WebSocket handshake has no body"
+            problem = version_problem(self.clientproto.decode("latin-1"))
+            if problem is not None:
+                return 400, problem
+            if length != 0:
+                return 400, "a WebSocket handshake has no body"
         limit = int(resource_limit(resource, "max_request_body", self._server_limit))
         self.body_timeout = resource_limit(
             resource, "request_body_timeout", self._server_timeout
@@ -323,6 +326,12 @@ class BoundedHTTPChannel(HTTPChannel):
     * **Pipelined data**: bytes received behind a request head that is then
       taken over by a WebSocket protocol (frames sent with the upgrade) are
       kept for it (:meth:`take_rest`).
+    * **Closing reads no more**, over TLS too: once the channel closes (a
+      refusal, a 400 from ``twisted.web``, a ``Connection: close`` answer),
+      nothing more is read and the connection ends once the answer is out
+      (:func:`~wsplugin._transport.close_without_reading`). A request line or
+      header line over ``MAX_LENGTH`` (16384 bytes) gets 414 or 431 instead
+      of a silent close.
     """
 
     head_timeout: float = 10.0
@@ -386,7 +395,15 @@ class BoundedHTTPChannel(HTTPChannel):
         if abort:
             self.transport.abortConnection()
         else:
-            self.transport.loseConnection()
+            close_without_reading(self.transport)
+
+    def loseConnection(self) -> None:
+        """Close once what was written is out, reading nothing more (over
+        TLS too: Twisted's TLS layer would read until the peer's
+        ``close_notify``, which a client still uploading never sends)."""
+        super().loseConnection()
+        if self.transport is not None:
+            close_without_reading(self.transport)
 
     # -- request heads and bodies -----------------------------------------
 
@@ -397,6 +414,14 @@ class BoundedHTTPChannel(HTTPChannel):
             self._awaiting_line = False
             self._request_line = line
         super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line or header line over ``MAX_LENGTH`` bytes: 414 or
+        431 (``twisted.web`` would close without an answer)."""
+        if self._awaiting_line:
+            self.refuse(414, f"request line over {self.MAX_LENGTH} bytes")
+        else:
+            self.refuse(431, f"header line over {self.MAX_LENGTH} bytes")
 
     def _arm(self) -> None:
         if self.head_timeout and self.clock is not None and self._head_call is None:

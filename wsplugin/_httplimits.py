@@ -44,8 +44,10 @@ bytes pairs)."""
 
 def status_phrase(status: int) -> bytes:
     """The reason phrase of ``status`` (RFC 9110's names)."""
-    if status == 413:  # Python before 3.13 has the old name
+    if status == 413:  # Python before 3.13 has the old names
         return b"Content Too Large"
+    if status == 414:
+        return b"URI Too Long"
     try:
         return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:

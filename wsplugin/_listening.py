@@ -3,9 +3,10 @@
 :class:`Listening` is the part of :class:`~wsplugin.WebSocketServer` that
 owns its listening ports:
 
-* it listens on every endpoint string (TLS around each when the server has
-  ``tls=`` options), logs where, says whether Autobahn's accelerators are
-  in use, and warns when an authenticated route is served without TLS;
+* it listens on every endpoint string with the server's listening factory
+  (which, when the server has ``tls=`` options, speaks TLS inside its
+  connection gate), logs where, says whether Autobahn's accelerators are in
+  use, and warns when an authenticated route is served without TLS;
 * at start, with ``watchdog_interval`` set, a failed listen is tried again
   every interval, up to ``watchdog_attempts`` times (0: forever);
 * once listening, it checks every interval that each port still accepts
@@ -25,12 +26,13 @@ from typing import Any
 
 from autobahn import websocket as _autobahn_websocket
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.endpoints import serverFromString, wrapServerTLS
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from wsplugin._portguard import ListenerGuard, guard_of
 from wsplugin._routing import Router
 from wsplugin.config import ServerConfig
 from wsplugin.tls import ServerTLS, endpoint_is_tls
@@ -39,16 +41,30 @@ __all__ = ["Listening", "listener_lost"]
 
 _SO_ACCEPTCONN = getattr(socket, "SO_ACCEPTCONN", None)
 
+_LOST_WATCHED = (
+    "watchdog: the listener on {endpoint} is lost ({why}); open connections "
+    "are kept; listening again every {interval}s"
+)
+_LOST = (
+    "the listener on {endpoint} is lost ({why}); open connections are kept; "
+    "no longer listening there (set watchdog_interval to listen again)"
+)
+
 
 def listener_lost(port: Any) -> str | None:
     """Why the listening ``port`` no longer accepts connections, or None.
 
     Twisted's TCP and UNIX ports (``tcp.Port``, its subclasses) expose the
     listening ``socket`` and a ``connected`` flag; other ports are only
-    judged by the flag.
+    judged by the flag. A port the server guards
+    (:class:`~wsplugin._portguard.ListenerGuard`) is also lost when its
+    descriptor was closed underneath, even if the number was reused since.
     """
     if getattr(port, "connected", True) is False:
         return "the port was closed after an error"
+    guard = guard_of(port)
+    if guard is not None:
+        return guard.problem()
     sock = getattr(port, "socket", None)
     if sock is None or _SO_ACCEPTCONN is None:
         return None
@@ -65,8 +81,10 @@ class Listening:
     Args:
         reactor: The reactor (endpoints and timers).
         endpoints: The endpoint strings, in order.
-        factory: The factory each port listens with (the connection gate).
-        tls: TLS around every endpoint, or None.
+        factory: The factory each port listens with (the connection gate;
+            with TLS, the gate around Twisted's TLS factory).
+        tls: The server's TLS, or None (for the log and the plain-text
+            authentication warning: ``factory`` already speaks it).
         router: The server's routes (for the plain-text authentication
             warning).
         config: ``watchdog_interval`` and ``watchdog_attempts``.
@@ -214,10 +232,8 @@ class Listening:
         return ports
 
     async def listen_one(self, description: str) -> IListeningPort:
-        """Listen on one endpoint string, with TLS around it if configured."""
+        """Listen on one endpoint string (with TLS if the factory speaks it)."""
         endpoint = serverFromString(self.reactor, description)
-        if self.tls is not None:
-            endpoint = wrapServerTLS(self.tls, endpoint, clock=self.reactor)
         try:
             port: IListeningPort = await endpoint.listen(self.listening_factory)
         except Exception as e:
@@ -225,6 +241,9 @@ class Listening:
                 "cannot listen on {endpoint}: {error}", endpoint=description, error=e
             )
             raise
+        # a destroyed or closed listener leaves the reactor at once, is told
+        # to _listener_failed, and can be listened on again
+        ListenerGuard.install(port, self._listener_failed)
         self.log.info(
             "listening on {endpoint}{tls}",
             endpoint=description,
@@ -294,14 +313,16 @@ class Listening:
         """Check the listeners every ``watchdog_interval`` (sgc ``WatchDog``).
 
         A Twisted listening port has no event for "this socket stopped
-        accepting": when ``accept()`` fails in an unexpected way (the socket
-        was shut down or closed underneath, its interface went away) the
-        reactor logs the error and closes the port, and nothing else hears
-        of it. So the server looks: every interval it checks each port's
-        socket with ``getsockopt(SO_ACCEPTCONN)`` (one system call per port;
-        it also fails on a closed descriptor) and Twisted's ``connected``
-        flag. That needs no change to the ports and costs nothing between
-        checks; the price is that a loss is seen up to one interval late.
+        accepting": when ``accept()`` fails (the socket was shut down,
+        destroyed with ``ss -K`` or closed underneath) Twisted logs a
+        traceback and keeps the port. Each port's guard
+        (:class:`~wsplugin._portguard.ListenerGuard`) finds such a listener
+        at its next read, takes it out of the reactor and tells
+        :meth:`_listener_failed`, with the watchdog on or off. A listener
+        that is never read again (closed while no client connects) is found
+        here: every interval each port is checked with :func:`listener_lost`
+        (two system calls per port); the price is that such a loss is seen
+        up to one interval late.
         """
         self._generation += 1
         self._bound = dict(enumerate(self.ports))
@@ -329,35 +350,49 @@ class Listening:
     def _check_listeners(self) -> None:
         if not self._wanted or not self._bound:
             return
-        lost = [i for i, port in sorted(self._bound.items()) if self._is_lost(i, port)]
-        if not lost:
-            return
+        lost = {}
+        for index, port in sorted(self._bound.items()):
+            why = listener_lost(port)
+            if why is not None:
+                lost[index] = why
+        if lost:
+            self._lose(lost)
+
+    def _listener_failed(self, port: Any, why: str) -> None:
+        """A port's guard found its listener gone (it no longer reads it)."""
+        if not self._wanted:
+            return  # stopping: the server closes its ports
+        for index, bound in self._bound.items():
+            if bound is port:
+                self._lose({index: why})
+                return
+
+    def _lose(self, lost: dict[int, str]) -> None:
+        """Close the listeners at these indices; with the watchdog, fire
+        ``on_shutdown`` (once) and listen on their endpoints again."""
+        interval = self.config.watchdog_interval
         was_complete = not self._lost
-        for index in lost:
+        for index, why in lost.items():
             port = self._bound.pop(index)
             self._lost.append(index)
+            self.log.error(
+                _LOST_WATCHED if interval else _LOST,
+                endpoint=self.endpoints[index],
+                why=why,
+                interval=interval,
+            )
             if getattr(port, "connected", False):
                 # release the descriptor, so the endpoint can be bound again
                 self._closing.append(maybeDeferred(port.stopListening))
         self.ports = [self._bound[i] for i in sorted(self._bound)]
+        if not interval:
+            return
         if was_complete:
             # the seed's order: OnShutdown fires, then the watchdog restarts
             self._on_down()
         if self._relisten_call is None and not self._relistening:
             self._lost_attempts = 0
             self._relisten_call = self.reactor.callLater(0, self._relisten)
-
-    def _is_lost(self, index: int, port: IListeningPort) -> bool:
-        why = listener_lost(port)
-        if why is not None:
-            self.log.error(
-                "watchdog: the listener on {endpoint} is lost ({why}); open "
-                "connections are kept; listening again every {interval}s",
-                endpoint=self.endpoints[index],
-                why=why,
-                interval=self.config.watchdog_interval,
-            )
-        return why is not None
 
     def _relisten(self) -> None:
         self._relisten_call = None

@@ -12,6 +12,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from wsplugin._gate import hand_over
 from wsplugin._routing import Route, Router
+from wsplugin.handshake import version_problem
 
 if TYPE_CHECKING:
     from wsplugin.factory import WebSocketServerFactory
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "WebSocketResource",
     "is_websocket_request",
+    "old_http",
     "request_route",
     "take_over",
     "wants_upgrade",
@@ -30,6 +32,14 @@ def is_websocket_request(request: Request) -> bool:
     """Whether ``request`` asks for a WebSocket upgrade (``Upgrade: websocket``)."""
     upgrade_header = request.getHeader(b"upgrade") or b""
     return b"websocket" in [t.strip().lower() for t in upgrade_header.split(b",")]
+
+
+def old_http(request: Request) -> bytes:
+    """Answer an upgrade sent with HTTP/1.0 (or lower) with 400: RFC 6455
+    (4.1) requires HTTP/1.1 or higher (:func:`wsplugin.handshake.version_problem`)."""
+    request.setResponseCode(400)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"400 Bad Request: a WebSocket handshake needs HTTP/1.1 or higher.\n"
 
 
 def take_over(request: Request, factory: WebSocketServerFactory, route: Route) -> Any:
@@ -114,7 +124,8 @@ class WebSocketResource(Resource):
 
     A request without ``Upgrade: websocket`` gets 426 Upgrade Required
     (unless its route has ``skip_upgrade_check`` and the request carries a
-    ``Sec-WebSocket-Key``); one no route serves gets 404. A WebSocket
+    ``Sec-WebSocket-Key``); an upgrade sent with HTTP/1.0 gets 400; one no
+    route serves gets 404. A WebSocket
     handshake with a body gets 400 before the body is read (see
     :func:`wsplugin.handshake.body_problem`).
     """
@@ -141,6 +152,8 @@ class WebSocketResource(Resource):
             request.setHeader(b"upgrade", b"websocket")
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"426 Upgrade Required: this is a WebSocket endpoint.\n"
+        if version_problem(request.clientproto.decode("latin-1")) is not None:
+            return old_http(request)
         if route is None:
             request.setResponseCode(404)
             request.setHeader(b"content-length", b"0")

@@ -18,6 +18,7 @@ host ``x`` and path ``/admin``. The WebSocket-only server and the same-port
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,6 +39,7 @@ __all__ = [
     "same_origin",
     "split_host",
     "target_problem",
+    "version_problem",
 ]
 
 _END = b"\r\n\r\n"
@@ -148,6 +150,10 @@ def parse_request_head(
 
 
 _DOT_SEGMENTS = frozenset({".", ".."})
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+# RFC 3986, 2.3: ALPHA / DIGIT / "-" / "." / "_" / "~"
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_HTTP_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
 
 
 def target_problem(target: str, *, allow_asterisk: bool = False) -> str | None:
@@ -168,10 +174,17 @@ def target_problem(target: str, *, allow_asterisk: bool = False) -> str | None:
       followed by ``;params`` (``/..;/``): browsers remove them before
       sending, file servers and proxies resolve them, routers do not;
     * an encoded slash or backslash (``%2F``, ``%5C``), which decodes into
-      a separator inside one path segment (Apache refuses it by default).
+      a separator inside one path segment (Apache refuses it by default);
+    * a percent-encoded unreserved character (a letter, a digit, ``-``,
+      ``.``, ``_``, ``~``: ``/%61dmin``): RFC 3986 (2.3, 6.2.2.2) makes it
+      the same URI as the character itself, no client needs to encode one,
+      and ``twisted.web`` decodes it while walking resources, so a
+      ``before_request`` check on ``/admin`` would not see ``/%61dmin``
+      reach the ``admin`` resource.
 
-    Anything else (``//``, a trailing ``;``, other escapes) is kept as sent,
-    and routes only to a route registered with that exact spelling.
+    Anything else (``//``, a trailing ``;``, escapes of other characters) is
+    kept as sent, and routes only to a route registered with that exact
+    spelling.
     """
     if allow_asterisk and target == "*":
         return None
@@ -188,6 +201,24 @@ def target_problem(target: str, *, allow_asterisk: bool = False) -> str | None:
             name = unquote(segment, errors="replace").partition(";")[0]
             if name in _DOT_SEGMENTS:
                 return "the request path has a dot segment"
+    for match in _ESCAPE.finditer(path):
+        if chr(int(match.group(1), 16)) in _UNRESERVED:
+            return (
+                f"the request path has a percent-encoded unreserved character "
+                f"({match.group(0)})"
+            )
+    return None
+
+
+def version_problem(version: str) -> str | None:
+    """Why a WebSocket handshake's HTTP version must be refused with 400, or
+    None: RFC 6455 (4.1) requires HTTP/1.1 or higher, and RFC 9110 (7.8)
+    has servers ignore ``Upgrade`` in an HTTP/1.0 request, so an HTTP/1.0
+    client asking to switch protocols sent a handshake that cannot be
+    honoured (RFC 6455, 4.2.1: 400 Bad Request)."""
+    match = _HTTP_VERSION.fullmatch(version)
+    if match is None or (int(match.group(1)), int(match.group(2))) < (1, 1):
+        return f"a WebSocket handshake needs HTTP/1.1 or higher, not {version[:16]!r}"
     return None
 
 

@@ -83,6 +83,7 @@ from wsplugin._receiving import AutobahnReceiving
 from wsplugin._request import Headers, Request, forwarded_address
 from wsplugin._routing import DEFAULT_SETTINGS, RouteSettings
 from wsplugin._sending import AutobahnSending
+from wsplugin._transport import close_without_reading
 from wsplugin.connection import Connection
 from wsplugin.tls import peer_certificate
 
@@ -418,6 +419,9 @@ class WebSocketServerProtocol(
         )
         self.sendHttpErrorResponse(code, phrase, headers)
         self.dropConnection(abort=False)
+        # over TLS, read nothing more (Twisted's TLS would read until the
+        # peer's close_notify); plain TCP already stops reading
+        close_without_reading(self.transport)
 
     # -- open --------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wsplugin._events import as_deferred
-from wsplugin._gate import ConnectionGate
+from wsplugin._gate import listening_gate
 from wsplugin._listening import Listening, listener_lost
 from wsplugin._routing import Route
 from wsplugin._running import run_until_stopped, wait_closed_all
@@ -185,14 +185,9 @@ class WebSocketServer(SendingMethods, MultiService):
             if self.tls is not None:
                 self.site.alpn = ()  # the TLSOptions decide the ALPN offer
         # every accepted connection counts, HTTP ones too (max_connections,
-        # max_connections_per_ip); see wsplugin._gate
-        self.listening_factory: Any = ConnectionGate(
-            inner,
-            max_connections=self.config.max_connections,
-            max_per_ip=self.config.max_connections_per_ip,
-            exempt=self.config.per_ip_exempt,
-            clock=reactor,
-            log_limited=self.factory.log_limited,
+        # max_connections_per_ip), TLS inside the gate; see wsplugin._gate
+        self.listening_factory: Any = listening_gate(
+            inner, self.config, self.tls, reactor, self.factory.log_limited
         )
         self.listening = Listening(
             reactor,

@@ -378,10 +378,12 @@ class Options(usage.Options):
         every --port checked: all of them will speak TLS."""
         cert = self["tls-cert"]
         if cert is None:
+            # given on the command line (even with its default value), or set
+            # by --config to another value than the default
             given = [
                 f"--{name}"
-                for name in ("tls-key", "tls-chain", "tls-ciphers", "tls-client-ca")
-                if self[name] is not None
+                for name, default in _TLS_DEFAULTS.items()
+                if name in self.given or self[name] != default
             ]
             if given:
                 verb = "needs" if len(given) == 1 else "need"
@@ -420,6 +422,17 @@ class Options(usage.Options):
             raise usage.UsageError(_flags_in(str(e))) from None
         return options
 
+
+# every --tls-* flag but --tls-cert, with its default: each needs --tls-cert
+_TLS_DEFAULTS: dict[str, str | None] = {
+    "tls-key": None,
+    "tls-chain": None,
+    "tls-min-version": "1.2",
+    "tls-ciphers": None,
+    "tls-alpn": "http/1.1",
+    "tls-client-ca": None,
+    "tls-client-cert": "required",
+}
 
 _TLS_FLAGS = {
     "tls certificate": "--tls-cert",

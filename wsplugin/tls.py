@@ -12,8 +12,8 @@ every endpoint speaks TLS::
     )
 
 The endpoints stay ordinary ``tcp:``, ``tcp6:``, ``unix:`` or ``systemd:``
-strings; the server wraps each one with Twisted's
-:func:`~twisted.internet.endpoints.wrapServerTLS`. Endpoints that are TLS
+strings; the server listens on each with Twisted's TLS factory inside its
+connection gate (:func:`wsplugin._gate.listening_gate`). Endpoints that are TLS
 already (``ssl:``, ``tls:``) or whose kind is unknown are refused, so a port
 never stays in cleartext by accident.
 

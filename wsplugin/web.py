@@ -39,6 +39,7 @@ from wsplugin._static import EmptyPage, File, StaticFiles
 from wsplugin._upgrade import (
     WebSocketResource,
     is_websocket_request,
+    old_http,
     request_route,
     take_over,
     wants_upgrade,
@@ -47,6 +48,7 @@ from wsplugin._upgrade import (
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection
 from wsplugin.errors import WSPluginError
+from wsplugin.handshake import version_problem
 
 if TYPE_CHECKING:
     from wsplugin.factory import WebSocketServerFactory
@@ -106,12 +108,17 @@ def upgrade(
 
     Returns:
         The connection (open, unless the handshake was refused), or None
-        after a 400 answer when the request is not a WebSocket upgrade.
+        after a 400 answer when the request is not a WebSocket upgrade (or
+        is one sent with HTTP/1.0).
     """
     if not is_websocket_request(request) or request.channel.transport is None:
         request.setResponseCode(400)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.write(b"400 Bad Request: a WebSocket upgrade was expected.\n")
+        request.finish()
+        return None
+    if version_problem(request.clientproto.decode("latin-1")) is not None:
+        request.write(old_http(request))  # HTTP/1.0: 400 (RFC 6455, 4.1)
         request.finish()
         return None
     if server is not None:

@@ -253,6 +253,8 @@ SPELLINGS = [
     ("/x/%2e%2e/admin", 400, 400),
     ("/..;/admin", 400, 400),
     ("/admin;", 403, "public /admin;"),
+    ("/%61dmin", 400, 400),
+    ("/adm%69n", 400, 400),
     ("/admin", 403, "admin /admin"),
     ("/public", "public /public", "public /public"),
 ]
@@ -336,7 +338,7 @@ class StaticFileTests(ServerTestCase):
             ("/updir/", 404),
             ("/docs/", 403),
             ("/.env", 404),
-            ("/%2eenv", 404),
+            ("/%2eenv", 400),  # an escaped unreserved character: never read
             ("/inner/a.txt", 200),
             ("/docs/a.txt", 200),
             ("/", 200),
@@ -560,3 +562,103 @@ class SamePortDefectTests(ServerTestCase):
         response = yield in_thread(exchange, port, b"GET /page HTTP/1.1\r\n\r\n")
         self.assertEqual(response, b"")
         self.assertEqual(len(peers), 3)
+
+
+class Upgrading(Resource):
+    """A resource that upgrades its own requests (Sparkle's Upgrader)."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> Any:
+        from twisted.web.server import NOT_DONE_YET
+
+        from wsplugin.web import upgrade
+
+        upgrade(request)
+        return NOT_DONE_YET
+
+
+class OldHttpUpgradeTests(ServerTestCase):
+    """An upgrade sent with HTTP/1.0 gets 400 (RFC 6455, 4.1: HTTP/1.1 or
+    higher); it used to get 101 on the same-port server."""
+
+    @inlineCallbacks
+    def test_refused_on_both_servers(self) -> None:
+        """HTTP/1.0 upgrades: 400 from a route on the same-port server, from
+        a resource calling upgrade(), and on the WebSocket-only server; an
+        HTTP/1.0 GET of a page is still served, and HTTP/1.1 upgrades open."""
+        from wsplugin import WebSocketServer
+
+        root = Resource()
+        root.putChild(b"page", Counting())
+        root.putChild(b"up", Upgrading())
+        same = yield self.start_server(None, http=root)
+        same.register_handler("*", "/ws", Echo(), default_host=True)
+        same_port = same.ports[0].getHost().port
+        only = WebSocketServer(Echo(), endpoints=["tcp:0:interface=127.0.0.1"])
+        yield only.start()
+        self.addCleanup(only.stop)
+        only_port = only.ports[0].getHost().port
+        for port, path in ((same_port, "/ws"), (same_port, "/up"), (only_port, "/")):
+            head = upgrade_head(path).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
+            response = yield in_thread(exchange, port, head)
+            self.assertEqual(status_of(response), 400, (port, path, response[:80]))
+            self.assertNotIn(b"Sec-WebSocket-Accept", response)
+        page = yield in_thread(
+            exchange, same_port, b"GET /page HTTP/1.0\r\nHost: x\r\n\r\n"
+        )
+        self.assertEqual(status_of(page), 200)
+        self.assertTrue(page.endswith(b"\r\n\r\npage"), page)
+        for port in (same_port, only_port):
+            response = yield in_thread(
+                exchange, port, upgrade_head("/ws"), until=b"\r\n\r\n"
+            )
+            self.assertEqual(status_of(response), 101, port)
+
+
+class Secret(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        return b"the admin page"
+
+
+class EncodedPathTests(ServerTestCase):
+    """A before_request hook guarding /admin (an HTTP resource) is not
+    bypassed by escaping a letter: twisted.web decodes %XX in each segment
+    while it walks resources, so /%61dmin would reach the admin resource
+    while the hook saw another path."""
+
+    @inlineCallbacks
+    def test_escaped_letters_refused(self) -> None:
+        """/%61dmin and the like get 400 before the hook or any resource;
+        /admin gets the hook's 403; a double escape stays one (404)."""
+        seen: list[bytes] = []
+
+        def guard(request: Any) -> Any:
+            seen.append(request.path)
+            if request.path.startswith(b"/admin"):
+                from wsplugin.web import EmptyPage
+
+                return EmptyPage(403)
+            return None
+
+        root = Resource()
+        root.putChild(b"admin", Secret())
+        root.putChild(b"page", Counting())
+        server = yield self.start_server(None, http=root, before_request=guard)
+        port = server.ports[0].getHost().port
+        for target, want in [
+            ("/admin", 403),
+            ("/%61dmin", 400),
+            ("/%61%64%6d%69%6e", 400),
+            ("/ADM%49N", 400),
+            ("/adm%69n/", 400),
+            ("/%2561dmin", 404),
+            ("/page", 200),
+        ]:
+            request = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            response = yield in_thread(exchange, port, request.encode())
+            self.assertEqual(status_of(response), want, target)
+            self.assertNotIn(b"the admin page", response, target)
+        self.assertEqual(seen, [b"/admin", b"/%2561dmin", b"/page"])

@@ -124,6 +124,7 @@ class TwistdTests(TestCase):
             (["--app", "no_such_app"], "unknown app"),
             (["--static", "/nonexistent/dir"], "--static"),
             (["--auth-file", "/nonexistent/users"], "--auth-file"),
+            (["--tls-min-version", "1.1"], "--tls-min-version needs --tls-cert"),
         ]
         for args, fragment in cases:
             result = subprocess.run(
