@@ -310,14 +310,15 @@ class TLSOptionsTests(SynchronousTestCase):
         )
 
     def test_defaults(self) -> None:
-        """TLS 1.2 minimum, Twisted's ciphers, ALPN http/1.1, no client
-        certificates; the default port is tcp:8888 with TLS."""
+        """TLS 1.2 minimum, Twisted's ciphers, automatic ALPN (None, as
+        TLSOptions), no client certificates; the default port is tcp:8888
+        with TLS."""
         options = self.tls()
         tls = options.tls
         self.assertEqual(options["ports"], ["tcp:8888"])
         self.assertEqual(
             (tls.min_version, tls.ciphers, tls.alpn, tls.client_ca),
-            ("1.2", None, ("http/1.1",), None),
+            ("1.2", None, None, None),
         )
         self.assertEqual(parse().tls, None)
 

@@ -158,8 +158,10 @@ class Options(usage.Options):
         [
             "tls-alpn",
             None,
-            "http/1.1",
-            "ALPN protocols, comma-separated ('' or none: off).",
+            None,
+            "ALPN protocols, comma-separated ('' or none: off). "
+            "Default: h2,http/1.1 when pages are served and h2 is "
+            "installed, else http/1.1.",
         ],
         ["tls-client-ca", None, None, "CA file (PEM): ask for client certificates."],
         [
@@ -399,8 +401,11 @@ class Options(usage.Options):
                 f"--tls-client-cert takes {' or '.join(CLIENT_CERT_MODES)}, "
                 f"not {self['tls-client-cert']!r}"
             )
-        alpn = self["tls-alpn"].strip()
-        names = [] if alpn.lower() in ("", "none") else alpn.split(",")
+        alpn: tuple[str, ...] | None = None  # automatic (TLSOptions.alpn)
+        if self["tls-alpn"] is not None:
+            given = self["tls-alpn"].strip()
+            names = [] if given.lower() in ("", "none") else given.split(",")
+            alpn = tuple(name.strip() for name in names)
         for description in self["ports"]:
             try:
                 tls_wrappable(description)
@@ -413,7 +418,7 @@ class Options(usage.Options):
                 chain=self["tls-chain"],
                 min_version=self["tls-min-version"],
                 ciphers=self["tls-ciphers"],
-                alpn=tuple(name.strip() for name in names),
+                alpn=alpn,
                 client_ca=self["tls-client-ca"],
                 client_cert=self["tls-client-cert"],
             )
@@ -429,7 +434,7 @@ _TLS_DEFAULTS: dict[str, str | None] = {
     "tls-chain": None,
     "tls-min-version": "1.2",
     "tls-ciphers": None,
-    "tls-alpn": "http/1.1",
+    "tls-alpn": None,
     "tls-client-ca": None,
     "tls-client-cert": "required",
 }
