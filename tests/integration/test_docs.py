@@ -557,14 +557,14 @@ class PageRun:
         self.ran.append(f"{block.where} output of {name}")
 
     def check_example(self, block: Block) -> None:
-        m = re.fullmatch(r"(\S+)\s+from line\s+(\d+)", block.markers["example"])
+        m = re.fullmatch(r"(\S+)(?:\s+from line\s+(\d+))?", block.markers["example"])
         self.test.assertIsNotNone(m, f"{block.where}: example marker unreadable")
         assert m is not None
-        lines = (ROOT / m.group(1)).read_text().split("\n")[int(m.group(2)) - 1 :]
+        lines = (ROOT / m.group(1)).read_text().split("\n")[int(m.group(2) or 1) - 1 :]
         self.test.assertEqual(
             block.code.rstrip("\n"),
             "\n".join(lines).rstrip("\n"),
-            f"{block.where} is not {m.group(1)} from line {m.group(2)}",
+            f"{block.where} is not {block.markers['example']}",
         )
 
     # --- twistd command lines --------------------------------------------
