@@ -44,13 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-EXCLUDED = {
-    # Its programs talk to the servers its console transcripts start (auth on
-    # 8889, TLS on 8443); the --help block and the chat transcripts are
-    # checked by tests/integration/test_cli.py. Delete this line once the
-    # page carries the runner's markers.
-    "docs/client.md": "needs markers for the servers its transcripts start",
-}
+EXCLUDED: dict[str, str] = {}
 """Pages left out altogether (python blocks and twistd lines), with why."""
 
 PYTHON_EXCLUDED = {
