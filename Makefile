@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
+DSTAMP := $(VENV)/.installed-docs
 
-.PHONY: run test lint format conformance clean venv system-deps bench bench-quick profile
+.PHONY: run test lint format conformance clean venv system-deps bench bench-quick profile docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,10 @@ $(TSTAMP): $(STAMP)
 	$(PIP) install --quiet -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
+$(DSTAMP): $(STAMP)
+	$(PIP) install --quiet -e '.[docs]' --config-settings editable_mode=compat
+	touch $@
+
 venv: $(STAMP)
 
 run: $(STAMP)
@@ -31,12 +36,18 @@ test: $(TSTAMP)
 	$(PY) -b -W error::DeprecationWarning -m twisted.trial --temp-directory=build/_trial_temp tests
 
 lint: $(TSTAMP)
-	$(VENV)/bin/ruff check wsplugin tests examples conformance twisted
-	$(VENV)/bin/ruff format --check wsplugin tests examples conformance twisted
+	$(VENV)/bin/ruff check wsplugin tests examples conformance twisted docs/conf.py docs/_ext
+	$(VENV)/bin/ruff format --check wsplugin tests examples conformance twisted docs/conf.py docs/_ext
 
 format: $(TSTAMP)
-	$(VENV)/bin/ruff format wsplugin tests examples conformance twisted
-	$(VENV)/bin/ruff check --fix wsplugin tests examples conformance twisted
+	$(VENV)/bin/ruff format wsplugin tests examples conformance twisted docs/conf.py docs/_ext
+	$(VENV)/bin/ruff check --fix wsplugin tests examples conformance twisted docs/conf.py docs/_ext
+
+# The documentation site (docs/index.md, Sphinx + Furo + MyST): warnings are
+# errors (-W) and every reference to wsplugin's API must resolve (-n); the
+# HTML lands in build/docs/html (git-ignored).
+docs: $(DSTAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs build/docs/html
 
 # make conformance CONFORMANCE_ARGS="--mode split --cases '6.*'" runs a subset
 conformance: $(TSTAMP)

@@ -37,6 +37,9 @@ def _version() -> str:
     raise RuntimeError("wsplugin/_version.py has no __version__")
 
 
+DOCS = ["sphinx>=9.0,<10", "furo>=2025.7", "myst-parser>=5.0,<6"]
+
+
 setup(
     name="wsplugin",
     version=_version(),
@@ -70,7 +73,13 @@ setup(
         "metrics": ["prometheus_client>=0.17"],
         # HTTP/2 for the same-port site over TLS (Twisted's, with h2)
         "http2": ["twisted[http2]>=23.10"],
+        # the documentation site (make docs): Sphinx, its Furo theme, and
+        # MyST for the Markdown pages. A build with -W fails on any warning,
+        # and new major versions add warnings: the majors are the ones the
+        # site is built with.
+        "docs": DOCS,
         "test": [
+            *DOCS,  # tests/integration/test_docsite.py builds the site
             "trustme>=1.1",
             "websockets>=12",
             "hypothesis>=6.80",

@@ -23,8 +23,10 @@ GitHub):
 ``<!-- fresh-server -->``
     a client block run against the current server started again, as the
     page asks (state left by earlier clients would change its output).
-``<!-- example: examples/FILE.py from line N -->``
-    a block that is that example file from line N to its end.
+``<!-- example: examples/FILE -->`` / ``<!-- example: examples/FILE from line N -->``
+    a block (of any language) that is that example file, or the file from
+    line N to its end; the documentation site includes the file itself
+    (docs/_ext/wsdocs.py), and tests/test_docsite.py checks the copy.
 
 Expected output is matched loosely where it must be: a line ``...``
 stands for any lines; 8-hex-digit connection ids (``a190902a``) stand for
@@ -42,13 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-EXCLUDED = {
-    # Its programs talk to the servers its console transcripts start (auth on
-    # 8889, TLS on 8443); the --help block and the chat transcripts are
-    # checked by tests/integration/test_cli.py. Delete this line once the
-    # page carries the runner's markers.
-    "docs/client.md": "needs markers for the servers its transcripts start",
-}
+EXCLUDED: dict[str, str] = {}
 """Pages left out altogether (python blocks and twistd lines), with why."""
 
 PYTHON_EXCLUDED = {

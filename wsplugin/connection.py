@@ -208,7 +208,7 @@ class Connection(BaseConnection):
 
         Messages of other kinds stay queued, in order, for :meth:`receive` or
         a later call. Pongs are kept for this method only: at most
-        :data:`MAX_PONGS`, the oldest dropped first, and not those answering
+        ``MAX_PONGS`` (16), the oldest dropped first, and not those answering
         the server's own heartbeat pings. On a connection whose handler takes
         messages (``on_message``, ``on_binary`` or ``on_fragment``), only
         ``"pong"`` may be waited for, and a pong is kept only while someone

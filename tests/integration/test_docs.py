@@ -12,9 +12,9 @@ the page would run them (markers: see ``tests/doccheck.py``):
   end it with status 0 and no traceback. Run again with its port taken,
   it must exit with status 1 saying it cannot listen;
 - a single ``twistd`` command in a ```sh block is such a server too;
-- a client (a block importing ``websockets``, ``http.client`` or
-  ``urllib``) runs against the current server; a ```text block right after
-  it is what it must print;
+- a client (a block importing ``websockets``, ``http.client``, ``urllib``
+  or ``wsplugin.client``) runs against the current server; a ```text block
+  right after it is what it must print;
 - a ``.tac`` file or a module named on its first line (``# chat_server.py``)
   is written under that name, so later blocks import it; a test module
   (``# test_chat.py``) is run with trial and must pass;
@@ -79,7 +79,7 @@ from wsplugin import TLSOptions
 from wsplugin.auth import BasicAuth
 from wsplugin.testing import client_frame, handshake_request
 
-DOC_PORTS = ("8888", "8443", "9000", "9001")
+DOC_PORTS = ("8888", "8443", "8889", "9000", "9001")
 """The ports the pages use; each run moves them to free loopback ports."""
 _PORTS = "|".join(DOC_PORTS)
 
@@ -139,6 +139,12 @@ def fixtures(page: str, directory: Path) -> None:
             },
         )
         tls_files(directory, {"key.pem": "key"})  # another certificate's key
+    if page == "docs/client.md":
+        htpasswd(directory / "users.htpasswd")  # its python -c bcrypt line
+        # what its `python -m trustme -q` makes (client.pem is the CA)
+        tls_files(
+            directory, {"server.pem": "cert", "server.key": "key", "client.pem": "ca"}
+        )
 
 
 PATH_REWRITES = {
@@ -431,7 +437,10 @@ class PageRun:
             self.ran.append(f"{block.where} trial {name}")
             return
         if re.search(
-            r"^(?:from websockets|import http\.client|import urllib)", code, re.M
+            r"^(?:from websockets|import http\.client|import urllib"
+            r"|from wsplugin\.client import)",
+            code,
+            re.M,
         ):
             self.test.assertIsNotNone(self.server, f"{block.where}: no server runs")
             if "fresh-server" in block.markers:
@@ -557,14 +566,14 @@ class PageRun:
         self.ran.append(f"{block.where} output of {name}")
 
     def check_example(self, block: Block) -> None:
-        m = re.fullmatch(r"(\S+)\s+from line\s+(\d+)", block.markers["example"])
+        m = re.fullmatch(r"(\S+)(?:\s+from line\s+(\d+))?", block.markers["example"])
         self.test.assertIsNotNone(m, f"{block.where}: example marker unreadable")
         assert m is not None
-        lines = (ROOT / m.group(1)).read_text().split("\n")[int(m.group(2)) - 1 :]
+        lines = (ROOT / m.group(1)).read_text().split("\n")[int(m.group(2) or 1) - 1 :]
         self.test.assertEqual(
             block.code.rstrip("\n"),
             "\n".join(lines).rstrip("\n"),
-            f"{block.where} is not {m.group(1)} from line {m.group(2)}",
+            f"{block.where} is not {block.markers['example']}",
         )
 
     # --- twistd command lines --------------------------------------------

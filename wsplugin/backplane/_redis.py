@@ -419,7 +419,7 @@ class RedisBackplane:
         since: StreamPosition | tuple[str, int] | None = None,
     ) -> Deferred[Recovery]:
         """One more local subscriber; recover from ``since`` (see
-        :meth:`Subscriptions.subscribe` for how history and live messages
+        ``Subscriptions.subscribe`` for how history and live messages
         are merged without a gap or a duplicate)."""
         return self.channels.subscribe(channel, since)
 

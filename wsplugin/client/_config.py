@@ -80,7 +80,7 @@ class ClientConfig:
         headers: Extra handshake request headers (FPC ``CustomHeaders``): a
             mapping or ``(name, value)`` pairs. ``Origin`` and ``User-Agent``
             replace the defaults; a repeated name is sent once with the values
-            joined (``; `` for ``Cookie``, ``, `` otherwise).
+            joined (``"; "`` for ``Cookie``, ``", "`` otherwise).
         subprotocols: Subprotocols to offer, in order of preference.
         origin: The ``Origin`` header (none by default).
         user_agent: The ``User-Agent`` header.
