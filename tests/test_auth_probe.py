@@ -88,3 +88,18 @@ class StillWaitingTests(SynchronousTestCase):
         request.connectionLost(Failure(ConnectionError("gone")))
         self.assertFalse(still_waiting(client))
         self.assertTrue(still_waiting(object()))
+
+    def test_http_client_closed_while_held(self) -> None:
+        """An HTTP client whose head is held for its check (reading paused,
+        so Twisted has not seen its FIN) is gone once its socket is closed:
+        the socket under the request's channel is asked."""
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        request, channel = web_request(b"GET", b"/")
+        channel.transport = TransportDouble(ours)
+        client = HTTPClient(request)
+        self.assertTrue(still_waiting(client))
+        theirs.close()
+        self.assertFalse(still_waiting(client))
+        request.channel = None  # finished: nobody waits
+        self.assertFalse(still_waiting(client))

@@ -62,7 +62,14 @@ def still_waiting(client: Any) -> bool:
     """Whether ``client`` (a Connection or an HTTPClient) still waits for
     its answer; a check for one that left is skipped."""
     if isinstance(client, HTTPClient):
-        return not client.gone
+        if client.gone:
+            return False
+        # the head's check holds the body back (backpressure), so Twisted
+        # has not read the client's FIN: ask the socket, as for upgrades
+        channel = getattr(client.web_request, "channel", None)
+        if channel is None:
+            return False  # finished or lost already
+        return not peer_gone(getattr(channel, "transport", None))
     if isinstance(client, Connection):
         if client.state is not ConnectionState.CONNECTING:
             return False
