@@ -35,7 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.helpers import Recorder, make
 from wsplugin import _codec, _pycodec
 from wsplugin import _frames as frames
-from wsplugin.protocol import close_frame_problem
+from wsplugin.protocol import WebSocketServerProtocol, close_frame_problem
 
 try:
     from wsplugin import _speedups
@@ -956,9 +956,20 @@ class FuzzTests(SynchronousTestCase):
 
 
 class ServerAgreementTests(SynchronousTestCase):
-    """The codec gives what the server gives today for the same bytes: the
-    same messages, fragments, pings, pongs and close frames to the handler,
-    and the same close code when the client breaks the protocol."""
+    """The codec gives what the server gives for the same bytes: the same
+    messages, fragments, pings, pongs and close frames to the handler, and
+    the same close code when the client breaks the protocol.
+
+    Run twice: here with Autobahn's parser under wsplugin's protocol (the
+    server before the codec was wired in, and still the path of connections
+    with permessage-deflate), and in ``FastPathAgreementTests`` with the
+    server's fast path, which feeds the active codec.
+    """
+
+    fast_path = False
+
+    def setUp(self) -> None:
+        self.patch(WebSocketServerProtocol, "fast_path", self.fast_path)
 
     def server_events(
         self, chunks: list[bytes], options: dict[str, Any]
@@ -974,6 +985,7 @@ class ServerAgreementTests(SynchronousTestCase):
             compression=False,
         )
         client = harness.open()
+        self.assertEqual(client.protocol._reader is not None, self.fast_path)
         start = len(recorder.events)
         for chunk in chunks:
             client.send_raw(chunk)
@@ -1041,14 +1053,24 @@ class ServerAgreementTests(SynchronousTestCase):
             return
         self.assertEqual(server_code, code)
 
-    @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+    # differing_executors: FastPathAgreementTests runs the same tests with
+    # only the class attribute fast_path changed (set in setUp)
+    @settings(
+        max_examples=100,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+    )
     @given(data=streams(), points=cut_points, options=reader_options)
     def test_python_codec(self, data: bytes, points: list[int], options: Any) -> None:
         """The Python codec agrees with the server on frame streams."""
         options = dict(options, require_mask=True)
         self.agree(_pycodec, data, points, options)
 
-    @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+    # differing_executors: FastPathAgreementTests runs the same tests with
+    # only the class attribute fast_path changed (set in setUp)
+    @settings(
+        max_examples=100,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+    )
     @given(data=streams(), points=cut_points, options=reader_options)
     def test_c_codec(self, data: bytes, points: list[int], options: Any) -> None:
         """The compiled codec agrees with the server on frame streams."""
@@ -1094,3 +1116,11 @@ class ServerAgreementTests(SynchronousTestCase):
             for impl in impls:
                 _, _, code, _ = self.codec_events(impl, [data], options)
                 self.assertEqual(code, server_code, (impl, data))
+
+
+class FastPathAgreementTests(ServerAgreementTests):
+    """The same agreement with the server's fast path (the codec wired into
+    the protocol, ``wsplugin._fastpath``): handler events and close codes
+    are those of the codec's events."""
+
+    fast_path = True

@@ -12,7 +12,10 @@ calls on small collaborators, each testable on its own:
                                           policies, ``drain``
 :class:`~wsplugin._batching.TurnBatcher`  one ``send()`` per reactor turn
 :class:`~wsplugin._keepalive.KeepAlive`   heartbeat and idle timeout
-:class:`AutobahnReceiving`                frames in, messages out (Autobahn's
+:class:`CodecReceiving`                   frames in, messages out: the frame
+                                          codec (:mod:`wsplugin._codec`) once
+                                          open without permessage-deflate
+:class:`AutobahnReceiving`                frames in otherwise (Autobahn's
                                           parser with wsplugin's fast paths)
 ========================================  =====================================
 
@@ -73,6 +76,7 @@ from wsplugin._connbase import ConnectionState
 from wsplugin._decision import HandshakeDecision, Refusal, check_head, screen_connection
 from wsplugin._dispatch import Dispatch
 from wsplugin._events import ROUTE_EVENTS
+from wsplugin._fastpath import CodecReceiving
 from wsplugin._frames import (
     OP_PONG,
 )
@@ -164,7 +168,11 @@ _HANDSHAKE_ONLY = (
 
 @implementer(IPushProducer)
 class WebSocketServerProtocol(
-    AutobahnReceiving, AutobahnSending, AutobahnClosing, _AutobahnServerProtocol
+    CodecReceiving,
+    AutobahnReceiving,
+    AutobahnSending,
+    AutobahnClosing,
+    _AutobahnServerProtocol,
 ):
     """Autobahn server protocol speaking wsplugin's component events.
 
@@ -449,6 +457,7 @@ class WebSocketServerProtocol(
         self.dispatch.fire("on_handshake_response_sent")
         if conn.is_open:
             self.dispatch.fire("on_open")
+        self.start_fast_path()
 
     # -- control frames ----------------------------------------------------
 
