@@ -1124,3 +1124,23 @@ class FastPathAgreementTests(ServerAgreementTests):
     are those of the codec's events."""
 
     fast_path = True
+
+
+class DescribeTests(SynchronousTestCase):
+    """_codec.describe(): the start-up log's words for the active codec."""
+
+    def test_active(self) -> None:
+        """Compiled, or pure Python with the reason."""
+        text = _codec.describe({})
+        if _codec.IMPLEMENTATION == "c":
+            self.assertEqual(text, "compiled (wsplugin._speedups)")
+        else:
+            self.assertIn("pure Python", text)
+
+    def test_python_reasons(self) -> None:
+        """Disabled on purpose, or not built."""
+        self.patch(_codec, "IMPLEMENTATION", "python")
+        self.assertIn(
+            "WSPLUGIN_NO_EXTENSIONS", _codec.describe({"WSPLUGIN_NO_EXTENSIONS": "1"})
+        )
+        self.assertIn("not built", _codec.describe({}))
