@@ -80,6 +80,7 @@ from wsplugin._fastpath import CodecReceiving
 from wsplugin._frames import (
     OP_PONG,
 )
+from wsplugin._handshaking import LeanHandshake
 from wsplugin._keepalive import KeepAlive
 from wsplugin._lifecycle import Event, Lifecycle, Phase
 from wsplugin._receiving import AutobahnReceiving
@@ -169,6 +170,7 @@ _HANDSHAKE_ONLY = (
 @implementer(IPushProducer)
 class WebSocketServerProtocol(
     CodecReceiving,
+    LeanHandshake,
     AutobahnReceiving,
     AutobahnSending,
     AutobahnClosing,
@@ -292,6 +294,8 @@ class WebSocketServerProtocol(
             return
         self._head = checked.head
         self._apply_route(checked.route)
+        if checked.data is self.data and self.lean_handshake(checked.head):
+            return  # a plain request: checked on this parse (_handshaking)
         self.data = checked.data
         super().processHandshake()
 
@@ -376,7 +380,8 @@ class WebSocketServerProtocol(
         if self.state != _WSP.STATE_CONNECTING or self.lifecycle.phase is _ENDED:
             return
         self.resume_reading("handshake")
-        super().succeedHandshake(res)
+        if not self.lean_succeed(res):
+            super().succeedHandshake(res)
 
     def failHandshake(
         self, reason: str, code: int = 400, responseHeaders: Any = None
