@@ -66,6 +66,9 @@ setup(
     extras_require={
         # the Redis backplane (wsplugin.backplane.RedisBackplane)
         "redis": ["txredisapi>=1.6"],
+        # Twisted's asyncio reactor on uvloop (wsplugin.reactors,
+        # twistd --reactor=uvloop; docs/performance.md, "The reactor")
+        "uvloop": ["uvloop>=0.17"],
         "test": [
             "trustme>=1.1",
             "websockets>=12",
@@ -73,6 +76,7 @@ setup(
             "ruff>=0.5",
             "kosoku>=0.1",
             "txredisapi>=1.6",  # the Redis backplane's tests
+            "uvloop>=0.17",  # wsplugin.reactors' tests
         ],
     },
     entry_points={"console_scripts": ["wsplugin-client = wsplugin.cli:main"]},

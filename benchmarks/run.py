@@ -59,6 +59,9 @@ OUT = ROOT / "build" / "bench"
 PROJECT_VENV = ROOT / ".venv"
 PROJECT_PY = PROJECT_VENV / "bin" / "python"
 
+# run only when named in --servers (a variant of wsplugin, not a peer)
+OPT_IN_SERVERS = {"wsplugin-uvloop"}
+
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 
@@ -258,6 +261,25 @@ def make_servers() -> list[Server]:
             env={"PYTHONPATH": str(SERVERS_DIR)},
             note="`twistd -n ws --app echo` (D: `--app wsplugin_broadcast:Broadcast`; "
             "G: the same with `--compression`), every other option at its default",
+        ),
+        Server(
+            "wsplugin-uvloop",
+            "wsplugin (uvloop)",
+            lambda port, mode: [
+                project_bin("twistd"),
+                "--reactor=uvloop",
+                "-n",
+                "--pidfile=",
+                "ws",
+                "--app",
+                "echo" if mode == "echo" else "wsplugin_broadcast:Broadcast",
+                "--port",
+                f"tcp:{port}:interface=127.0.0.1",
+                *(["--compression"] if mode == "broadcast-deflate" else []),
+            ],
+            env={"PYTHONPATH": str(SERVERS_DIR)},
+            note="the same with `twistd --reactor=uvloop` (Twisted's asyncio "
+            "reactor on uvloop); run only when named in `--servers`",
         ),
         Server(
             "autobahn",
@@ -1355,6 +1377,8 @@ def main() -> int:
     if args.servers:
         keep = set(args.servers.split(","))
         servers = [s for s in servers if s.name in keep]
+    else:
+        servers = [s for s in servers if s.name not in OPT_IN_SERVERS]
     peers_err = setup_peers_venv()
     node_err = setup_node()
     for s in servers:
