@@ -51,6 +51,7 @@ PUBLIC_MODULES = {
     "forward",
     "handshake",
     "protocol",
+    "reactors",
     "server",
     "tap",
     "testing",
@@ -63,6 +64,7 @@ PUBLIC_MODULES = {
 DOCUMENTED_PATHS = [
     ("wsplugin.uploads", ["UploadResource", "UploadRefused", "safe_filename"]),
     ("wsplugin.forward", ["ForwardResource"]),
+    ("wsplugin.reactors", ["install_uvloop", "install"]),
     ("wsplugin.protocol", ["WebSocketServerProtocol", "ROUTE_EVENTS", "copy_options"]),
     ("wsplugin.factory", ["WebSocketServerFactory", "Connections"]),
     ("wsplugin.server", ["WebSocketServer", "listener_lost"]),

@@ -33,10 +33,15 @@ from urllib.parse import parse_qs
 import txaio
 from autobahn.websocket.protocol import TrafficStats
 from autobahn.websocket.protocol import WebSocketProtocol as _WSP
+from autobahn.websocket.protocol import (
+    WebSocketServerProtocol as _AutobahnServerSide,
+)
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+from wsplugin._autobahn import Cancellable
 
 if TYPE_CHECKING:
     from wsplugin.factory import WebSocketServerFactory
@@ -268,15 +273,19 @@ class LeanHandshake:
         self.autoPingPendingSeq = 0
         self.autoPingPendingSent = None
         if self.openHandshakeTimeout > 0:
-            self.openHandshakeTimeoutCall = self.factory._batched_timer.call_later(
-                self.openHandshakeTimeout,
-                self.onOpenHandshakeTimeout,  # type: ignore[attr-defined]
+            # on the factory's clock, as Autobahn's own call through the
+            # factory's timer (a ReactorTimer on that clock) would be
+            self.openHandshakeTimeoutCall = Cancellable(
+                self.factory.clock.callLater(
+                    self.openHandshakeTimeout,
+                    self.onOpenHandshakeTimeout,  # type: ignore[attr-defined]
+                )
             )
         self.factory.countConnections += 1
 
     def _connectionLost(self, reason: Any) -> None:
         """Autobahn's, without the server's eager debug arguments."""
-        _WSP._connectionLost(self, reason)  # type: ignore[arg-type]
+        super(_AutobahnServerSide, self)._connectionLost(reason)  # type: ignore[misc]
         self.factory.countConnections -= 1
 
 
