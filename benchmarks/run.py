@@ -671,6 +671,9 @@ def py_versions(python: str, modules: list[str]) -> dict:
         "try:\n"
         "    import autobahn.websocket as w; out['nvx'] = bool(w.USES_NVX)\n"
         "except Exception: pass\n"
+        "try:\n"
+        "    import wsplugin._codec as c; out['codec'] = c.IMPLEMENTATION\n"
+        "except Exception: pass\n"
         "print(json.dumps(out))\n"
     )
     try:
@@ -1113,6 +1116,12 @@ def write_report(results: dict, md_path: Path, png_name: str) -> None:
             if v.get("git_end") and v["git_end"] != v.get("git")
             else ""
         ),
+        "- wsplugin's active path: frame codec "
+        + {"c": "compiled (`wsplugin._speedups`)", "python": "pure Python"}.get(
+            v["project"].get("codec"), "unknown"
+        )
+        + ", reactor: Twisted's default (epoll) unless a server note says "
+        "otherwise",
         f"- Peers: websockets {v['peers'].get('websockets')}, aiohttp "
         f"{v['peers'].get('aiohttp')}, picows {v['peers'].get('picows')} (Python "
         f"{v['peers'].get('python')}, default asyncio event loop for every asyncio "
@@ -1260,6 +1269,8 @@ def write_report(results: dict, md_path: Path, png_name: str) -> None:
             )
     if errors:
         lines += ["## Failures, errors and runs left out", ""] + errors + [""]
+    if results["quick"]:
+        lines += ["## Against the baseline", ""] + baseline_table(results) + [""]
     if NOTES.exists():
         # hand-written: profiles, what each change bought, Autobahn's costs
         lines += [NOTES.read_text().rstrip("\n"), ""]
@@ -1292,6 +1303,67 @@ def draw_chart(results_path: Path, png_path: Path) -> str | None:
     return None
 
 
+# ------------------------------------------------------------ baseline
+
+BASELINE = BENCH / "baseline.json"
+"""wsplugin's figures that ``make bench-quick`` compares a run with (the
+regression guard of issue 16): written by ``--save-baseline``."""
+
+
+def save_baseline(results: dict, path: Path = BASELINE) -> None:
+    """Keep wsplugin's medians of this run, with how they were made."""
+    metrics = results["aggregate"].get("wsplugin", {}).get("metrics", {})
+    v = results["versions"]
+    path.write_text(
+        json.dumps(
+            {
+                "command": results["command"],
+                "date": results["date"],
+                "quick": results["quick"],
+                "machine": f"{v['cpu_model']}, {v['cores']} cores",
+                "commit": v.get("git"),
+                "codec": v["project"].get("codec"),
+                "metrics": {k: metrics.get(k) for k, *_ in METRICS},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+
+
+def baseline_table(results: dict, path: Path = BASELINE) -> list[str]:
+    """Markdown lines: each wsplugin figure of this run against the stored
+    baseline, as a ratio (now / baseline) and which way it moved."""
+    if not path.exists():
+        return [f"No baseline ({os.path.relpath(path, ROOT)}): run with --save-baseline."]
+    base = json.loads(path.read_text())
+    now = results["aggregate"].get("wsplugin", {}).get("metrics", {})
+    lines = [
+        f"wsplugin against `{os.path.relpath(path, ROOT)}` ({base.get('date')}, "
+        f"commit {base.get('commit')}, codec {base.get('codec')}; "
+        f"{'quick' if base.get('quick') else 'full'} run). Ratio now / baseline; "
+        "on a shared machine differences under about 20% are noise.",
+        "",
+        "| workload | baseline | now | now / baseline | |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for mkey, label, _key, unit, better in METRICS:
+        if WORKLOAD_OF[mkey] not in results["workloads"]:
+            continue
+        old, new = base.get("metrics", {}).get(mkey), now.get(mkey)
+        if old is None or new is None or not old:
+            lines.append(f"| {mkey} | {fmt_num(old, unit)} | {fmt_num(new, unit)} | n/a | |")
+            continue
+        ratio = new / old
+        worse = ratio < 1 if better == "higher" else ratio > 1
+        verdict = "worse" if worse and abs(ratio - 1) > 0.2 else ""
+        lines.append(
+            f"| {mkey} {unit} | {fmt_num(old, unit)} | {fmt_num(new, unit)} "
+            f"| {ratio:.2f} | {verdict} |"
+        )
+    return lines
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -1322,6 +1394,11 @@ def main() -> int:
         "--tag",
         help="write build/bench/results-TAG.json and performance-TAG.{md,png} "
         "only (a side experiment that leaves results.json and docs/ alone)",
+    )
+    ap.add_argument(
+        "--save-baseline",
+        action="store_true",
+        help="store wsplugin's figures of this run in benchmarks/baseline.json",
     )
     ap.add_argument(
         "--report-from",
@@ -1517,6 +1594,12 @@ def main() -> int:
         )
     for line in trail:
         print(line)
+    if args.quick or args.save_baseline:
+        print()
+        print("\n".join(baseline_table(results)))
+    if args.save_baseline:
+        save_baseline(results)
+        print(f"\nsaved wsplugin's figures to {os.path.relpath(BASELINE, ROOT)}")
     print(
         f"\nwrote {os.path.relpath(results_path, ROOT)}, "
         f"{os.path.relpath(md, ROOT)}, {os.path.relpath(png, ROOT)} "

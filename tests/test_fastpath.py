@@ -81,7 +81,17 @@ class PathChoiceTests(SynchronousTestCase):
         """The reader is the active codec's (compiled unless disabled)."""
         _, harness = make(Recorder())
         client = harness.open()
+        client.send_text("x")
         self.assertIs(type(client.protocol._reader), _codec.FrameReader)
+
+    def test_idle_connection_holds_no_reader(self) -> None:
+        """Until the first read an open connection holds no reader, nor
+        Autobahn's UTF-8 validator (workload E: memory per idle client)."""
+        _, harness = make(Recorder())
+        client = harness.open()
+        attrs = vars(client.protocol)
+        self.assertIs(attrs["_reader"], False)
+        self.assertNotIn("utf8validator", attrs)
 
 
 class BudgetTests(SynchronousTestCase):

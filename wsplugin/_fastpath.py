@@ -100,7 +100,9 @@ class CodecReceiving:
     dispatch: Dispatch
     keepalive: KeepAlive | None
     route: Route | None
-    _reader: Any = None  # the FrameReader, once open on the fast path
+    # the FrameReader on the fast path; False there until the first read;
+    # None on Autobahn's path
+    _reader: Any = None
     # input left for the next turn: (data, position, events, index)
     _backlog: tuple[Any, int, list[Any] | None, int] | None = None
     _later: list[bytes] | None = None  # reads that arrived meanwhile
@@ -125,6 +127,20 @@ class CodecReceiving:
             or self.state == _CLOSED
         ):
             return
+        # The reader is made on the first read (an idle connection holds
+        # none); Autobahn's UTF-8 validator is for its own parser only.
+        self._reader = False
+        self.__dict__.pop("utf8validator", None)
+        rest = self.data
+        if rest:
+            # frames that came with the handshake: Autobahn leaves them here
+            self.data = b""
+            self._new_reader()
+            self._receive(rest, 0, None, 0)
+
+    def _new_reader(self) -> None:
+        route = self.route
+        assert route is not None
         cfg = route.config
         self._reader = FrameReader(
             cfg.max_frame_size,
@@ -132,19 +148,15 @@ class CodecReceiving:
             utf8_validation=cfg.utf8_validation,
             frame_by_frame=cfg.frame_by_frame,
         )
-        rest = self.data
-        if rest:
-            # frames that came with the handshake: Autobahn leaves them here
-            self.data = b""
-            self._receive(rest, 0, None, 0)
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes from the peer: to the codec, or (before it is open, or with
         permessage-deflate) to Autobahn's parser."""
-        reader = self._reader
-        if reader is None:
-            super().dataReceived(data)  # type: ignore[misc]
-            return
+        if not self._reader:
+            if self._reader is None:
+                super().dataReceived(data)  # type: ignore[misc]
+                return
+            self._new_reader()
         ka = self.keepalive
         if ka is not None:
             ka.reads += 1
