@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import autobahn.twisted.websocket as autobahn_twisted
 import autobahn.websocket.protocol as autobahn_protocol
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -192,8 +193,9 @@ class NoDebugFormattingTests(SynchronousTestCase):
             raise AssertionError("formatted a debug argument")
 
         self.patch(autobahn_protocol, "pformat", boom)
-        self.patch(autobahn_protocol, "hltype", boom)
-        self.patch(autobahn_protocol, "hlval", boom)
+        for module in (autobahn_protocol, autobahn_twisted):
+            self.patch(module, "hltype", boom)
+            self.patch(module, "hlval", boom)
         rec = Recorder()
         _, harness = make(rec)
         client = harness.open()
