@@ -133,6 +133,28 @@ class CodecTests:
 
     # -- messages --------------------------------------------------------
 
+    def test_run_of_tiny_fragments(self) -> None:
+        """A message in 2,000 tiny fragments (the Python codec reads such a
+        run in one go): assembled, and the same outcome frame by frame;
+        the frame crossing max_message_size fails with the same reason,
+        and invalid UTF-8 inside the run with 1007."""
+        parts = [frame(TEXT, b"a", fin=False)]
+        parts += [frame(0, b"bc", fin=False) for _ in range(2000)]
+        parts.append(frame(0, b"d"))
+        data = b"".join(parts)
+        one = feed_all(self.reader(), [data])
+        self.assertEqual(one, [(TEXT, "a" + "bc" * 2000 + "d")])  # type: ignore[attr-defined]
+        self.assertEqual(feed_all(self.reader(), parts), one)  # type: ignore[attr-defined]
+        for limit in (1, 2, 3, 1001, 4000):
+            whole = feed_all(self.reader(max_message=limit), [data])
+            each = feed_all(self.reader(max_message=limit), parts)
+            self.assertEqual(whole, each)  # type: ignore[attr-defined]
+            self.assertEqual(whole[-1][:2], (ERROR, 1009))  # type: ignore[attr-defined]
+        bad = parts[:500] + [frame(0, b"\xff", fin=False)] + parts[500:]
+        self.assertEqual(  # type: ignore[attr-defined]
+            feed_all(self.reader(), [b"".join(bad)])[-1][:2], (ERROR, 1007)
+        )
+
     def test_messages(self) -> None:
         """Whole text and binary messages, each in one masked frame, come
         out unmasked and in order; text is str, binary bytes."""

@@ -40,6 +40,7 @@ from wsplugin._frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    read_continuations,
 )
 
 __all__ = [
@@ -320,6 +321,37 @@ class FrameReader:
             avail = end - pos
             if avail < 2:
                 break
+            if (
+                not data[pos]
+                and self._in_message
+                and not self._by_frame
+                and avail >= 6
+                and not 0 < self._max_frame < 126
+            ):
+                # a run of small masked non-final continuation frames (a
+                # message in tiny fragments): read in one go, about twice as
+                # fast as frame by frame; the run stops before any other
+                # frame, and before one that crosses max_message_size
+                limit = self._max_message
+                budget = limit - self._declared if limit else _MAX_LENGTH
+                run_end, count, payload = read_continuations(data, pos, budget)
+                if count:
+                    pos = run_end
+                    if payload:
+                        self._declared += len(payload)
+                        if self._decoder is not None:
+                            try:
+                                self._decoder.decode(payload)
+                            except UnicodeDecodeError:
+                                return self._fail(
+                                    events, CLOSE_INVALID_PAYLOAD, _R_UTF8
+                                )
+                            if _utf8_pending_invalid(self._decoder.getstate()[0]):
+                                return self._fail(
+                                    events, CLOSE_INVALID_PAYLOAD, _R_UTF8
+                                )
+                        self._msg += payload
+                    continue
             b0 = data[pos]
             b1 = data[pos + 1]
             problem = _start_problem(b0, b1, self._in_message, self._require_mask)
