@@ -1323,12 +1323,23 @@ def save_baseline(results: dict, path: Path = BASELINE) -> None:
                 "machine": f"{v['cpu_model']}, {v['cores']} cores",
                 "commit": v.get("git"),
                 "codec": v["project"].get("codec"),
+                "params": results["params"],
                 "metrics": {k: metrics.get(k) for k, *_ in METRICS},
             },
             indent=1,
         )
         + "\n"
     )
+
+
+def load_of(params: dict | None) -> dict | None:
+    """A workload's load (connections, window), without its durations and
+    counts: a quick run puts the same load as a full one for less time, so
+    their figures compare; a --smoke run's do not."""
+    if params is None:
+        return None
+    timing = {"duration", "warmup", "count", "warmup_count", "settle"}
+    return {k: v for k, v in params.items() if k not in timing}
 
 
 def baseline_table(results: dict, path: Path = BASELINE) -> list[str]:
@@ -1357,6 +1368,11 @@ def baseline_table(results: dict, path: Path = BASELINE) -> list[str]:
         ratio = new / old
         worse = ratio < 1 if better == "higher" else ratio > 1
         verdict = "worse" if worse and abs(ratio - 1) > 0.2 else ""
+        w = WORKLOAD_OF[mkey]
+        if load_of(base.get("params", {}).get(w)) != load_of(
+            results["params"].get(w)
+        ):
+            verdict = "other load: not comparable"
         lines.append(
             f"| {mkey} {unit} | {fmt_num(old, unit)} | {fmt_num(new, unit)} "
             f"| {ratio:.2f} | {verdict} |"
@@ -1406,6 +1422,8 @@ def main() -> int:
         help="only rewrite the report and chart from a results file",
     )
     args = ap.parse_args()
+    if args.save_baseline and args.smoke:
+        ap.error("--smoke figures mean nothing: not a baseline")
     if args.report_from:
         src = Path(args.report_from)
         results = json.loads(src.read_text())
