@@ -403,10 +403,9 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
             )
 
     def send_message(
-        self, payload: bytes, is_binary: bool, fragment_size: int | None = None
+        self, payload: bytes, is_binary: bool, size: int | None = None
     ) -> None:
-        """Send a whole data message (masked and framed by Autobahn), in
-        frames of ``fragment_size`` payload bytes when it is given."""
+        """Send a whole data message, masked and framed (``size``) by Autobahn."""
         self._check_can_send()
         if self._fragmenting:
             raise FragmentedSendError(
@@ -416,7 +415,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         # application may send what it likes, so lift it for this call.
         limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
         try:
-            self.sendMessage(payload, is_binary, fragmentSize=fragment_size or None)
+            self.sendMessage(payload, is_binary, fragmentSize=size or None)
         finally:
             self.maxMessagePayloadSize = limit
 
