@@ -204,6 +204,30 @@ class NoDebugFormattingTests(SynchronousTestCase):
         harness.flush()
         self.assertEqual(rec.events[-1], ("on_disconnect", True, 1000))
 
+    def test_one_parse_of_the_head(self) -> None:
+        """A plain handshake parses its head once, with wsplugin's bounded
+        parser; Autobahn's parseHttpHeader is not called."""
+        import wsplugin._decision as decision
+
+        def boom(*args: Any, **kw: Any) -> Any:
+            raise AssertionError("Autobahn parsed the head again")
+
+        parses: list[bytes] = []
+
+        def counted(data: bytes, *args: Any) -> Any:
+            parses.append(data)
+            return parse_request_head(data, *args)
+
+        self.patch(autobahn_protocol, "parseHttpHeader", boom)
+        self.patch(decision, "parse_request_head", counted)
+        rec = Recorder()
+        _, harness = make(rec)
+        client = harness.connect()
+        client.send_raw(handshake_request("/", key=KEY))
+        self.assertIn(b" 101 ", bytes(client.transport.value()))
+        self.assertEqual(len(parses), 1)
+        self.assertEqual(rec.names()[-1], "on_open")
+
     def test_connection_count(self) -> None:
         """The factory's connection count rises and falls as Autobahn's."""
         server, harness = make(Recorder())
