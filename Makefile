@@ -58,6 +58,7 @@ conformance: $(TSTAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# 1 short run; ends with wsplugin's figures against benchmarks/baseline.json
 bench-quick: $(STAMP)
 	$(PY) benchmarks/run.py --quick
 

@@ -78,6 +78,9 @@ setup(
         # and new major versions add warnings: the majors are the ones the
         # site is built with.
         "docs": DOCS,
+        # Twisted's asyncio reactor on uvloop (wsplugin.reactors,
+        # twistd --reactor=uvloop; docs/performance.md, "The reactor")
+        "uvloop": ["uvloop>=0.17"],
         "test": [
             *DOCS,  # tests/integration/test_docsite.py builds the site
             "trustme>=1.1",
@@ -88,6 +91,7 @@ setup(
             "txredisapi>=1.6",  # the Redis backplane's tests
             "prometheus_client>=0.17",  # the metrics' tests
             "twisted[http2]>=23.10",  # HTTP/2 tests (and their h2 client)
+            "uvloop>=0.17",  # wsplugin.reactors' tests
         ],
     },
     entry_points={"console_scripts": ["wsplugin-client = wsplugin.cli:main"]},

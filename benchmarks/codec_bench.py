@@ -8,8 +8,10 @@ and, for comparison, Autobahn's parser as the server runs it today:
   ``onMessage`` does nothing, fed through ``dataReceived`` after a real
   handshake on a ``StringTransport`` (its whole receive path: buffering,
   frame parsing, unmasking with NVX, UTF-8 validation, assembly);
-- ``wsplugin today``: the same through wsplugin's protocol (which unmasks
-  small frames itself) up to a handler whose ``on_message`` does nothing.
+- ``wsplugin protocol``: the same through wsplugin's protocol up to a
+  handler whose ``on_message`` does nothing: since issue 16 the active
+  codec's path (``WSPLUGIN_NO_EXTENSIONS=1``: the Python codec's), before
+  it Autobahn's parser with wsplugin's small-frame unmasker.
 
 Workloads: a 64-byte text message and a 64 KiB binary message, each in one
 frame, each fed as one read; and the 64 KiB one cut across two reads at
@@ -206,7 +208,7 @@ def main() -> None:
         parsers.append(("C codec", lambda: codec_feeder(_speedups)))
     parsers.append(("Python codec", lambda: codec_feeder(_pycodec)))
     parsers.append(("Autobahn", autobahn_feeder))
-    parsers.append(("wsplugin today", wsplugin_feeder))
+    parsers.append(("wsplugin protocol", wsplugin_feeder))
 
     print(
         f"Python {platform.python_version()} on {platform.machine()}; "

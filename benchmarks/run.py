@@ -59,6 +59,9 @@ OUT = ROOT / "build" / "bench"
 PROJECT_VENV = ROOT / ".venv"
 PROJECT_PY = PROJECT_VENV / "bin" / "python"
 
+# run only when named in --servers (a variant of wsplugin, not a peer)
+OPT_IN_SERVERS = {"wsplugin-uvloop"}
+
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 
@@ -258,6 +261,25 @@ def make_servers() -> list[Server]:
             env={"PYTHONPATH": str(SERVERS_DIR)},
             note="`twistd -n ws --app echo` (D: `--app wsplugin_broadcast:Broadcast`; "
             "G: the same with `--compression`), every other option at its default",
+        ),
+        Server(
+            "wsplugin-uvloop",
+            "wsplugin (uvloop)",
+            lambda port, mode: [
+                project_bin("twistd"),
+                "--reactor=uvloop",
+                "-n",
+                "--pidfile=",
+                "ws",
+                "--app",
+                "echo" if mode == "echo" else "wsplugin_broadcast:Broadcast",
+                "--port",
+                f"tcp:{port}:interface=127.0.0.1",
+                *(["--compression"] if mode == "broadcast-deflate" else []),
+            ],
+            env={"PYTHONPATH": str(SERVERS_DIR)},
+            note="the same with `twistd --reactor=uvloop` (Twisted's asyncio "
+            "reactor on uvloop); run only when named in `--servers`",
         ),
         Server(
             "autobahn",
@@ -648,6 +670,9 @@ def py_versions(python: str, modules: list[str]) -> dict:
         "    except Exception as e: out[name] = None\n"
         "try:\n"
         "    import autobahn.websocket as w; out['nvx'] = bool(w.USES_NVX)\n"
+        "except Exception: pass\n"
+        "try:\n"
+        "    import wsplugin._codec as c; out['codec'] = c.IMPLEMENTATION\n"
         "except Exception: pass\n"
         "print(json.dumps(out))\n"
     )
@@ -1091,6 +1116,12 @@ def write_report(results: dict, md_path: Path, png_name: str) -> None:
             if v.get("git_end") and v["git_end"] != v.get("git")
             else ""
         ),
+        "- wsplugin's active path: frame codec "
+        + {"c": "compiled (`wsplugin._speedups`)", "python": "pure Python"}.get(
+            v["project"].get("codec"), "unknown"
+        )
+        + ", reactor: Twisted's default (epoll) unless a server note says "
+        "otherwise",
         f"- Peers: websockets {v['peers'].get('websockets')}, aiohttp "
         f"{v['peers'].get('aiohttp')}, picows {v['peers'].get('picows')} (Python "
         f"{v['peers'].get('python')}, default asyncio event loop for every asyncio "
@@ -1238,6 +1269,8 @@ def write_report(results: dict, md_path: Path, png_name: str) -> None:
             )
     if errors:
         lines += ["## Failures, errors and runs left out", ""] + errors + [""]
+    if results["quick"]:
+        lines += ["## Against the baseline", ""] + baseline_table(results) + [""]
     if NOTES.exists():
         # hand-written: profiles, what each change bought, Autobahn's costs
         lines += [NOTES.read_text().rstrip("\n"), ""]
@@ -1268,6 +1301,83 @@ def draw_chart(results_path: Path, png_path: Path) -> str | None:
     if r.returncode:
         return "chart failed: " + r.stderr.strip()[-300:]
     return None
+
+
+# ------------------------------------------------------------ baseline
+
+BASELINE = BENCH / "baseline.json"
+"""wsplugin's figures that ``make bench-quick`` compares a run with (the
+regression guard of issue 16): written by ``--save-baseline``."""
+
+
+def save_baseline(results: dict, path: Path = BASELINE) -> None:
+    """Keep wsplugin's medians of this run, with how they were made."""
+    metrics = results["aggregate"].get("wsplugin", {}).get("metrics", {})
+    v = results["versions"]
+    path.write_text(
+        json.dumps(
+            {
+                "command": results["command"],
+                "date": results["date"],
+                "quick": results["quick"],
+                "machine": f"{v['cpu_model']}, {v['cores']} cores",
+                "commit": v.get("git"),
+                "codec": v["project"].get("codec"),
+                "params": results["params"],
+                "metrics": {k: metrics.get(k) for k, *_ in METRICS},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+
+
+def load_of(params: dict | None) -> dict | None:
+    """A workload's load (connections, window), without its durations and
+    counts: a quick run puts the same load as a full one for less time, so
+    their figures compare; a --smoke run's do not."""
+    if params is None:
+        return None
+    timing = {"duration", "warmup", "count", "warmup_count", "settle"}
+    return {k: v for k, v in params.items() if k not in timing}
+
+
+def baseline_table(results: dict, path: Path = BASELINE) -> list[str]:
+    """Markdown lines: each wsplugin figure of this run against the stored
+    baseline, as a ratio (now / baseline) and which way it moved."""
+    if not path.exists():
+        return [f"No baseline ({os.path.relpath(path, ROOT)}): run with --save-baseline."]
+    base = json.loads(path.read_text())
+    now = results["aggregate"].get("wsplugin", {}).get("metrics", {})
+    lines = [
+        f"wsplugin against `{os.path.relpath(path, ROOT)}` ({base.get('date')}, "
+        f"commit {base.get('commit')}, codec {base.get('codec')}; "
+        f"{'quick' if base.get('quick') else 'full'} run). Ratio now / baseline; "
+        "on a shared machine differences under about 20% are noise.",
+        "",
+        "| workload | baseline | now | now / baseline | |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for mkey, label, _key, unit, better in METRICS:
+        if WORKLOAD_OF[mkey] not in results["workloads"]:
+            continue
+        old, new = base.get("metrics", {}).get(mkey), now.get(mkey)
+        if old is None or new is None or not old:
+            lines.append(f"| {mkey} | {fmt_num(old, unit)} | {fmt_num(new, unit)} | n/a | |")
+            continue
+        ratio = new / old
+        worse = ratio < 1 if better == "higher" else ratio > 1
+        verdict = "worse" if worse and abs(ratio - 1) > 0.2 else ""
+        w = WORKLOAD_OF[mkey]
+        if load_of(base.get("params", {}).get(w)) != load_of(
+            results["params"].get(w)
+        ):
+            verdict = "other load: not comparable"
+        lines.append(
+            f"| {mkey} {unit} | {fmt_num(old, unit)} | {fmt_num(new, unit)} "
+            f"| {ratio:.2f} | {verdict} |"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------- main
@@ -1302,11 +1412,18 @@ def main() -> int:
         "only (a side experiment that leaves results.json and docs/ alone)",
     )
     ap.add_argument(
+        "--save-baseline",
+        action="store_true",
+        help="store wsplugin's figures of this run in benchmarks/baseline.json",
+    )
+    ap.add_argument(
         "--report-from",
         metavar="RESULTS_JSON",
         help="only rewrite the report and chart from a results file",
     )
     args = ap.parse_args()
+    if args.save_baseline and args.smoke:
+        ap.error("--smoke figures mean nothing: not a baseline")
     if args.report_from:
         src = Path(args.report_from)
         results = json.loads(src.read_text())
@@ -1355,6 +1472,8 @@ def main() -> int:
     if args.servers:
         keep = set(args.servers.split(","))
         servers = [s for s in servers if s.name in keep]
+    else:
+        servers = [s for s in servers if s.name not in OPT_IN_SERVERS]
     peers_err = setup_peers_venv()
     node_err = setup_node()
     for s in servers:
@@ -1493,6 +1612,12 @@ def main() -> int:
         )
     for line in trail:
         print(line)
+    if args.quick or args.save_baseline:
+        print()
+        print("\n".join(baseline_table(results)))
+    if args.save_baseline:
+        save_baseline(results)
+        print(f"\nsaved wsplugin's figures to {os.path.relpath(BASELINE, ROOT)}")
     print(
         f"\nwrote {os.path.relpath(results_path, ROOT)}, "
         f"{os.path.relpath(md, ROOT)}, {os.path.relpath(png, ROOT)} "

@@ -35,7 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.helpers import Recorder, make
 from wsplugin import _codec, _pycodec
 from wsplugin import _frames as frames
-from wsplugin.protocol import close_frame_problem
+from wsplugin.protocol import WebSocketServerProtocol, close_frame_problem
 
 try:
     from wsplugin import _speedups
@@ -132,6 +132,28 @@ class CodecTests:
         return events[-1][1], events[-1][2]
 
     # -- messages --------------------------------------------------------
+
+    def test_run_of_tiny_fragments(self) -> None:
+        """A message in 2,000 tiny fragments (the Python codec reads such a
+        run in one go): assembled, and the same outcome frame by frame;
+        the frame crossing max_message_size fails with the same reason,
+        and invalid UTF-8 inside the run with 1007."""
+        parts = [frame(TEXT, b"a", fin=False)]
+        parts += [frame(0, b"bc", fin=False) for _ in range(2000)]
+        parts.append(frame(0, b"d"))
+        data = b"".join(parts)
+        one = feed_all(self.reader(), [data])
+        self.assertEqual(one, [(TEXT, "a" + "bc" * 2000 + "d")])  # type: ignore[attr-defined]
+        self.assertEqual(feed_all(self.reader(), parts), one)  # type: ignore[attr-defined]
+        for limit in (1, 2, 3, 1001, 4000):
+            whole = feed_all(self.reader(max_message=limit), [data])
+            each = feed_all(self.reader(max_message=limit), parts)
+            self.assertEqual(whole, each)  # type: ignore[attr-defined]
+            self.assertEqual(whole[-1][:2], (ERROR, 1009))  # type: ignore[attr-defined]
+        bad = parts[:500] + [frame(0, b"\xff", fin=False)] + parts[500:]
+        self.assertEqual(  # type: ignore[attr-defined]
+            feed_all(self.reader(), [b"".join(bad)])[-1][:2], (ERROR, 1007)
+        )
 
     def test_messages(self) -> None:
         """Whole text and binary messages, each in one masked frame, come
@@ -700,7 +722,10 @@ class BuildTests(SynchronousTestCase):
     def test_no_compiler(self) -> None:
         """Without a working C compiler the build warns and succeeds, with
         no extension (the pure-Python codec is then used)."""
-        rc, built, output = self.build(CC="/nonexistent/cc")
+        # (CI exports WSPLUGIN_BUILD_EXTENSION=yes; this case is without it)
+        rc, built, output = self.build(
+            CC="/nonexistent/cc", WSPLUGIN_BUILD_EXTENSION=""
+        )
         self.assertEqual((rc, built), (0, []), output)
         self.assertIn("wsplugin._speedups", output)
 
@@ -956,9 +981,20 @@ class FuzzTests(SynchronousTestCase):
 
 
 class ServerAgreementTests(SynchronousTestCase):
-    """The codec gives what the server gives today for the same bytes: the
-    same messages, fragments, pings, pongs and close frames to the handler,
-    and the same close code when the client breaks the protocol."""
+    """The codec gives what the server gives for the same bytes: the same
+    messages, fragments, pings, pongs and close frames to the handler, and
+    the same close code when the client breaks the protocol.
+
+    Run twice: here with Autobahn's parser under wsplugin's protocol (the
+    server before the codec was wired in, and still the path of connections
+    with permessage-deflate), and in ``FastPathAgreementTests`` with the
+    server's fast path, which feeds the active codec.
+    """
+
+    fast_path = False
+
+    def setUp(self) -> None:
+        self.patch(WebSocketServerProtocol, "fast_path", self.fast_path)
 
     def server_events(
         self, chunks: list[bytes], options: dict[str, Any]
@@ -974,6 +1010,7 @@ class ServerAgreementTests(SynchronousTestCase):
             compression=False,
         )
         client = harness.open()
+        self.assertEqual(client.protocol._reader is not None, self.fast_path)
         start = len(recorder.events)
         for chunk in chunks:
             client.send_raw(chunk)
@@ -1041,14 +1078,24 @@ class ServerAgreementTests(SynchronousTestCase):
             return
         self.assertEqual(server_code, code)
 
-    @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+    # differing_executors: FastPathAgreementTests runs the same tests with
+    # only the class attribute fast_path changed (set in setUp)
+    @settings(
+        max_examples=100,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+    )
     @given(data=streams(), points=cut_points, options=reader_options)
     def test_python_codec(self, data: bytes, points: list[int], options: Any) -> None:
         """The Python codec agrees with the server on frame streams."""
         options = dict(options, require_mask=True)
         self.agree(_pycodec, data, points, options)
 
-    @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+    # differing_executors: FastPathAgreementTests runs the same tests with
+    # only the class attribute fast_path changed (set in setUp)
+    @settings(
+        max_examples=100,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+    )
     @given(data=streams(), points=cut_points, options=reader_options)
     def test_c_codec(self, data: bytes, points: list[int], options: Any) -> None:
         """The compiled codec agrees with the server on frame streams."""
@@ -1094,3 +1141,31 @@ class ServerAgreementTests(SynchronousTestCase):
             for impl in impls:
                 _, _, code, _ = self.codec_events(impl, [data], options)
                 self.assertEqual(code, server_code, (impl, data))
+
+
+class FastPathAgreementTests(ServerAgreementTests):
+    """The same agreement with the server's fast path (the codec wired into
+    the protocol, ``wsplugin._fastpath``): handler events and close codes
+    are those of the codec's events."""
+
+    fast_path = True
+
+
+class DescribeTests(SynchronousTestCase):
+    """_codec.describe(): the start-up log's words for the active codec."""
+
+    def test_active(self) -> None:
+        """Compiled, or pure Python with the reason."""
+        text = _codec.describe({})
+        if _codec.IMPLEMENTATION == "c":
+            self.assertEqual(text, "compiled (wsplugin._speedups)")
+        else:
+            self.assertIn("pure Python", text)
+
+    def test_python_reasons(self) -> None:
+        """Disabled on purpose, or not built."""
+        self.patch(_codec, "IMPLEMENTATION", "python")
+        self.assertIn(
+            "WSPLUGIN_NO_EXTENSIONS", _codec.describe({"WSPLUGIN_NO_EXTENSIONS": "1"})
+        )
+        self.assertIn("not built", _codec.describe({}))

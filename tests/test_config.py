@@ -12,6 +12,7 @@ from wsplugin.errors import ConfigError
 
 BOOL_FIELDS = (
     "frame_by_frame",
+    "assemble_messages",
     "skip_upgrade_check",
     "skip_version_check",
     "manual_pong",
@@ -217,8 +218,11 @@ class BoolFieldTests(SynchronousTestCase):
     def test_accept_bools(self) -> None:
         """True and False are kept as given."""
         for name in BOOL_FIELDS:
+            # assemble_messages is an option of frame_by_frame
+            extra = {"frame_by_frame": True} if name == "assemble_messages" else {}
             for value in (True, False):
-                self.assertIs(getattr(ServerConfig(**{name: value}), name), value)
+                config = ServerConfig(**{name: value}, **extra)
+                self.assertIs(getattr(config, name), value)
 
     def test_reject_non_bools(self) -> None:
         """1, 0, "yes" and None are a ConfigError naming the option."""

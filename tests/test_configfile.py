@@ -219,6 +219,7 @@ def every_key(test: SynchronousTestCase) -> tuple[str, list[str], Files]:
         "static_dotfiles",
         "static_follow_symlinks",
         "frame_by_frame",
+        "assemble_messages",
         "skip_upgrade_check",
         "skip_version_check",
         "manual_pong",
@@ -544,6 +545,8 @@ class RouteTests(SynchronousTestCase):
             else:
                 literal = str(value)
             text = f'[[route]]\npath = "/r"\nhandler = "echo"\n{name} = {literal}\n'
+            if name == "assemble_messages":  # an option of frame_by_frame
+                text += "frame_by_frame = true\n"
             if name in SERVER_ONLY:
                 self.assertIn("applies to the whole server", files.error(self, text))
             else:

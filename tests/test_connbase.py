@@ -15,6 +15,7 @@ from wsplugin._connbase import (
     ConnectionState,
     Message,
     check_close_code,
+    fragment_size_for,
 )
 from wsplugin._request import Headers, Request
 
@@ -189,3 +190,34 @@ class NamesTests(SynchronousTestCase):
         self.assertEqual(Message("binary", b"\xff").text, "\ufffd")
         self.assertEqual(Message("text", Fragment(b"a", False, True)).text, "a")
         self.assertEqual(Message("close", CloseMessage(1000, "bye")).text, "bye")
+
+
+class FragmentSizeTests(SynchronousTestCase):
+    """frame_size= on send_text / send_binary, turned into payload per frame."""
+
+    def test_values(self) -> None:
+        """Header included, as the frame_size option; 0 stays 0."""
+        self.assertEqual(
+            [fragment_size_for(n) for n in (0, 3, 127, 130, 70000)],
+            [0, 1, 125, 126, 69990],
+        )
+
+    def test_engine_gets_payload_size(self) -> None:
+        """The engine gets the payload per frame; None calls it as before."""
+        engine = Engine()
+        conn = Queue(engine, [])
+        conn.send_text("x", frame_size=10)
+        conn.send_binary(b"y")
+        self.assertEqual(
+            engine.calls,
+            [("send_message", b"x", False, 8), ("send_message", b"y", True)],
+        )
+
+    def test_refused(self) -> None:
+        """Sizes with no room for payload, and non-ints, raise."""
+        for bad in (1, 2, -1):
+            with self.assertRaises(ValueError):
+                fragment_size_for(bad)
+        for bad in (True, 3.0):
+            with self.assertRaises(TypeError):
+                fragment_size_for(bad)  # type: ignore[arg-type]

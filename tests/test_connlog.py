@@ -76,6 +76,20 @@ class ConnectionLogTests(SynchronousTestCase):
         self.assertNotIn("SECRET", text)
         self.assertIn(f"connection {conn.id} closed", text)
 
+    def test_bytes_in_counts_every_frame(self) -> None:
+        """Bytes read once the connection is open (the frame codec's path)
+        are counted: a client that sends a 100-byte message (6-byte header)
+        before the same close shows exactly 106 bytes more."""
+        events = Events(self)
+        _, harness = server()
+        for size in (0, 100):
+            client = harness.open("/")
+            if size:
+                client.send_text("x" * size)
+            client.send_close(4000, "done")
+        quiet, talking = (e["bytes_in"] for e in events.named("connection.close"))
+        self.assertEqual(talking - quiet, 106)
+
     def test_dropped(self) -> None:
         """A connection gone without a closing handshake: code 1006, not
         clean, no close frames."""

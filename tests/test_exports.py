@@ -53,6 +53,7 @@ PUBLIC_MODULES = {
     "logs",
     "metrics",
     "protocol",
+    "reactors",
     "server",
     "tap",
     "testing",
@@ -65,6 +66,7 @@ PUBLIC_MODULES = {
 DOCUMENTED_PATHS = [
     ("wsplugin.uploads", ["UploadResource", "UploadRefused", "safe_filename"]),
     ("wsplugin.forward", ["ForwardResource"]),
+    ("wsplugin.reactors", ["install_uvloop", "install"]),
     ("wsplugin.protocol", ["WebSocketServerProtocol", "ROUTE_EVENTS", "copy_options"]),
     ("wsplugin.factory", ["WebSocketServerFactory", "Connections"]),
     ("wsplugin.server", ["WebSocketServer", "listener_lost"]),

@@ -418,6 +418,18 @@ class ReadContinuationsTests(SynchronousTestCase):
             read_continuations(data, 0, 1 << 40, keep=False), (len(data), 3, b"")
         )
 
+    def test_most_frames(self) -> None:
+        """``most`` caps the frames of one run; reading on from its end
+        gives the rest (the Python codec reads 512 at a time, so a run
+        holds at most 512 frames' pieces in memory)."""
+        payloads = [bytes([i % 256, 7]) for i in range(1000)]
+        data = _continuations(payloads)
+        pos, count, first = read_continuations(data, 0, 1 << 40, most=512)
+        self.assertEqual((pos, count), (512 * 8, 512))
+        rest = read_continuations(data, pos, 1 << 40, most=512)
+        self.assertEqual(rest[:2], (len(data), 488))
+        self.assertEqual(first + rest[2], b"".join(payloads))
+
     def test_start_offset(self) -> None:
         """Reading starts at ``pos``."""
         data = b"junk" + _continuations([b"xy"])

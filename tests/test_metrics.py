@@ -114,16 +114,28 @@ class CountingTests(SynchronousTestCase):
         send_binary), with their payload bytes, by kind."""
         _, harness, m = metered_server()
         client = harness.open("/")
-        client.send_text("hello")
+        client.send_text("héllo")  # 5 characters, 6 bytes of UTF-8
         client.send_text("hi")
         client.send_binary(b"\x00\x01\x02")
-        self.assertEqual(client.messages(), ["hello", "hi", b"\x00\x01\x02"])
+        self.assertEqual(client.messages(), ["héllo", "hi", b"\x00\x01\x02"])
         for direction in ("received", "sent"):
             name = f"wsplugin_messages_{direction}"
             self.assertEqual(value(m, name + "_total", kind="text"), 2)
             self.assertEqual(value(m, name + "_total", kind="binary"), 1)
-            self.assertEqual(value(m, name + "_bytes_total", kind="text"), 7)
+            self.assertEqual(value(m, name + "_bytes_total", kind="text"), 8)
             self.assertEqual(value(m, name + "_bytes_total", kind="binary"), 3)
+
+    def test_send_with_frame_size(self) -> None:
+        """send_text(..., frame_size=4) (2 payload bytes a frame) works
+        with metrics on (the metered send passes it on) and counts one
+        message with its bytes."""
+        _, harness, m = metered_server()
+        client = harness.open("/")
+        client.connection.send_text("abcdef", frame_size=4)
+        self.assertEqual(client.messages(), ["abcdef"])
+        name = "wsplugin_messages_sent"
+        self.assertEqual(value(m, name + "_total", kind="text"), 1)
+        self.assertEqual(value(m, name + "_bytes_total", kind="text"), 6)
 
     def test_fragments(self) -> None:
         """Frame by frame: bytes per frame, one message per final frame, in

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import Recorder, make
 from wsplugin import ConfigError, ConnectionState, Reject, WSPluginError
-from wsplugin.testing import handshake_request
+from wsplugin.testing import client_frame, handshake_request
 
 
 def no_timers(harness: Any) -> list[Any]:
@@ -354,12 +354,29 @@ class DisconnectCodeTests(SynchronousTestCase):
     """on_disconnect reports why the server ended a connection."""
 
     def test_failed_connection_reports_our_code(self) -> None:
-        """After a 1009 failure answered politely with 1000 by the peer,
-        on_disconnect still says 1009."""
+        """After a 1009 failure, on_disconnect says 1009, whatever the peer
+        sends after it: the connection is closed after our close frame
+        (RFC 6455 7.1.7), without reading the peer's answer."""
         rec = Recorder()
         _, harness = make(rec, max_message_size=4)
         client = harness.open()
-        client.send_text("12345")
+        client.send_raw(client_frame(1, b"12345") + client_frame(8, b"\x03\xe8"))
+        self.assertEqual([f.close_code for f in client.frames()], [1009])
+        self.assertTrue(client.closed)
+        self.assertEqual(rec.events[-1], ("on_disconnect", False, 1009))
+        self.assertNotIn("on_close", rec.names())
+
+    def test_failed_connection_reports_our_code_with_deflate(self) -> None:
+        """With permessage-deflate (Autobahn's parser), the peer's polite
+        answer to a 1009 completes the closing handshake; on_disconnect
+        still says 1009."""
+        rec = Recorder()
+        _, harness = make(rec, max_message_size=4, compression=True)
+        client = harness.open(
+            headers=[("Sec-WebSocket-Extensions", "permessage-deflate")]
+        )
+        self.assertIsNotNone(client.protocol._perMessageCompress)
+        client.send_raw(client_frame(1, b"12345"))
         self.assertEqual([f.close_code for f in client.frames()], [1009])
         client.send_close(1000)
         self.assertEqual(rec.events[-1], ("on_disconnect", True, 1009))

@@ -27,6 +27,11 @@ class FakeSocket:
         self.sent.append(bytes(taken))
         return len(taken)
 
+    def sendmsg(self, buffers: Any) -> int:
+        """writev: the buffers as given (the test checks none was joined)."""
+        self.vectors = list(buffers)
+        return self.send(b"".join(self.vectors))
+
 
 class TCPTransport(FakeTransport, tcp.Connection):
     """A memory transport the protocol takes for plain TCP (it batches)."""
@@ -161,3 +166,123 @@ class OfferTests(SynchronousTestCase):
         client.protocol.pauseProducing()
         client.connection.send_text("abc")
         self.assertEqual(client.protocol.held_bytes(), 5)
+
+
+class FrameSizeTests(SynchronousTestCase):
+    """send_text / send_binary with frame_size= (FPC WriteMessage's
+    MaxFrameLength): this message in frames of at most that many bytes,
+    header included."""
+
+    def sent(self, **options: Any) -> tuple[Any, Any]:
+        rec = Recorder()
+        _, harness = make(rec, **options)
+        return harness, harness.open()
+
+    def test_split(self) -> None:
+        """frame_size=10 (8 payload bytes per frame): 20 bytes in 3 frames."""
+        _, client = self.sent()
+        client.connection.send_text("a" * 20, frame_size=10)
+        frames = client.frames()
+        self.assertEqual([len(f.payload) for f in frames], [8, 8, 4])
+        self.assertEqual([f.opcode for f in frames], [1, 0, 0])
+        self.assertEqual([f.fin for f in frames], [False, False, True])
+        self.assertTrue(all(2 + len(f.payload) <= 10 for f in frames))
+
+    def test_binary_and_send(self) -> None:
+        """send_binary and send take it too."""
+        _, client = self.sent()
+        client.connection.send_binary(b"b" * 5, frame_size=4)
+        client.connection.send(b"c" * 3, frame_size=3)
+        frames = client.frames()
+        self.assertEqual(
+            [(f.opcode, f.payload) for f in frames],
+            [(2, b"bb"), (0, b"bb"), (0, b"b"), (2, b"c"), (0, b"c"), (0, b"c")],
+        )
+
+    def test_overrides_split_message(self) -> None:
+        """Per message it overrides the route's split_message; 0 sends one
+        frame; None keeps the route's setting."""
+        _, client = self.sent(split_message=True, frame_size=4)
+        conn = client.connection
+        conn.send_text("abcd", frame_size=0)
+        self.assertEqual([f.payload for f in client.frames()], [b"abcd"])
+        conn.send_text("abcd")
+        self.assertEqual(len(client.frames()), 2)
+        conn.send_text("abcd", frame_size=100)
+        self.assertEqual([f.payload for f in client.frames()], [b"abcd"])
+
+    def test_with_deflate(self) -> None:
+        """With permessage-deflate the compressed message is split; the
+        client inflates the frames back to the message."""
+        import zlib
+
+        harness, client = None, None
+        rec = Recorder()
+        _, harness = make(rec, compression=True)
+        client = harness.open(
+            headers=[("Sec-WebSocket-Extensions", "permessage-deflate")]
+        )
+        text = "".join(chr(65 + i % 26) for i in range(600))
+        client.connection.send_text(text, frame_size=20)
+        frames = client.frames()
+        self.assertGreater(len(frames), 1)
+        self.assertTrue(all(len(f.payload) <= 18 for f in frames))
+        data = b"".join(f.payload for f in frames) + b"\x00\x00\xff\xff"
+        self.assertEqual(zlib.decompressobj(-15).decompress(data).decode(), text)
+
+    def test_invalid(self) -> None:
+        """1, 2 and negative sizes are refused before anything is sent."""
+        _, client = self.sent()
+        for bad in (1, 2, -5):
+            with self.assertRaises(ValueError):
+                client.connection.send_text("x", frame_size=bad)
+        with self.assertRaises(TypeError):
+            client.connection.send_text("x", frame_size="10")  # type: ignore[arg-type]
+        self.assertEqual(client.frames(), [])
+
+
+class LargeFrameTests(SynchronousTestCase):
+    """A large single-frame message leaves without joining its header and
+    payload."""
+
+    def test_writev(self) -> None:
+        """On plain TCP: one sendmsg() of the header and the very payload
+        object, after the turn's earlier writes."""
+        server, protocol, transport = tcp_client()
+        sock = transport.socket
+        sock.sent.clear()
+        payload = b"z" * 70000
+        protocol.connection.send_text("first")
+        protocol.connection.send_binary(payload)
+        self.assertEqual(len(sock.sent), 2)
+        self.assertIs(sock.vectors[1], payload)
+        frames, rest = parse_frames(b"".join(sock.sent))
+        self.assertEqual([f.payload for f in frames], [b"first", payload])
+        self.assertEqual(rest, b"")
+
+    def test_partial_send(self) -> None:
+        """What the socket does not take goes to the transport, in order."""
+        for room in (1, 3000):
+            server, protocol, transport = tcp_client()
+            sock = transport.socket
+            sock.sent.clear()
+            transport.clear()
+            sock.room = room
+            payload = bytes(range(256)) * 100
+            protocol.connection.send_binary(payload)
+            frames, rest = parse_frames(b"".join(sock.sent) + transport.value())
+            self.assertEqual([f.payload for f in frames], [payload])
+            self.assertEqual(rest, b"")
+
+    def test_queued_while_full(self) -> None:
+        """While the transport is full, a large frame waits in the queue
+        like any other."""
+        server, protocol, transport = tcp_client()
+        protocol.pauseProducing()
+        transport.clear()
+        protocol.connection.send_binary(b"q" * 20000)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(protocol.buffered_amount(), 20004)
+        protocol.resumeProducing()
+        frames, _ = parse_frames(transport.value())
+        self.assertEqual([len(f.payload) for f in frames], [20000])

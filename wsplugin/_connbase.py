@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from wsplugin._frames import MIN_FRAME_SIZE, payload_size_for_frame
 from wsplugin.errors import ConnectionClosed, InvalidCloseCode
 
 if TYPE_CHECKING:
@@ -41,7 +42,29 @@ __all__ = [
     "Fragment",
     "Message",
     "check_close_code",
+    "fragment_size_for",
 ]
+
+
+def fragment_size_for(frame_size: int) -> int:
+    """The payload per frame of a ``frame_size`` given to ``send_text`` /
+    ``send_binary`` (header included, as the ``frame_size`` option); 0
+    stays 0 (one frame).
+
+    Raises:
+        TypeError: not an int.
+        ValueError: negative, or 1 or 2 (no room for payload).
+    """
+    if not isinstance(frame_size, int) or isinstance(frame_size, bool):
+        raise TypeError(f"frame_size must be an int, not {type(frame_size).__name__}")
+    if frame_size == 0:
+        return 0
+    if frame_size < MIN_FRAME_SIZE:
+        raise ValueError(
+            f"frame_size must be 0 (one frame) or at least {MIN_FRAME_SIZE} "
+            f"(a 2-byte header and 1 payload byte), not {frame_size}"
+        )
+    return payload_size_for_frame(frame_size)
 
 
 class ConnectionState(str, Enum):
@@ -142,8 +165,11 @@ class ConnectionEngine(Protocol):
     def connection_state(self) -> ConnectionState:
         """``CONNECTING``, ``OPEN`` or ``CLOSING`` (the facade knows CLOSED)."""
 
-    def send_message(self, payload: bytes, is_binary: bool) -> None:
-        """Send a whole data message.
+    def send_message(
+        self, payload: bytes, is_binary: bool, fragment_size: int | None = None
+    ) -> None:
+        """Send a whole data message, in frames of at most ``fragment_size``
+        payload bytes (0: one frame; None: the connection's default).
 
         Raises:
             ConnectionClosed: not open.
@@ -271,31 +297,53 @@ class BaseConnection:
 
     # -- sending ----------------------------------------------------------
 
-    def send(self, message: str | bytes) -> None:
-        """Send a text (``str``) or binary (``bytes``) message."""
+    def send(self, message: str | bytes, *, frame_size: int | None = None) -> None:
+        """Send a text (``str``) or binary (``bytes``) message (``frame_size``
+        as for :meth:`send_text`)."""
         if isinstance(message, str):
-            self.engine.send_message(message.encode("utf-8"), False)
+            self.send_text(message, frame_size=frame_size)
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            self.engine.send_message(bytes(message), True)
+            self.send_binary(message, frame_size=frame_size)
         else:
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str, *, frame_size: int | None = None) -> None:
         """Send a text message.
+
+        Args:
+            text: The message.
+            frame_size: Split this message into frames of at most this many
+                bytes, header included (at least 3; seed FPC
+                ``WriteMessage(..., MaxFrameLength)``); 0 sends it as one
+                frame. None (the default) follows the route's
+                ``split_message`` / ``frame_size``. With
+                permessage-deflate the compressed message is split.
 
         Raises:
             ConnectionClosed: the connection is not open.
             FragmentedSendError: a ``send_frame`` message is unfinished.
+            ValueError: ``frame_size`` is 1 or 2, or negative.
         """
         if not isinstance(text, str):
             raise TypeError(f"send_text() takes str, not {type(text).__name__}")
-        self.engine.send_message(text.encode("utf-8"), False)
+        if frame_size is None:
+            self.engine.send_message(text.encode("utf-8"), False)
+        else:
+            self.engine.send_message(
+                text.encode("utf-8"), False, fragment_size_for(frame_size)
+            )
 
-    def send_binary(self, data: bytes) -> None:
-        """Send a binary message (same errors as :meth:`send_text`)."""
+    def send_binary(
+        self, data: bytes | bytearray | memoryview, *, frame_size: int | None = None
+    ) -> None:
+        """Send a binary message (``frame_size`` and errors as for
+        :meth:`send_text`)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_binary() takes bytes, not {type(data).__name__}")
-        self.engine.send_message(bytes(data), True)
+        if frame_size is None:
+            self.engine.send_message(bytes(data), True)
+        else:
+            self.engine.send_message(bytes(data), True, fragment_size_for(frame_size))
 
     def send_frame(
         self, data: bytes | str, is_binary: bool = False, fin: bool = True

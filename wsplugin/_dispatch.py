@@ -131,12 +131,15 @@ class Dispatch:
 
     # -- messages --------------------------------------------------------------
 
-    def message(self, payload: bytes | bytearray, is_binary: bool) -> None:
-        """A whole data message arrived."""
+    def message(self, payload: bytes | bytearray | str, is_binary: bool) -> None:
+        """A whole data message arrived (text as ``str`` from the frame
+        codec, as UTF-8 bytes from Autobahn's parser)."""
         conn = self.conn
         message: str | bytes
         if is_binary:
             message = payload if type(payload) is bytes else bytes(payload)
+        elif type(payload) is str:
+            message = payload  # the frame codec decodes (and validates) text
         else:
             message = payload.decode("utf-8", "replace")
         if conn.queues_messages:

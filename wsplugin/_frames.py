@@ -314,7 +314,7 @@ class PayloadBuffer:
 
 
 def read_continuations(
-    data: bytes, pos: int, budget: int, keep: bool = True
+    data: bytes, pos: int, budget: int, keep: bool = True, most: int = 0
 ) -> tuple[int, int, bytes]:
     """Unmask a run of small continuation frames from a client (RFC 6455, 5.2).
 
@@ -330,7 +330,10 @@ def read_continuations(
     are concatenated and applied with one XOR over the whole run.
 
     With ``keep`` false the frames are only skipped (the payload returned is
-    empty): for a message the connection was already failed for.
+    empty): for a message the connection was already failed for. ``most``
+    (0: no limit) caps the frames of one run: each holds two small ``bytes``
+    objects (about 70 bytes) until the run ends, so a cap bounds that
+    memory, whatever the size of the read.
 
     Returns:
         ``(position after the run, number of frames, unmasked payload)``.
@@ -341,6 +344,8 @@ def read_continuations(
     total = 0
     count = 0
     while pos + 6 <= end_of_data and data[pos] == 0:
+        if count == most and most:
+            break
         b1 = data[pos + 1]
         # mask bit set and a 7-bit length of at most 125: 0x80 to 0xfd
         if b1 < 0x80 or b1 > 0xFD:

@@ -32,6 +32,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from wsplugin._codec import describe as describe_codec
 from wsplugin._portguard import ListenerGuard, guard_of
 from wsplugin._routing import Router
 from wsplugin.config import ServerConfig
@@ -285,6 +286,12 @@ class Listening:
                 "far lower; install an Autobahn wheel for this platform, or "
                 "build it with AUTOBAHN_USE_NVX=1 (docs/performance.md)"
             )
+        # the receive and send paths of open connections (docs/performance.md)
+        self.log.info(
+            "frame codec: {codec}; reactor: {reactor}",
+            codec=describe_codec(),
+            reactor=type(self.reactor).__name__,
+        )
 
     def _watch(self, failure: Failure) -> bool:
         """The sgc WatchDog: schedule another attempt to listen, if allowed."""

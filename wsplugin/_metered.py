@@ -34,6 +34,14 @@ _OPEN = _WSP.STATE_OPEN
 _ENDED = Phase.ENDED
 
 
+def _utf8_size(payload: Any) -> int:
+    """The size in bytes of a text payload: the frame codec delivers text
+    as ``str`` (already decoded), Autobahn's parser as UTF-8 bytes."""
+    if isinstance(payload, str):
+        return len(payload.encode("utf-8"))
+    return len(payload)
+
+
 class Tally:
     """Counts kept as plain integers, per server; they only grow."""
 
@@ -90,7 +98,7 @@ class MeteredDispatch(Dispatch):
     __slots__ = ()
     tally: Tally
 
-    def message(self, payload: bytes | bytearray, is_binary: bool) -> None:
+    def message(self, payload: bytes | bytearray | str, is_binary: bool) -> None:
         """Count the message (by kind, with its payload bytes), deliver it."""
         tally = self.tally
         if is_binary:
@@ -98,7 +106,7 @@ class MeteredDispatch(Dispatch):
             tally.binary_in_bytes += len(payload)
         else:
             tally.text_in += 1
-            tally.text_in_bytes += len(payload)
+            tally.text_in_bytes += _utf8_size(payload)
         Dispatch.message(self, payload, is_binary)
 
     def fragment(self, data: bytes, is_binary: bool, fin: bool) -> None:
@@ -108,7 +116,7 @@ class MeteredDispatch(Dispatch):
             tally.binary_in_bytes += len(data)
             tally.binary_in += fin
         else:
-            tally.text_in_bytes += len(data)
+            tally.text_in_bytes += _utf8_size(data)
             tally.text_in += fin
         Dispatch.fragment(self, data, is_binary, fin)
 
@@ -159,9 +167,11 @@ class MeteredProtocol:
         else:
             tally.send_buffer_closes += 1
 
-    def send_message(self, payload: bytes, is_binary: bool) -> None:
+    def send_message(
+        self, payload: bytes, is_binary: bool, fragment_size: int | None = None
+    ) -> None:
         """Send (raises if not open), then count the message."""
-        super().send_message(payload, is_binary)  # type: ignore[misc]
+        super().send_message(payload, is_binary, fragment_size)  # type: ignore[misc]
         tally = self.meter.tally
         if is_binary:
             tally.binary_out += 1

@@ -40,6 +40,7 @@ from wsplugin._frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    read_continuations,
 )
 
 __all__ = [
@@ -77,6 +78,10 @@ Event = tuple[Any, ...]
 """One event: a tuple whose first item is its kind (see the module docstring)."""
 
 _MAX_LENGTH: Final = 0x7FFF_FFFF_FFFF_FFFF
+_RUN_FRAMES: Final = 512
+"""Tiny continuation frames read in one run at most: the run holds about
+70 bytes per frame until it ends (36 KiB here), and 512 frames are enough
+to make the per-run overhead negligible."""
 _SMALL: Final = 1024  # payloads unmasked as Python integers; above, by Autobahn
 
 # error reasons shared by the C codec (the fuzz compares them)
@@ -320,6 +325,39 @@ class FrameReader:
             avail = end - pos
             if avail < 2:
                 break
+            if (
+                not data[pos]
+                and self._in_message
+                and not self._by_frame
+                and avail >= 6
+                and not 0 < self._max_frame < 126
+            ):
+                # a run of small masked non-final continuation frames (a
+                # message in tiny fragments): read in one go, about twice as
+                # fast as frame by frame; the run stops before any other
+                # frame, and before one that crosses max_message_size
+                limit = self._max_message
+                budget = limit - self._declared if limit else _MAX_LENGTH
+                run_end, count, payload = read_continuations(
+                    data, pos, budget, most=_RUN_FRAMES
+                )
+                if count:
+                    pos = run_end
+                    if payload:
+                        self._declared += len(payload)
+                        if self._decoder is not None:
+                            try:
+                                self._decoder.decode(payload)
+                            except UnicodeDecodeError:
+                                return self._fail(
+                                    events, CLOSE_INVALID_PAYLOAD, _R_UTF8
+                                )
+                            if _utf8_pending_invalid(self._decoder.getstate()[0]):
+                                return self._fail(
+                                    events, CLOSE_INVALID_PAYLOAD, _R_UTF8
+                                )
+                        self._msg += payload
+                    continue
             b0 = data[pos]
             b1 = data[pos + 1]
             problem = _start_problem(b0, b1, self._in_message, self._require_mask)

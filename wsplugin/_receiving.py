@@ -26,6 +26,7 @@ from autobahn.exception import PayloadCorruptError, PayloadExceededError
 from autobahn.websocket.protocol import WebSocketProtocol as _WSP
 from autobahn.websocket.xormasker import create_xor_masker
 
+from wsplugin._fastpath import deliver_whole
 from wsplugin._frames import (
     SMALL_FRAME,
     PayloadBuffer,
@@ -69,6 +70,7 @@ class AutobahnReceiving:
     keepalive: KeepAlive | None
     _msg: PayloadBuffer | None = None  # payload of the message being received
     bytes_in = 0  # read from the socket (the connection log's bytes_in)
+    _whole: bytearray | None = None  # assemble_messages: the message so far
     _last_fragment = b""
 
     # Autobahn's (the protocol this class is mixed into)
@@ -235,7 +237,8 @@ class AutobahnReceiving:
     def onMessageFrameBegin(self, length: int) -> None:
         """In frame-by-frame mode the message limit bounds each frame, since
         messages are never assembled (deflate inflation stays bounded)."""
-        if self.settings.frame_by_frame:
+        settings = self.settings
+        if settings.frame_by_frame and not settings.assemble_messages:
             self.message_data_total_length = 0
         super().onMessageFrameBegin(length)  # type: ignore[misc]
 
@@ -283,4 +286,15 @@ class AutobahnReceiving:
             ka.messages += 1
         if self.lifecycle.phase is _PEER_CLOSED:
             return
-        self.dispatch.fragment(data, self.message_is_binary, fin)
+        if not self.settings.assemble_messages:
+            self.dispatch.fragment(data, self.message_is_binary, fin)
+            return
+        # assemble_messages: the message is also kept whole (bounded by
+        # max_message_size, which Autobahn checks over the whole message)
+        whole = self._whole
+        if whole is None:
+            whole = self._whole = bytearray()
+        whole += data
+        if fin:
+            self._whole = None
+        deliver_whole(self.dispatch, data, self.message_is_binary, fin, whole)

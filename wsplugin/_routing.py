@@ -40,6 +40,8 @@ class RouteSettings:
 
     Attributes:
         frame_by_frame: Deliver each data frame (``on_fragment``).
+        assemble_messages: With ``frame_by_frame``, also deliver each whole
+            message (``on_message`` / ``on_binary``).
         manual_pong: Leave pings for the application to answer.
         manual_close: Leave the peer's close frame for the application.
         fragment_size: Payload bytes per outgoing frame (``split_message``
@@ -52,6 +54,7 @@ class RouteSettings:
     """
 
     frame_by_frame: bool = False
+    assemble_messages: bool = False
     manual_pong: bool = False
     manual_close: bool = False
     fragment_size: int = 0
@@ -65,6 +68,7 @@ class RouteSettings:
         size = payload_size_for_frame(cfg.frame_size) if cfg.split_message else 0
         return cls(
             frame_by_frame=cfg.frame_by_frame,
+            assemble_messages=cfg.assemble_messages,
             manual_pong=cfg.manual_pong,
             manual_close=cfg.manual_close,
             fragment_size=size,

@@ -25,13 +25,15 @@ from autobahn.websocket.protocol import WebSocketProtocol as _WSP
 from twisted.internet.defer import Deferred, succeed
 
 from wsplugin._batching import BATCH_LIMIT, send_now
+from wsplugin._codec import encode_frame as codec_encode_frame
+from wsplugin._codec import encode_message as codec_encode_message
+from wsplugin._codec import frame_header
 from wsplugin._frames import (
     OP_BINARY,
     OP_CONTINUATION,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    encode_frame,
     encode_message,
 )
 from wsplugin._lifecycle import Phase
@@ -46,7 +48,13 @@ if TYPE_CHECKING:
     from wsplugin.connection import Connection
     from wsplugin.factory import WebSocketServerFactory
 
-__all__ = ["AutobahnSending"]
+__all__ = ["LARGE_FRAME", "AutobahnSending"]
+
+LARGE_FRAME = 16384
+"""Payload bytes from which a single-frame message is written as header and
+payload side by side (:meth:`AutobahnSending._send_large`) instead of being
+joined into one ``bytes`` first: a 64 KiB message then costs no copy before
+the socket."""
 
 _OPEN = Phase.OPEN
 _PEER_CLOSED = Phase.PEER_CLOSED
@@ -166,7 +174,7 @@ class AutobahnSending:
 
     def _send_control(self, opcode: int, payload: bytes) -> None:
         """A ping or pong: ahead of queued data, so keep-alive is not starved."""
-        frame = encode_frame(opcode, payload)
+        frame = codec_encode_frame(opcode, payload)
         queue = self.outbox
         if queue is None or not (queue.paused or queue.queuing):
             self.sendData(frame)
@@ -283,7 +291,9 @@ class AutobahnSending:
             conn.close_code if conn else None, conn.close_reason if conn else ""
         )
 
-    def send_message(self, payload: bytes, is_binary: bool) -> None:
+    def send_message(
+        self, payload: bytes, is_binary: bool, fragment_size: int | None = None
+    ) -> None:
         """Send a whole data message (see ``ConnectionEngine``)."""
         if self.lifecycle.phase is not _OPEN:
             raise self._not_open()
@@ -295,25 +305,68 @@ class AutobahnSending:
                 )
             if queue.queued and not self._admit(queue):
                 return
-        self._send_own(payload, is_binary)
+        self._send_own(payload, is_binary, fragment_size)
 
-    def _send_own(self, payload: bytes, is_binary: bool) -> None:
+    def _send_own(
+        self, payload: bytes, is_binary: bool, size: int | None = None
+    ) -> None:
+        """Frame and send one message: ``size`` payload bytes per frame (0:
+        one frame; None: the route's ``split_message`` setting)."""
         key = self.frame_key
+        if size is None:
+            size = self.settings.fragment_size
         if key is None:
             # Autobahn compresses, with its context: it applies the
             # *incoming* message limit to outgoing messages too; a server may
             # send what it likes, so lift it for this call.
             limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
             try:
-                self.sendMessage(
-                    payload, is_binary, fragmentSize=self.settings.fragment_size or None
-                )
+                self.sendMessage(payload, is_binary, fragmentSize=size or None)
             finally:
                 self.maxMessagePayloadSize = limit
-        elif key[0] or key[1] is not None:
-            self.sendData(encode_message(payload, is_binary, key[0], key[1]))
+        elif key[1] is not None:
+            self.sendData(encode_message(payload, is_binary, size, key[1]))
+        elif size and len(payload) > size:
+            self.sendData(codec_encode_message(payload, is_binary, size))
+        elif len(payload) >= LARGE_FRAME:
+            self._send_large(
+                frame_header(OP_BINARY if is_binary else OP_TEXT, len(payload)),
+                payload,
+            )
         else:
-            self.sendData(encode_frame(OP_BINARY if is_binary else OP_TEXT, payload))
+            self.sendData(
+                codec_encode_frame(OP_BINARY if is_binary else OP_TEXT, payload)
+            )
+
+    def _send_large(self, header: bytes, payload: bytes) -> None:
+        """A large frame, without joining header and payload: on plain TCP
+        with nothing held, one ``sendmsg()`` (writev) of both; what the
+        socket does not take, or any other transport, through
+        ``writeSequence``. Twisted's transports take ``bytes`` only, so the
+        part left over after a partial send is a slice (a copy of that
+        part), and a transport that buffers joins its pieces when it
+        writes."""
+        if self._batch is not None:
+            self.flush_batch()  # what was written before goes first
+        queue = self.outbox
+        if queue is not None and (queue.paused or queue.queuing):
+            queue.push(header + payload)
+            return
+        transport = self.transport
+        if self._direct and not transport.TLS and writes_now(transport):
+            try:
+                sent = transport.socket.sendmsg((header, payload))
+            except OSError:
+                # EAGAIN, or a dead socket: the transport retries, or finds
+                # the error and reports the connection lost as usual
+                sent = 0
+            head = len(header)
+            if sent < head:
+                transport.writeSequence([header[sent:] if sent else header, payload])
+            elif sent - head < len(payload):
+                transport.write(payload[sent - head :] if sent > head else payload)
+            return
+        transport.writeSequence([header, payload])
 
     def send_data_frame(self, payload: bytes, is_binary: bool, fin: bool) -> None:
         """Send one data frame (see ``ConnectionEngine``); prepared frames of
@@ -329,7 +382,7 @@ class AutobahnSending:
             opcode = OP_CONTINUATION
         else:
             opcode = OP_BINARY if is_binary else OP_TEXT
-        self.sendData(encode_frame(opcode, payload, fin))
+        self.sendData(codec_encode_frame(opcode, payload, fin))
         if not fin:
             self._outbox().fragmenting = True
         elif queue is not None and fragmenting:

@@ -90,6 +90,11 @@ class ServerConfig:
         frame_by_frame: Deliver each received data frame to ``on_fragment``
             instead of assembling messages. UTF-8 is still validated across
             the frames of a text message.
+        assemble_messages: With ``frame_by_frame``, also assemble each
+            message and deliver it whole to ``on_message`` / ``on_binary``
+            after its last frame went to ``on_fragment`` (sgc
+            ``FragmentedMessages = frgAll``). ``max_message_size`` then
+            bounds the whole message, as without ``frame_by_frame``.
         skip_upgrade_check: Accept a handshake whose ``Upgrade``/``Connection``
             headers are missing or wrong.
         skip_version_check: Accept a handshake whose ``Sec-WebSocket-Version``
@@ -219,6 +224,7 @@ class ServerConfig:
     """
 
     frame_by_frame: bool = False
+    assemble_messages: bool = False
     skip_upgrade_check: bool = False
     skip_version_check: bool = False
     manual_pong: bool = False
@@ -292,6 +298,11 @@ class ServerConfig:
             raise ConfigError(
                 f"frame_size must be at least {MIN_FRAME_SIZE} bytes (a 2-byte "
                 f"header and 1 payload byte), not {self.frame_size}"
+            )
+        if self.assemble_messages and not self.frame_by_frame:
+            raise ConfigError(
+                "assemble_messages needs frame_by_frame (without it every "
+                "message is delivered whole already)"
             )
         if self.send_buffer_policy not in SEND_BUFFER_POLICIES:
             raise ConfigError(

@@ -12,7 +12,10 @@ calls on small collaborators, each testable on its own:
                                           policies, ``drain``
 :class:`~wsplugin._batching.TurnBatcher`  one ``send()`` per reactor turn
 :class:`~wsplugin._keepalive.KeepAlive`   heartbeat and idle timeout
-:class:`AutobahnReceiving`                frames in, messages out (Autobahn's
+:class:`CodecReceiving`                   frames in, messages out: the frame
+                                          codec (:mod:`wsplugin._codec`) once
+                                          open without permessage-deflate
+:class:`AutobahnReceiving`                frames in otherwise (Autobahn's
                                           parser with wsplugin's fast paths)
 ========================================  =====================================
 
@@ -74,9 +77,11 @@ from wsplugin._connlog import log_open
 from wsplugin._decision import HandshakeDecision, Refusal, check_head, screen_connection
 from wsplugin._dispatch import Dispatch
 from wsplugin._events import ROUTE_EVENTS
+from wsplugin._fastpath import CodecReceiving
 from wsplugin._frames import (
     OP_PONG,
 )
+from wsplugin._handshaking import LeanHandshake
 from wsplugin._keepalive import KeepAlive
 from wsplugin._lifecycle import Event, Lifecycle, Phase
 from wsplugin._receiving import AutobahnReceiving
@@ -166,7 +171,12 @@ _HANDSHAKE_ONLY = (
 
 @implementer(IPushProducer)
 class WebSocketServerProtocol(
-    AutobahnReceiving, AutobahnSending, AutobahnClosing, _AutobahnServerProtocol
+    CodecReceiving,
+    LeanHandshake,
+    AutobahnReceiving,
+    AutobahnSending,
+    AutobahnClosing,
+    _AutobahnServerProtocol,
 ):
     """Autobahn server protocol speaking wsplugin's component events.
 
@@ -296,6 +306,8 @@ class WebSocketServerProtocol(
             return
         self._head = checked.head
         self._apply_route(checked.route)
+        if checked.data is self.data and self.lean_handshake(checked.head):
+            return  # a plain request: checked on this parse (_handshaking)
         self.data = checked.data
         super().processHandshake()
 
@@ -380,7 +392,8 @@ class WebSocketServerProtocol(
         if self.state != _WSP.STATE_CONNECTING or self.lifecycle.phase is _ENDED:
             return
         self.resume_reading("handshake")
-        super().succeedHandshake(res)
+        if not self.lean_succeed(res):
+            super().succeedHandshake(res)
 
     def failHandshake(
         self, reason: str, code: int = 400, responseHeaders: Any = None
@@ -467,6 +480,7 @@ class WebSocketServerProtocol(
         self.dispatch.fire("on_handshake_response_sent")
         if conn.is_open:
             self.dispatch.fire("on_open")
+        self.start_fast_path()
 
     # -- control frames ----------------------------------------------------
 

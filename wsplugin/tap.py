@@ -41,6 +41,7 @@ __all__ = ["Options", "makeService"]
 
 _HELP = {
     "frame_by_frame": "Deliver each frame to on_fragment instead of whole messages.",
+    "assemble_messages": "With --frame-by-frame, also deliver whole messages.",
     "skip_upgrade_check": "Accept handshakes without valid Upgrade/Connection headers.",
     "skip_version_check": "Accept handshakes without Sec-WebSocket-Version: 13.",
     "manual_pong": "Do not answer pings automatically (the app does).",

@@ -2,7 +2,9 @@
 wsplugin checkouts, interleaved run by run (issue 6, item 4).
 
     python benchmarks/profile/compare.py --checkout before=/tmp/old \\
-        --checkout after=. [--workloads ADEFG] [--runs 3]
+        --checkout after=. [--workloads ABCDEFG] [--runs 3]
+    python benchmarks/profile/compare.py --checkout epoll=. \\
+        --checkout uvloop=.@uvloop --workloads ABCDEFG
 
 Each run starts ``serve.py`` from the checkout (server on CPU 0, loadgen on
 CPU 1, as in ``make bench``) and reports two figures per workload: the rate
@@ -30,9 +32,29 @@ PY = HERE.parents[1] / ".venv" / "bin" / "python"
 sys.path.insert(0, str(HERE))
 from _harness import bench  # noqa: E402
 
-PARAMS = {"duration": 4, "warmup": 1, "conns": 1000, "window": 8}
-MODE = {"A": "echo", "D": "broadcast", "F": "echo", "G": "broadcast-deflate"}
-COUNT = {"A": "msgs", "D": "deliveries", "F": "handshakes", "G": "deliveries"}
+PARAMS = {
+    "duration": 4,
+    "warmup": 1,
+    "conns": 1000,
+    "window": 8,
+    "count": 10000,
+    "warmup_count": 1000,
+}
+MODE = {
+    "A": "echo",
+    "B": "echo",
+    "C": "echo",
+    "D": "broadcast",
+    "F": "echo",
+    "G": "broadcast-deflate",
+}
+COUNT = {
+    "A": "msgs",
+    "C": "msgs",
+    "D": "deliveries",
+    "F": "handshakes",
+    "G": "deliveries",
+}
 
 
 def loadgen(workload: str, params: dict, port: int, **kw) -> subprocess.Popen:
@@ -42,12 +64,14 @@ def loadgen(workload: str, params: dict, port: int, **kw) -> subprocess.Popen:
     return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, **kw)
 
 
-def start(checkout: Path, mode: str) -> tuple[subprocess.Popen, int]:
+def start(checkout: Path, mode: str, reactor: str = "") -> tuple[subprocess.Popen, int]:
     port = bench.free_port()
     base, _, deflate = mode.partition("-")
     argv = ["taskset", "-c", bench.SERVER_CPU, str(PY), str(HERE / "serve.py")]
     proc = subprocess.Popen(
-        [*argv, str(port), base] + (["--compression"] if deflate else []),
+        [*argv, str(port), base]
+        + (["--compression"] if deflate else [])
+        + ([f"--reactor={reactor}"] if reactor else []),
         env={**os.environ, "PYTHONPATH": str(checkout)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -58,10 +82,10 @@ def start(checkout: Path, mode: str) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def run_one(checkout: Path, workload: str) -> dict:
+def run_one(checkout: Path, workload: str, reactor: str = "") -> dict:
     if workload == "E":
-        return run_memory(checkout)
-    proc, port = start(checkout, MODE[workload])
+        return run_memory(checkout, reactor)
+    proc, port = start(checkout, MODE[workload], reactor)
     try:
         lg = loadgen(workload, PARAMS, port)
         marks, result = {}, None
@@ -76,6 +100,14 @@ def run_one(checkout: Path, workload: str) -> dict:
         proc.kill()
         proc.wait()
     (t0, c0), (t1, c1) = marks["start"], marks["end"]
+    if workload == "B":
+        # round trips one at a time: p50, and round trips per server CPU-second
+        return {
+            "p50_us": result["p50_us"],
+            "per_cpu_s": result["count"] / max(c1 - c0, 1e-9),
+            "server_cpu": (c1 - c0) / (t1 - t0),
+            "errors": result.get("errors", 0),
+        }
     n = result[COUNT[workload]]
     return {
         "rate": n / result["window_s"],
@@ -85,8 +117,8 @@ def run_one(checkout: Path, workload: str) -> dict:
     }
 
 
-def run_memory(checkout: Path) -> dict:
-    proc, port = start(checkout, "echo")
+def run_memory(checkout: Path, reactor: str = "") -> dict:
+    proc, port = start(checkout, "echo", reactor)
     try:
         time.sleep(0.5)
         before = bench.proc_rss(proc.pid)
@@ -109,32 +141,46 @@ def run_memory(checkout: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkout", action="append", required=True, help="NAME=PATH")
+    ap.add_argument(
+        "--checkout",
+        action="append",
+        required=True,
+        help="NAME=PATH, or NAME=PATH@uvloop for that checkout on the uvloop reactor",
+    )
     ap.add_argument("--workloads", default="ADEFG")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    checkouts = [
-        (c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve()) for c in args.checkout
-    ]
+    checkouts = []
+    for c in args.checkout:
+        name, _, spec = c.partition("=")
+        path, _, reactor = spec.partition("@")
+        checkouts.append((name, Path(path).resolve(), reactor))
     bench.build_loadgen()
     results: dict = {}
     for r in range(args.runs):
         for w in args.workloads.upper():
-            for name, path in checkouts:  # interleaved: drift hits all alike
-                res = run_one(path, w)
+            for name, path, reactor in checkouts:  # interleaved: drift hits all alike
+                res = run_one(path, w, reactor)
                 results.setdefault((name, w), []).append(res)
                 print(f"run {r + 1} {w} {name}: {res}", file=sys.stderr, flush=True)
-    print("| workload | " + " | ".join(n for n, _ in checkouts) + " |")
+    print("| workload | " + " | ".join(n for n, _, _ in checkouts) + " |")
     print("|---|" + "---:|" * len(checkouts))
     for w in args.workloads.upper():
         keys = ["bytes_per_conn"] if w == "E" else ["rate", "per_cpu_s"]
+        if w == "B":
+            keys = ["p50_us", "per_cpu_s"]
         for key in keys:
             cells = []
-            for name, _ in checkouts:
+            for name, _, _ in checkouts:
                 vals = [x[key] for x in results[(name, w)]]
-                cells.append(f"{statistics.median(vals):,.0f}")
+                cells.append(
+                    f"{statistics.median(vals):,.1f}"
+                    if key == "p50_us"
+                    else f"{statistics.median(vals):,.0f}"
+                )
             label = {
-                "rate": "rate /s",
+                "p50_us": "p50 us",
+                "rate": "rate /s" if w != "C" else "64 KiB messages /s",
                 "per_cpu_s": "per server CPU-second",
                 "bytes_per_conn": "bytes per idle connection",
             }[key]

@@ -2,6 +2,7 @@
 ``wsplugin`` is first on ``PYTHONPATH`` (so older checkouts can be run):
 
     PYTHONPATH=CHECKOUT python serve.py PORT echo|broadcast [--compression]
+        [--reactor=uvloop]
 
 Echo is ``twistd ws --app echo``'s handler; broadcast relays every message
 to everyone with ``server.broadcast``, like ``servers/wsplugin_broadcast.py``.
@@ -9,10 +10,15 @@ to everyone with ``server.broadcast``, like ``servers/wsplugin_broadcast.py``.
 
 import sys
 
-from twisted.internet import reactor
+if "--reactor=uvloop" in sys.argv:
+    from wsplugin.reactors import install_uvloop
 
-from wsplugin import WebSocketServer
-from wsplugin.apps.echo import Echo
+    install_uvloop()
+
+from twisted.internet import reactor  # noqa: E402
+
+from wsplugin import WebSocketServer  # noqa: E402
+from wsplugin.apps.echo import Echo  # noqa: E402
 
 
 class Broadcast:

@@ -204,6 +204,35 @@ class ExamplesTests(TestCase):
         self.assertEqual((yield in_thread(client)), "tac")
 
 
+class FragmentsExampleTests(TestCase):
+    """examples/fragments_server.py (issue 15 item 6)."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_fragments_server(self) -> None:
+        """A message sent in three frames (and websockets' empty last one)
+        is counted frame by frame, then answered whole, in frames of at
+        most 14 payload bytes."""
+        example = Example(self, *python("fragments_server.py"))
+
+        def client() -> tuple[list[str], str]:
+            wait_for_port(example.port)
+            with connect(example.url, open_timeout=10) as ws:
+                ws.send(iter(["ab", "cd", "ef"]))
+                frames = list(ws.recv_streaming())
+                ws.send("whole")
+                return frames, ws.recv(timeout=10)
+
+        frames, second = yield in_thread(client)
+        self.assertEqual("".join(frames), "4 frames: abcdef")
+        self.assertEqual([len(f) for f in frames], [14, 2])
+        self.assertEqual(second, "1 frames: whole")
+        output = yield in_thread(example.stop)
+        self.assertEqual(example.proc.returncode, 0, output)
+        self.assertNotIn("Traceback", output)
+
+
 class WebExamplesTests(TestCase):
     """The same-port, Sparkle and authentication examples."""
 

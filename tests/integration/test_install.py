@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
@@ -12,6 +14,10 @@ from twisted.trial.unittest import SkipTest, TestCase
 from websockets.sync.client import connect
 
 from tests.integration.support import ROOT, free_port, in_thread, wait_for_port
+
+CODEC_CHECK = (
+    "import wsplugin._codec as c, wsplugin; print(c.IMPLEMENTATION, wsplugin.__file__)"
+)
 
 
 class InstallTests(TestCase):
@@ -22,8 +28,9 @@ class InstallTests(TestCase):
     @inlineCallbacks
     def test_fresh_venv(self) -> None:
         """Install into a new venv, then (from a directory outside the
-        checkout) twistd --help lists ws, twistd ws --help works, and
-        twistd -n ws --app echo echoes a message."""
+        checkout) the compiled frame codec is active when a C compiler is
+        here, twistd --help lists ws, twistd ws --help works, and twistd -n
+        ws --app echo echoes a message."""
         if os.environ.get("WSPLUGIN_SKIP_INSTALL_TEST"):
             raise SkipTest("WSPLUGIN_SKIP_INSTALL_TEST is set")
         work = Path(self.mktemp()).resolve()
@@ -52,6 +59,22 @@ class InstallTests(TestCase):
             )
 
         yield in_thread(install)
+        # the compiled frame codec was built by that plain pip install
+        # (issue 16), since this machine has the C compiler Python was
+        # built with; WSPLUGIN_NO_EXTENSIONS is left out so that it counts
+        env = {k: v for k, v in os.environ.items() if k != "WSPLUGIN_NO_EXTENSIONS"}
+        compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+        codec = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", CODEC_CHECK],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if shutil.which(compiler):
+            self.assertEqual(codec[0], "c", codec)
+            self.assertTrue(codec[1].startswith(str(venv)), codec)
         twistd = str(venv / "bin" / "twistd")
         listing = run(twistd, "--help")
         self.assertIn(" ws ", listing)

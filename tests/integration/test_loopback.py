@@ -325,3 +325,43 @@ class PullApiTests(ServerTestCase):
 
         answer = yield in_thread(client)
         self.assertEqual(answer, "pong: are you there; then queued")
+
+
+class FragmentModeTests(ServerTestCase):
+    """sgc's frgAll delivery and FPC's per-message frame size, over a real
+    socket against an independent client (issue 15 item 6)."""
+
+    @inlineCallbacks
+    def test_assemble_messages_and_frame_size(self) -> None:
+        """With frame_by_frame and assemble_messages, each fragment reaches
+        on_fragment and then the whole message reaches on_message; the
+        answer sent with frame_size=20 arrives in frames of at most 18
+        payload bytes (20 with the 2-byte header)."""
+
+        class Both(Recorder):
+            def on_message(self, conn: Any, text: str) -> None:
+                super().on_message(conn, text)
+                conn.send_text(text * 5, frame_size=20)
+
+        rec = Both()
+        yield self.start_server(rec, frame_by_frame=True, assemble_messages=True)
+
+        def client() -> list[str]:
+            with connect(self.url, open_timeout=5) as ws:
+                ws.send(iter(["ab", "cd", "efghij"]))  # three frames, an empty last
+                return list(ws.recv_streaming())  # close_timeout bounds it
+
+        frames = yield in_thread(client)
+        self.assertEqual("".join(frames), "abcdefghij" * 5)
+        self.assertEqual([len(f) for f in frames], [18, 18, 14])
+        yield self.when(lambda: "on_message" in rec.names())
+        self.assertEqual(
+            [e for e in rec.events if e[0] in ("on_fragment", "on_message")],
+            [
+                ("on_fragment", b"ab", False, False),
+                ("on_fragment", b"cd", False, False),
+                ("on_fragment", b"efghij", False, False),
+                ("on_fragment", b"", False, True),  # websockets ends so
+                ("on_message", "abcdefghij"),
+            ],
+        )

@@ -344,3 +344,22 @@ class NvxReportTests(ServerTestCase):
         lines = yield self._start_with(False, True)
         self.assertEqual([level for level, _ in lines], ["warn"])
         self.assertIn("AUTOBAHN_USE_NVX=0", lines[0][1])
+
+
+class CodecReportTests(ServerTestCase):
+    """Starting says which frame codec is active, and which reactor runs."""
+
+    @inlineCallbacks
+    def test_logged(self) -> None:
+        from twisted.internet import reactor
+        from twisted.logger import capturedLogs, formatEvent
+
+        from wsplugin import _codec
+
+        with capturedLogs() as events:
+            yield self.start_server(Echo())
+        lines = [formatEvent(e) for e in events if "frame codec" in formatEvent(e)]
+        self.assertEqual(len(lines), 1)
+        want = "compiled" if _codec.IMPLEMENTATION == "c" else "pure Python"
+        self.assertIn(f"frame codec: {want}", lines[0])
+        self.assertIn(f"reactor: {type(reactor).__name__}", lines[0])

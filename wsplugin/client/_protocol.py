@@ -402,8 +402,10 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
                 conn.close_code if conn else None, conn.close_reason if conn else ""
             )
 
-    def send_message(self, payload: bytes, is_binary: bool) -> None:
-        """Send a whole data message (masked and framed by Autobahn)."""
+    def send_message(
+        self, payload: bytes, is_binary: bool, size: int | None = None
+    ) -> None:
+        """Send a whole data message, masked and framed (``size``) by Autobahn."""
         self._check_can_send()
         if self._fragmenting:
             raise FragmentedSendError(
@@ -413,7 +415,7 @@ class WebSocketClientProtocol(_AutobahnClientProtocol):
         # application may send what it likes, so lift it for this call.
         limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
         try:
-            self.sendMessage(payload, is_binary)
+            self.sendMessage(payload, is_binary, fragmentSize=size or None)
         finally:
             self.maxMessagePayloadSize = limit
 
