@@ -289,7 +289,7 @@ class AutobahnClosing:
             code = _WSP.CLOSE_STATUS_CODE_NULL
         conn.mark_closed(code, reason or "")
         if opened:
-            self.factory.registry.remove(conn)
+            self.factory.hub.closed(conn)
             self.dispatch.fire("on_disconnect", wasClean, code, reason or "")
         conn.finish()
 

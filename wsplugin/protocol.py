@@ -357,6 +357,8 @@ class WebSocketServerProtocol(
             max_queue=cfg.max_queue,
             server=self.factory.owner,
             config=cfg,
+            conn_id=self.factory.hub.new_connection_id(),
+            hub=self.factory.hub,
         )
         conn.subprotocol = next(
             (p for p in request.protocols if p in cfg.subprotocols), None
@@ -442,7 +444,7 @@ class WebSocketServerProtocol(
             conn.queues_messages = (
                 "on_message" not in events and "on_binary" not in events
             )
-        self.factory.registry.add(conn)
+        self.factory.hub.opened(conn)
         cfg = self.route.config
         if cfg.heartbeat_interval or cfg.idle_timeout:
             self.keepalive = KeepAlive(self.factory.clock, self, cfg)
