@@ -25,7 +25,7 @@ Server to client::
     {"type": "subscribed", "channel": "chat", "status": "recovered",
      "epoch": "3fa1c09b2d4e", "offset": 45, "missed": 3}
     {"type": "unsubscribed", "channel": "chat"}
-    {"type": "error", "error": "..."}
+    {"type": "error", "error": "...", "channel": "chat"}
 
 A ``publication`` carries the place it has in its channel's history
 (``epoch``, ``offset``; both null for a broadcast to every connection, and
@@ -223,9 +223,9 @@ def encode_unsubscribed(channel: str) -> str:
     return _dumps({"type": "unsubscribed", "channel": channel})
 
 
-def encode_error(error: str) -> str:
-    """An ``error`` message (sent before the server closes the connection)."""
-    return _dumps({"type": "error", "error": error})
+def encode_error(error: str, channel: str | None = None) -> str:
+    """An ``error`` message: a refused request (about ``channel``)."""
+    return _dumps({"type": "error", "error": error, "channel": channel})
 
 
 def encode_request(
