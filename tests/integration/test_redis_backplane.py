@@ -350,7 +350,7 @@ class HistoryTests(RedisTestCase):
         self.assertEqual([p.message for p in rec.publications], ["3", "4", "5"])
         meta = server.command("HGETALL", "wsplugin:0:meta:s")
         assert isinstance(meta, list)
-        self.assertEqual(dict(zip(meta[::2], meta[1::2]))[b"s"], b"3")
+        self.assertEqual(dict(zip(meta[::2], meta[1::2], strict=True))[b"s"], b"3")
 
 
 class FailureTests(RedisTestCase):
