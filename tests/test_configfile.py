@@ -188,7 +188,7 @@ class Extended(Options):
 
     optParameters = [
         *Options.optParameters,
-        ["workers", None, 1, "Worker processes.", int],
+        ["threads", None, 1, "Worker threads.", int],
         ["log-format", None, "text", "text or json."],
         ["ratio", None, None, "A fraction.", fraction],
     ]
@@ -252,8 +252,13 @@ def every_key(test: SynchronousTestCase) -> tuple[str, list[str], Files]:
         "watchdog_interval": 2.0,
         "watchdog_attempts": 3,
         "trusted_proxies": 1,
+        "history_size": 10,
+        "history_ttl": 60.0,
+        "workers": 1,
     }
     strings = {
+        "backplane": "local",
+        "node_name": "web-1",
         "app": "echo",
         "path": "/ws",
         "static": public,
@@ -404,32 +409,32 @@ class NewOptionsTests(SynchronousTestCase):
         value and one taking none, each as its key; flags still win."""
         keys = option_keys(Extended())
         self.assertEqual(
-            {n: keys[n].kind for n in ("workers", "log_format", "ratio")},
-            {"workers": "int", "log_format": "str", "ratio": "value"},
+            {n: keys[n].kind for n in ("threads", "log_format", "ratio")},
+            {"threads": "int", "log_format": "str", "ratio": "value"},
         )
         self.assertEqual(
             (keys["metrics"].kind, keys["verbose"].kind), ("call", "switch")
         )
         files = Files(self)
         text = (
-            'workers = 4\nlog_format = "json"\nratio = 0.5\n'
+            'threads = 4\nlog_format = "json"\nratio = 0.5\n'
             'metrics = "tcp:9100"\nverbose = true\n'
         )
         options = self.options(files, text)
         self.assertEqual(
-            [options[k] for k in ("workers", "log-format", "ratio", "metrics")]
+            [options[k] for k in ("threads", "log-format", "ratio", "metrics")]
             + [options["verbose"]],
             [4, "json", 0.5, "tcp:9100", True],
         )
-        options = self.options(files, text, "--workers", "1", "--metrics", "unix:/m")
-        self.assertEqual((options["workers"], options["metrics"]), (1, "unix:/m"))
+        options = self.options(files, text, "--threads", "1", "--metrics", "unix:/m")
+        self.assertEqual((options["threads"], options["metrics"]), (1, "unix:/m"))
         self.assertFalse(self.options(files, "verbose = false\n")["verbose"])
 
     def test_errors(self) -> None:
         """Their refusals name the file, the line and the key."""
         files = Files(self)
         for text, expected in [
-            ('workers = "4"\n', "workers: must be an integer, not '4' (a string)"),
+            ('threads = "4"\n', "threads: must be an integer, not '4' (a string)"),
             ("ratio = 2\n", "ratio: must be in (0, 1], not 2"),
             ("ratio = true\n", "ratio: must be a string or a number, not true "
              "(a boolean)"),

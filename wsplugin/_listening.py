@@ -106,6 +106,10 @@ class Listening:
         self._on_up = on_up
         self._on_down = on_down
         self.ports: list[IListeningPort] = []
+        # how an endpoint string becomes an endpoint; a worker of
+        # ``twistd ws --workers N`` adopts its supervisor's sockets instead
+        # (wsplugin._worker.WorkerEnv.endpoint_maker)
+        self.make_endpoint: Callable[[Any, str], Any] = serverFromString
         self.starting: Deferred[Any] | None = None
         self._done: Callable[[Any], None] | None = None
         self.pending = False
@@ -215,7 +219,7 @@ class Listening:
 
     async def listen_one(self, description: str) -> IListeningPort:
         """Listen on one endpoint string, with TLS around it if configured."""
-        endpoint = serverFromString(self.reactor, description)
+        endpoint = self.make_endpoint(self.reactor, description)
         if self.tls is not None:
             endpoint = wrapServerTLS(self.tls, endpoint, clock=self.reactor)
         try:

@@ -24,6 +24,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from wsplugin._configfile import ConfigFile, ConfigFileError, RouteSpec, given_options
+from wsplugin._tapcluster import (
+    CLUSTER_PARAMETERS,
+    Cluster,
+    become_worker,
+    check_cluster,
+    supervisor,
+)
 from wsplugin.apps import AppNotFound, load_app
 from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
@@ -182,6 +189,7 @@ class Options(usage.Options):
             "TOML file with any of these options and [[route]] tables; "
             "options given here win (docs/config.md).",
         ],
+        *CLUSTER_PARAMETERS,
         *_CONFIG_PARAMS,
     ]
     optFlags = [
@@ -216,11 +224,14 @@ class Options(usage.Options):
         self.given: set[str] = set()  # options on the command line (--config)
         self.config_file: ConfigFile | None = None
         self.routes: list[RouteSpec] = []  # the --config file's [[route]]s
+        self.argv: list[str] = []  # as given (--workers starts workers with them)
+        self.cluster: Cluster | None = None  # --backplane, --workers...
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse, noting which options were given: they win over --config.
         An error about a value from the --config file names its line and key."""
-        self.given = given_options(self, sys.argv[1:] if options is None else options)
+        self.argv = list(sys.argv[1:] if options is None else options)
+        self.given = given_options(self, self.argv)
         try:
             super().parseOptions(options)
         except ConfigFileError as e:
@@ -276,8 +287,9 @@ class Options(usage.Options):
             raise usage.UsageError(f"--path must start with '/': {self['path']!r}")
         self.tls = self._tls_options()
         self.config = self._build_config()
-        for description in self["ports"]:
-            _check_endpoint(description)
+        self.cluster = check_cluster(self)
+        for description in self["ports"] if self.cluster.worker is None else ():
+            _check_endpoint(description)  # a worker's come from its supervisor
         try:
             if self.handler is None and self["app"] is not None:  # --config: loaded
                 self.handler = load_app(self["app"])
@@ -443,9 +455,13 @@ class ReloadOnHangup(Service):
             pass  # logged by reload_tls; the old certificate stays
 
 
-def makeService(options: Options) -> WebSocketServer:
-    """Build the server from parsed options (the twistd entry point)."""
-    assert options.config is not None
+def makeService(options: Options) -> Any:
+    """Build the server from parsed options (the twistd entry point); with
+    ``--workers N`` (N > 1) the supervisor of N workers, which build it."""
+    assert options.config is not None and options.cluster is not None
+    cluster = options.cluster
+    if cluster.supervises:
+        return supervisor(cluster, options, options.config.shutdown_timeout)
     handler = options.handler
     page = getattr(handler, "resource", None)
     server = WebSocketServer(
@@ -463,7 +479,10 @@ def makeService(options: Options) -> WebSocketServer:
         static_dotfiles=options["static-dotfiles"],
         static_follow_symlinks=options["static-follow-symlinks"],
         tls=options.tls,
+        backplane=cluster.backplane,
     )
+    if cluster.worker is not None:
+        become_worker(server, cluster.worker, options["ports"])
     for route in options.routes:
         route.register(server)
     server.exit_on_listen_failure = True  # as twistd web: exit, don't idle

@@ -18,7 +18,7 @@ Two kinds of client share the room:
   before anything new (docs/scaling.md).
 
 Messages are at most :data:`MAX_CHAT_MESSAGE` bytes, so the room's history
-stays small (100 x 64 KiB at most).
+stays small (100 x 128 KiB, 12.5 MiB at most).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PAGE = Path(__file__).with_name("static") / "chat.html"
 ROOM = "chat"
 """The one room of the demo."""
 
-MAX_CHAT_MESSAGE = 64 * 1024
+MAX_CHAT_MESSAGE = 128 * 1024
 """Largest chat message in bytes; a larger one closes the sender's
 connection with 1009 (message too big)."""
 
