@@ -155,7 +155,16 @@ class ChannelSubscriptions:
         )
 
         async def answered() -> dict[str, str]:
-            return {channel: await wait for channel, wait in waits.items()}
+            statuses: dict[str, str] = {}
+            error: Exception | None = None
+            for channel, wait in waits.items():  # each awaited: none unhandled
+                try:
+                    statuses[channel] = await wait
+                except Exception as e:
+                    error = error or e
+            if error is not None:
+                raise error
+            return statuses
 
         return Deferred.fromCoroutine(answered())
 
