@@ -1,0 +1,281 @@
+"""Servers as one, over a real ``redis-server``, with real WebSocket clients
+(issue 14 items 4 and 6).
+
+- ``OutageTests``: two in-process servers on different ports; Redis is
+  killed and restarted: local delivery goes on, no client is disconnected,
+  and a client that comes back afterwards recovers everything still in
+  history.
+- ``TwoNodesTests``: two ``twistd ws`` processes on different ports against
+  one Redis: a channel broadcast from node A reaches subscribers on node B,
+  ``write_data`` from B reaches a connection on A, and cutting node A's
+  Redis links (``CLIENT KILL``) loses nothing for its subscribers, nor for
+  a client that recovers from its last position.
+
+The app is ``tests/integration/cluster_app.py``. Without ``redis-server``
+these skip locally and fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from websockets.sync.client import connect as ws_connect
+
+from tests.integration.cluster_app import Node
+from tests.integration.redis_support import RedisServer
+from tests.integration.support import ServerTestCase, Twistd, in_thread
+from wsplugin.backplane import RedisBackplane
+from wsplugin.channels import SUBPROTOCOL
+from wsplugin.client import connect
+
+APP = "tests.integration.cluster_app:Node"
+
+
+def redis_clients_of(pid: int, redis: RedisServer) -> list[str]:
+    """The ``addr`` of every Redis client connection that process ``pid``
+    holds (its sockets' inodes, matched in /proc/net/tcp)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].split(":")[1], 16))
+    listing = redis.command("CLIENT", "LIST")
+    assert isinstance(listing, bytes)
+    out = []
+    for entry in listing.decode().splitlines():
+        addr = dict(kv.split("=", 1) for kv in entry.split() if "=" in kv)["addr"]
+        if int(addr.rsplit(":", 1)[1]) in ports:
+            out.append(addr)
+    return out
+
+
+class OutageTests(ServerTestCase):
+    """Redis goes away under two running servers."""
+
+    timeout = 90
+
+    @inlineCallbacks
+    def node(self, redis: RedisServer, name: str) -> Any:
+        bp = RedisBackplane(
+            redis.url,
+            node_id=f"{name}.0",
+            history_size=100,
+            reconnect_initial=0.05,
+            reconnect_max=0.4,
+            heartbeat_interval=0.5,
+            counts_delay=0.05,
+        )
+        server = yield self.start_server(Node(), backplane=bp)
+        yield self.when(lambda: bp.state == "connected", 20)
+        return server, self.url
+
+    @inlineCallbacks
+    def client(self, url: str, **kw: Any) -> Any:
+        conn = yield connect(url, **kw)
+        self.addCleanup(lambda: conn.close() if conn.is_open else None)
+        return conn
+
+    @inlineCallbacks
+    def command(self, conn: Any, text: str, answer: bool = True) -> Any:
+        conn.send_text(text)
+        if answer:
+            reply = yield conn.receive()
+            return reply
+        return None
+
+    @inlineCallbacks
+    def test_outage_as_clients_see_it(self) -> Any:
+        """While Redis is down, each node delivers its own publications to
+        its own clients at once and no client is disconnected; after Redis
+        returns (with its saved data), delivery crosses nodes again, and a
+        client that left before the outage and comes back with its last
+        position gets every publication since, the outage's included, in
+        order, once."""
+        redis = RedisServer(self).start()
+        a, url_a = yield self.node(redis, "a")
+        b, url_b = yield self.node(redis, "b")
+        pa = yield self.client(url_a)
+        pb = yield self.client(url_b)
+        self.assertEqual((yield self.command(pa, "sub room")), "subscribed room")
+        self.assertEqual((yield self.command(pb, "sub room")), "subscribed room")
+        page = yield self.client(url_b, subprotocols=[SUBPROTOCOL])
+        page.send_text(json.dumps({"type": "subscribe", "channel": "room"}))
+        json.loads((yield page.receive()))
+        pa.send_text("pub room before")
+        self.assertEqual((yield pa.receive()), "before")
+        self.assertEqual((yield pb.receive()), "before")
+        last = json.loads((yield page.receive()))
+        self.assertEqual((last["data"], last["offset"]), ("before", 1))
+        page.close()
+        yield page.wait_closed()
+
+        self.assertEqual(redis.command("SAVE"), "OK")
+        redis.kill()
+        yield self.when(
+            lambda: a.backplane.state == "disconnected" == b.backplane.state
+        )
+        pa.send_text("pub room during")
+        self.assertEqual((yield pa.receive()), "during")  # local, at once
+        self.assertTrue(pa.is_open and pb.is_open)
+
+        redis.restart()
+        yield self.when(
+            lambda: a.backplane.state == "connected" == b.backplane.state, 20
+        )
+        pb.send_text("pub room after")
+        # pb: "during" (A's queued publication, flushed with an offset, or
+        # B's catch-up from history), then "after"; pa: "after" only
+        first = yield pb.receive()
+        second = yield pb.receive()
+        got_b = [first, second]
+        self.assertEqual(got_b, ["during", "after"])
+        self.assertEqual((yield pa.receive()), "after")
+        self.assertTrue(pa.is_open and pb.is_open)
+
+        back = yield self.client(url_a, subprotocols=[SUBPROTOCOL])
+        since = {"epoch": last["epoch"], "offset": last["offset"]}
+        back.send_text(
+            json.dumps({"type": "subscribe", "channel": "room", "since": since})
+        )
+        got = []
+        for _ in range(3):
+            got.append(json.loads((yield back.receive())))
+        self.assertEqual(
+            [(m.get("data"), m.get("offset")) for m in got],
+            [("during", 2), ("after", 3), (None, 3)],
+        )
+        self.assertEqual(
+            (got[2]["type"], got[2]["status"]), ("subscribed", "recovered")
+        )
+        self.assertEqual(a.backplane.stats.queue_flushed, 1)
+
+
+class TwoNodesTests(ServerTestCase):
+    """Two ``twistd ws`` nodes, one Redis."""
+
+    timeout = 120
+
+    def nodes(self) -> tuple[Twistd, Twistd, RedisServer]:
+        redis = RedisServer(self).start()
+        out = []
+        for name in ("a", "b"):
+            node = Twistd(
+                self, "--backplane", redis.url, "--node-name", name, "--app", APP,
+                "--history-size", "1000",
+            )  # fmt: skip
+            out.append(node)
+        for node in out:
+            node.wait_listening()
+        return out[0], out[1], redis
+
+    def clients(self, stack: ExitStack, node: Twistd, n: int, **kw: Any) -> list[Any]:
+        url = f"ws://127.0.0.1:{node.port}/"
+        return [stack.enter_context(ws_connect(url, **kw)) for _ in range(n)]
+
+    @inlineCallbacks
+    def test_broadcast_and_write_data_cross_nodes(self) -> Any:
+        """A channel broadcast made on node A reaches the subscribers on
+        node B (and not the others); write_data on node B reaches a
+        connection that node A holds; counts cover both nodes."""
+        a, b, _ = self.nodes()
+
+        def scenario() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            with ExitStack() as stack:
+                (ca,) = self.clients(stack, a, 1)
+                sub_b, other_b = self.clients(stack, b, 2)
+                sub_b.send("sub room")
+                assert sub_b.recv(timeout=10) == "subscribed room"
+                ca.send("pub room hello from a")
+                seen["b subscriber"] = sub_b.recv(timeout=10)
+                ca.send("id")
+                conn_a = ca.recv(timeout=10).split()[1]
+                seen["a id"] = conn_a
+                other_b.send(f"send {conn_a} hello from b")
+                seen["a direct"] = ca.recv(timeout=10)
+                try:
+                    other_b.recv(timeout=0.5)
+                except TimeoutError:
+                    seen["b other"] = None
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    other_b.send("count")
+                    seen["count"] = other_b.recv(timeout=10)
+                    if seen["count"] == "count 3":
+                        break
+                    time.sleep(0.1)
+            return seen
+
+        seen = yield in_thread(scenario)
+        self.assertEqual(seen["b subscriber"], "hello from a")
+        self.assertTrue(seen["a id"].startswith("a.0."))
+        self.assertEqual(seen["a direct"], "hello from b")
+        self.assertIsNone(seen["b other"])
+        self.assertEqual(seen["count"], "count 3")
+
+    @inlineCallbacks
+    def test_cut_link_loses_nothing(self) -> Any:
+        """Node A's Redis connections are killed while node B publishes 200
+        messages: A's subscriber gets every one, once, in order (A catches
+        up from history when its links are back), and a page client that
+        left A before the cut recovers all of them from its position."""
+        a, b, redis = self.nodes()
+
+        def scenario() -> tuple[list[str], list[Any], int]:
+            with ExitStack() as stack:
+                (sub_a,) = self.clients(stack, a, 1)
+                (pub_b,) = self.clients(stack, b, 1)
+                sub_a.send("sub room")
+                assert sub_a.recv(timeout=10) == "subscribed room"
+                with ws_connect(
+                    f"ws://127.0.0.1:{a.port}/", subprotocols=[SUBPROTOCOL]
+                ) as page:
+                    page.send(json.dumps({"type": "subscribe", "channel": "room"}))
+                    start = json.loads(page.recv(timeout=10))
+                pub_b.send("pub room m0")
+                assert sub_a.recv(timeout=10) == "m0"
+                killed = 0
+                for i in range(1, 201):
+                    if i == 20:
+                        for addr in redis_clients_of(a.proc.pid, redis):
+                            redis.command("CLIENT", "KILL", "ADDR", addr)
+                            killed += 1
+                    pub_b.send(f"pub room m{i}")
+                    time.sleep(0.01)
+                got = [sub_a.recv(timeout=30) for _ in range(200)]
+                with ws_connect(
+                    f"ws://127.0.0.1:{a.port}/", subprotocols=[SUBPROTOCOL]
+                ) as page:
+                    since = {"epoch": start["epoch"], "offset": start["offset"]}
+                    page.send(
+                        json.dumps(
+                            {"type": "subscribe", "channel": "room", "since": since}
+                        )
+                    )
+                    recovered = [json.loads(page.recv(timeout=10)) for _ in range(202)]
+            return got, recovered, killed
+
+        got, recovered, killed = yield in_thread(scenario)
+        self.assertEqual(killed, 2)  # its command link and its subscriber link
+        self.assertEqual(got, [f"m{i}" for i in range(1, 201)])
+        self.assertEqual(
+            [m["data"] for m in recovered[:201]], [f"m{i}" for i in range(201)]
+        )
+        offsets = [m["offset"] for m in recovered[:201]]
+        self.assertEqual(offsets, list(range(offsets[0], offsets[0] + 201)))
+        self.assertEqual(recovered[201]["status"], "recovered")
+        self.assertIn("reconnected", a.read_log())
