@@ -528,10 +528,20 @@ def _load_txredis() -> tuple[type[Exception], LinkOpener]:
             # txredisapi builds a set of str and bytes at import time,
             # a BytesWarning under ``python -b``; harmless there.
             warnings.simplefilter("ignore", BytesWarning)
-            from wsplugin.backplane._txredis import RedisConnectionError, open_links
+            from wsplugin.backplane._txredis import (
+                HIREDIS,
+                RedisConnectionError,
+                open_links,
+            )
     except ImportError as e:
         raise ConfigError(
             f"the Redis backplane needs txredisapi ({e}); "
             "install it with: pip install 'wsplugin[redis]'"
         ) from None
+    if not HIREDIS:
+        RedisBackplane._log.warn(
+            "hiredis is not installed: txredisapi parses Redis replies in pure "
+            "Python, one reactor turn per element (history recovery about 10 "
+            "times slower); pip install 'wsplugin[redis]' installs it"
+        )
     return RedisConnectionError, open_links

@@ -32,6 +32,7 @@ from wsplugin.backplane._url import RedisURL
 from wsplugin.errors import ConfigError
 
 __all__ = [
+    "HIREDIS",
     "CommandProtocol",
     "LinkFactory",
     "RedisConnectionError",
@@ -42,6 +43,13 @@ __all__ = [
 
 RedisConnectionError = txredisapi.ConnectionError
 CommandProtocol = txredisapi.RedisProtocol
+
+HIREDIS = getattr(txredisapi, "hiredis", None) is not None
+"""txredisapi parses replies with hiredis (the ``redis`` extra installs it).
+Without it, its pure-Python parser gives the reactor a turn after every
+bulk string of a reply: a recovery of 10,000 publications takes about 6 s
+instead of 0.5 s, and a subscriber link handles a few thousand messages
+per second."""
 
 
 class SubscriberProtocol(txredisapi.SubscriberProtocol):
