@@ -564,10 +564,11 @@ def section(r: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
         ]
         for label, v in lat.items():
-            lines.append(
-                f"| {label} | {_n(v.get('p50_us'), ' µs')} | {_n(v.get('p99_us'), ' µs')} "
-                f"| {_n(v.get('added_p50_us'), ' µs')} | {_n(v.get('added_p99_us'), ' µs')} |"
-            )
+            cells = [
+                _n(v.get(k), " µs")
+                for k in ("p50_us", "p99_us", "added_p50_us", "added_p99_us")
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     rep = r.get("replay", {})
     if rep and "error" not in rep:
