@@ -9,7 +9,9 @@
   one Redis: a channel broadcast from node A reaches subscribers on node B,
   ``write_data`` from B reaches a connection on A, and cutting node A's
   Redis links (``CLIENT KILL``) loses nothing for its subscribers, nor for
-  a client that recovers from its last position.
+  a client that recovers from its last position; and the same two nodes
+  behind nginx (``examples/nginx/wsplugin-cluster.conf``, no sticky
+  sessions).
 
 The app is ``tests/integration/cluster_app.py``. Without ``redis-server``
 these skip locally and fail under ``CI=true``.
@@ -27,6 +29,7 @@ from twisted.internet.defer import inlineCallbacks
 from websockets.sync.client import connect as ws_connect
 
 from tests.integration.cluster_app import Node
+from tests.integration.proxy_support import EXAMPLES, Nginx, TLSFiles
 from tests.integration.redis_support import RedisServer
 from tests.integration.support import ServerTestCase, Twistd, in_thread
 from wsplugin.backplane import RedisBackplane
@@ -279,3 +282,56 @@ class TwoNodesTests(ServerTestCase):
         self.assertEqual(offsets, list(range(offsets[0], offsets[0] + 201)))
         self.assertEqual(recovered[201]["status"], "recovered")
         self.assertIn("reconnected", a.read_log())
+
+    @inlineCallbacks
+    def test_behind_nginx_without_sticky_sessions(self) -> Any:
+        """examples/nginx/wsplugin-cluster.conf spreads clients over both
+        nodes; a broadcast from any client reaches all of them; a page that
+        reconnects (through nginx, to whichever node) recovers what it
+        missed."""
+        a, b, _ = self.nodes()
+        tls = TLSFiles(self)
+        nginx = Nginx(
+            self,
+            a.port,
+            tls,
+            site_file=EXAMPLES / "nginx" / "wsplugin-cluster.conf",
+            more=[("server 127.0.0.1:8889;", f"server 127.0.0.1:{b.port};")],
+        ).run()
+        url = f"wss://127.0.0.1:{nginx.https_port}/"
+        context = tls.client_context()
+
+        def scenario() -> tuple[set[str], list[str], list[Any]]:
+            with ExitStack() as stack:
+                clients = [
+                    stack.enter_context(ws_connect(url, ssl=context)) for _ in range(6)
+                ]
+                holders = set()
+                for ws in clients:
+                    ws.send("id")
+                    holders.add(ws.recv(timeout=10).split()[1].split(".")[0])
+                    ws.send("sub room")
+                    assert ws.recv(timeout=10) == "subscribed room"
+                with ws_connect(url, ssl=context, subprotocols=[SUBPROTOCOL]) as page:
+                    page.send(json.dumps({"type": "subscribe", "channel": "room"}))
+                    start = json.loads(page.recv(timeout=10))
+                clients[0].send("pub room one")
+                clients[-1].send("pub room two")
+                got = [ws.recv(timeout=10) + ws.recv(timeout=10) for ws in clients]
+                with ws_connect(url, ssl=context, subprotocols=[SUBPROTOCOL]) as page:
+                    since = {"epoch": start["epoch"], "offset": start["offset"]}
+                    page.send(
+                        json.dumps(
+                            {"type": "subscribe", "channel": "room", "since": since}
+                        )
+                    )
+                    recovered = [json.loads(page.recv(timeout=10)) for _ in range(3)]
+            return holders, got, recovered
+
+        holders, got, recovered = yield in_thread(scenario)
+        self.assertEqual(holders, {"a", "b"})
+        # one order for everyone: a channel's publications carry offsets
+        self.assertEqual(len(set(got)), 1, got)
+        self.assertIn(got[0], ("onetwo", "twoone"))
+        self.assertEqual(sorted(m.get("data") for m in recovered[:2]), ["one", "two"])
+        self.assertEqual(recovered[2]["status"], "recovered")
