@@ -15,7 +15,8 @@ Client to server::
     {"type": "unsubscribe", "channel": "chat"}
     {"type": "publish", "channel": "chat", "data": "hello"}
 
-``since`` is optional (null or absent: no recovery). A binary payload is
+``since`` is optional (null, absent, or with a null epoch and offset: no
+recovery). A binary payload is
 ``"data": "<base64>", "binary": true``.
 
 Server to client::
@@ -112,6 +113,8 @@ def _since(value: Any) -> tuple[str, int] | None:
         return None
     if isinstance(value, dict):
         epoch, offset = value.get("epoch"), value.get("offset")
+        if epoch is None and offset is None:
+            return None  # a page that has no position yet
     elif isinstance(value, list) and len(value) == 2:
         epoch, offset = value
     else:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
@@ -282,3 +283,46 @@ class BrowserChatTests(TestCase):
             text, "closed (1001), reconnecting in 1 s", self.server.describe()
         )
         self.assertEqual(log[0], "connection closed with code 1001")
+
+
+class LiveFeedPageTests(TestCase):
+    """examples/live_feed.html, the page docs/scaling.md walks through, in
+    headless Chromium."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_page_that_leaves_and_comes_back_misses_nothing(self) -> None:
+        """The tab leaves the page for 2.5 s and comes back: its first item
+        is the one after the last it showed, and the rest follow without a
+        gap (it subscribed with its stored position)."""
+        browser = Chromium(chromium_or_skip(), timeout=WAIT)
+        self.addCleanup(browser.stop)
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "live_feed.py"),
+             f"tcp:{port}:interface=127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.addCleanup(lambda: (proc.terminate(), proc.wait(10)))
+        items = (
+            "Array.from(document.querySelectorAll('#items li'), li => li.textContent)"
+        )
+
+        def scenario() -> tuple[list[str], list[str]]:
+            wait_for_port(port, timeout=WAIT)
+            browser.start()
+            url = f"http://127.0.0.1:{port}/"
+            page = browser.new_page(url)
+            browser.wait_for(page, f"{items}.length >= 2", WAIT)
+            before = browser.evaluate(page, items)
+            browser.evaluate(page, "location.href = 'about:blank'")
+            time.sleep(2.5)
+            browser.evaluate(page, f"location.href = {url!r}")
+            browser.wait_for(page, f"{items}.length >= 4", WAIT)
+            return before, browser.evaluate(page, items)
+
+        before, after = yield deferToThread(scenario)
+        last = int(before[-1].split()[1])
+        numbers = [int(i.split()[1]) for i in after]
+        self.assertEqual(numbers, list(range(last + 1, last + 1 + len(numbers))))
