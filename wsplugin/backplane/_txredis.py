@@ -134,6 +134,15 @@ class LinkFactory(txredisapi.RedisFactory):
         # txredisapi fires this once (handler or error); nobody waits on it
         self.deferred.addErrback(lambda _f: None)
 
+    def retryDelay(self, attempt: int) -> float:
+        """Seconds before reconnection attempt ``attempt`` (1, 2, ...):
+        ``initial_delay`` times e per failed attempt, jittered by about 12 %
+        so that nodes cut off together do not all come back in the same
+        instant, and never more than ``max_delay`` (txredisapi applies its
+        jitter after its own cap, which lets a delay overshoot it: 11.3 s for
+        a 10 s cap was seen)."""
+        return float(min(super().retryDelay(attempt), self.maxDelay))
+
     def addConnection(self, conn: Any) -> None:
         super().addConnection(conn)
         if conn in self.pool:
