@@ -5,6 +5,9 @@
   killed and restarted: local delivery goes on, no client is disconnected,
   and a client that comes back afterwards recovers everything still in
   history.
+- ``AcrossNodesTests``: the sending API of one in-process server reaches
+  the clients of another: ``broadcast`` with ``ids=``, ``exclude=`` and
+  ``subprotocol=``, ``disconnect(id)`` and ``disconnect_all``.
 - ``TwoNodesTests``: two ``twistd ws`` processes on different ports against
   one Redis: a channel broadcast from node A reaches subscribers on node B,
   ``write_data`` from B reaches a connection on A, and cutting node A's
@@ -66,8 +69,8 @@ def redis_clients_of(pid: int, redis: RedisServer) -> list[str]:
     return out
 
 
-class OutageTests(ServerTestCase):
-    """Redis goes away under two running servers."""
+class TwoServers(ServerTestCase):
+    """Two in-process servers on one Redis, and clients of them."""
 
     timeout = 90
 
@@ -99,6 +102,10 @@ class OutageTests(ServerTestCase):
             reply = yield conn.receive()
             return reply
         return None
+
+
+class OutageTests(TwoServers):
+    """Redis goes away under two running servers."""
 
     @inlineCallbacks
     def test_outage_as_clients_see_it(self) -> Any:
@@ -165,6 +172,69 @@ class OutageTests(ServerTestCase):
             (got[2]["type"], got[2]["status"]), ("subscribed", "recovered")
         )
         self.assertEqual(a.backplane.stats.queue_flushed, 1)
+
+
+class AcrossNodesTests(TwoServers):
+    """The sending API of one server reaches the clients of another."""
+
+    @inlineCallbacks
+    def test_filters_disconnect_and_disconnect_all_cross_nodes(self) -> Any:
+        """Called on server A: ``broadcast`` with ``ids=``, ``exclude=`` and
+        ``subprotocol=`` reaches exactly the matching clients of server B
+        (and A); ``disconnect(id)`` closes a client B holds with the code
+        and reason given; ``disconnect_all`` closes every client of both
+        servers. Each client's messages are checked up to an end marker
+        broadcast to all, so an extra delivery would show."""
+        redis = RedisServer(self).start()
+        a, url_a = yield self.node(redis, "a")
+        b, url_b = yield self.node(redis, "b")
+        a1 = yield self.client(url_a)
+        b1 = yield self.client(url_b)
+        b2 = yield self.client(url_b)
+        b3 = yield self.client(url_b, subprotocols=[SUBPROTOCOL])
+        ids = {}
+        for name, conn in (("a1", a1), ("b1", b1), ("b2", b2)):
+            ids[name] = (yield self.command(conn, "id")).split()[1]
+        (b3_conn,) = [c for c in b.connections if c.subprotocol == SUBPROTOCOL]
+        ids["b3"] = b3_conn.id
+        self.assertTrue(ids["b1"].startswith("b.0.") and ids["a1"].startswith("a.0."))
+
+        a.broadcast("only b1", ids=[ids["b1"]])
+        a.broadcast("not b1", exclude=[ids["b1"], ids["b3"]])
+        a.broadcast("channels only", subprotocol=SUBPROTOCOL)
+        a.broadcast("end")
+
+        @inlineCallbacks
+        def until_end(conn: Any, envelope: bool = False) -> Any:
+            got = []
+            while True:
+                msg = yield conn.receive()
+                if envelope:
+                    msg = json.loads(msg)["data"]
+                if msg == "end":
+                    return got
+                got.append(msg)
+
+        self.assertEqual((yield until_end(a1)), ["not b1"])
+        self.assertEqual((yield until_end(b1)), ["only b1"])
+        self.assertEqual((yield until_end(b2)), ["not b1"])
+        self.assertEqual((yield until_end(b3, envelope=True)), ["channels only"])
+
+        a.disconnect(ids["b2"], 4001, "moved")
+        yield b2.wait_closed()
+        self.assertEqual((b2.close_code, b2.close_reason), (4001, "moved"))
+        self.assertTrue(a1.is_open and b1.is_open and b3.is_open)
+
+        a.disconnect_all(4002, "maintenance")
+        for conn in (a1, b1, b3):
+            yield conn.wait_closed()
+            self.assertEqual(
+                (conn.close_code, conn.close_reason), (4002, "maintenance")
+            )
+        self.assertEqual(len(a.connections) + len(b.connections), 0)
+        # the servers still listen
+        again = yield self.client(url_b)
+        self.assertTrue(again.is_open)
 
 
 class TwoNodesTests(ServerTestCase):
