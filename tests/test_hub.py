@@ -288,6 +288,52 @@ class NotStartedTests(SynchronousTestCase):
         self.assertRaises(UnknownConnection, server.write_data, "b.0." + "1" * 32, "x")
 
 
+class BackplaneURLTests(SynchronousTestCase):
+    """``WebSocketServer(backplane=URL)`` builds the Redis engine from the
+    URL (nothing connects before the server starts)."""
+
+    def test_url_forms(self) -> None:
+        """redis:// with a password and a database, rediss:// (TLS) and a
+        Unix socket each give a RedisBackplane with that address; "local"
+        gives the in-process engine."""
+        from wsplugin.backplane import RedisBackplane
+
+        forms = {
+            "redis://:s3cret@10.0.0.5:6390/2": ("redis", "10.0.0.5", 6390, None, 2),
+            "rediss://cache.example:6380/0": ("rediss", "cache.example", 6380, None, 0),
+            "unix:///run/redis.sock?db=1": ("unix", None, None, "/run/redis.sock", 1),
+        }
+        for url, (scheme, host, port, path, db) in forms.items():
+            clock = MemoryReactorClock()
+            server = WebSocketServer(Recorder(), reactor=clock, backplane=url)
+            bp = server.backplane
+            self.assertIsInstance(bp, RedisBackplane, url)
+            assert isinstance(bp, RedisBackplane)
+            got = (bp.url.scheme, bp.url.host, bp.url.port, bp.url.path, bp.url.db)
+            self.assertEqual(got, (scheme, host, port, path, db))
+            self.assertEqual((clock.tcpClients, clock.unixClients), ([], []))
+        server = WebSocketServer(
+            Recorder(), reactor=clock, backplane="redis://:s3cret@h/0"
+        )
+        assert isinstance(server.backplane, RedisBackplane)
+        self.assertEqual(server.backplane.url.password, "s3cret")
+        self.assertNotIn("s3cret", server.backplane.url.redacted())
+        local = WebSocketServer(Recorder(), reactor=clock, backplane="local")
+        self.assertIsInstance(local.backplane, LocalBackplane)
+
+    def test_bad_url_is_a_config_error_without_the_password(self) -> None:
+        from wsplugin.errors import ConfigError
+
+        with self.assertRaises(ConfigError) as caught:
+            WebSocketServer(
+                Recorder(),
+                reactor=MemoryReactorClock(),
+                backplane="redis://:s3cret@host:notaport/0",
+            )
+        self.assertIn("port", str(caught.exception))
+        self.assertNotIn("s3cret", str(caught.exception))
+
+
 class ScriptedEngineTests(SynchronousTestCase):
     """The hub's side of the engine contract, with answers the test gives."""
 
