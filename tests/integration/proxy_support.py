@@ -285,7 +285,7 @@ def _accepts(port: int) -> bool:
 
 class Nginx(Process):
     """nginx serving examples/nginx/wsplugin.conf (or ``site_file``, with
-``more`` replacements) on free loopback ports.
+    ``more`` replacements) on free loopback ports.
 
     The site file goes inside a minimal main configuration, as Debian's
     ``/etc/nginx/nginx.conf`` includes ``conf.d/*.conf`` in its ``http``

@@ -539,7 +539,8 @@ def _load_txredis() -> tuple[type[Exception], LinkOpener]:
             "install it with: pip install 'wsplugin[redis]'"
         ) from None
     if not HIREDIS:
-        RedisBackplane._log.warn(
+        # under the engine's namespace, where its other lines are
+        Logger(namespace="wsplugin.backplane._redis.RedisBackplane").warn(
             "hiredis is not installed: txredisapi parses Redis replies in pure "
             "Python, one reactor turn per element (history recovery about 10 "
             "times slower); pip install 'wsplugin[redis]' installs it"
