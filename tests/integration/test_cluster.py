@@ -12,7 +12,9 @@
   one Redis: a channel broadcast from node A reaches subscribers on node B,
   ``write_data`` from B reaches a connection on A, and cutting node A's
   Redis links (``CLIENT KILL``) loses nothing for its subscribers, nor for
-  a client that recovers from its last position; and the same two nodes
+  a client that recovers from its last position; Redis restarted under
+  them (``websockets`` clients on both, as in the issue's independent
+  check); and the same two nodes
   behind nginx (``examples/nginx/wsplugin-cluster.conf``, no sticky
   sessions).
 
@@ -352,6 +354,72 @@ class TwoNodesTests(ServerTestCase):
         self.assertEqual(offsets, list(range(offsets[0], offsets[0] + 201)))
         self.assertEqual(recovered[201]["status"], "recovered")
         self.assertIn("reconnected", a.read_log())
+
+    @inlineCallbacks
+    def test_redis_restart_under_two_nodes(self) -> Any:
+        """The issue's independent check, with the ``websockets`` library on
+        both ``twistd`` nodes: Redis is stopped (after SAVE) and started
+        again; no client is dropped, a publication made on node B during
+        the outage reaches A's subscriber once Redis is back, and a page
+        that left before the outage and comes back to node A gets every
+        publication since, in order, once."""
+        a, b, redis = self.nodes()
+
+        def reconnected(node: Twistd) -> bool:
+            return "reconnected to" in node.read_log()
+
+        def scenario() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            with ExitStack() as stack:
+                (sub_a,) = self.clients(stack, a, 1)
+                (pub_b,) = self.clients(stack, b, 1)
+                sub_a.send("sub room")
+                assert sub_a.recv(timeout=10) == "subscribed room"
+                with ws_connect(
+                    f"ws://127.0.0.1:{b.port}/", subprotocols=[SUBPROTOCOL]
+                ) as page:
+                    page.send(json.dumps({"type": "subscribe", "channel": "room"}))
+                    json.loads(page.recv(timeout=10))
+                    pub_b.send("pub room before")
+                    last = json.loads(page.recv(timeout=10))
+                seen["before"] = sub_a.recv(timeout=10)
+                assert redis.command("SAVE") == "OK"
+                redis.kill()
+                pub_b.send("pub room during")
+                time.sleep(0.5)
+                redis.restart()
+                deadline = time.monotonic() + 30
+                while not (reconnected(a) and reconnected(b)):
+                    assert time.monotonic() < deadline, "the nodes did not reconnect"
+                    time.sleep(0.1)
+                pub_b.send("pub room after")
+                seen["a live"] = [sub_a.recv(timeout=10) for _ in range(2)]
+                with ws_connect(
+                    f"ws://127.0.0.1:{a.port}/", subprotocols=[SUBPROTOCOL]
+                ) as page:
+                    since = {"epoch": last["epoch"], "offset": last["offset"]}
+                    page.send(
+                        json.dumps(
+                            {"type": "subscribe", "channel": "room", "since": since}
+                        )
+                    )
+                    seen["recovered"] = [
+                        json.loads(page.recv(timeout=10)) for _ in range(3)
+                    ]
+                seen["open"] = [c.state.name for c in (sub_a, pub_b)]
+            seen["last"] = last
+            return seen
+
+        seen = yield in_thread(scenario)
+        self.assertEqual((seen["last"]["data"], seen["last"]["offset"]), ("before", 1))
+        self.assertEqual(seen["before"], "before")
+        self.assertEqual(seen["a live"], ["during", "after"])
+        self.assertEqual(
+            [(m.get("data"), m.get("offset")) for m in seen["recovered"]],
+            [("during", 2), ("after", 3), (None, 3)],
+        )
+        self.assertEqual(seen["recovered"][2]["status"], "recovered")
+        self.assertEqual(seen["open"], ["OPEN", "OPEN"])
 
     @inlineCallbacks
     def test_behind_nginx_without_sticky_sessions(self) -> Any:
