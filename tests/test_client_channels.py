@@ -88,6 +88,21 @@ class SubscriptionTests(SynchronousTestCase):
         )
         self.conn = Conn()
 
+    def attach(self, subs: ChannelSubscriptions | None = None) -> Deferred[Any]:
+        """``subs.attach(self.conn)``, its reader ended at cleanup: a test
+        that leaves it waiting would otherwise have it fail (connection
+        closed, unhandled) when the garbage collector closes the coroutine,
+        in whichever later test is running then."""
+        d = (subs or self.subs).attach(self.conn)  # type: ignore[arg-type]
+
+        def end() -> None:
+            if self.conn.waiting is not None:
+                self.conn.end()
+            d.addErrback(lambda f: f.trap(ConnectionClosed))
+
+        self.addCleanup(end)
+        return d
+
     def test_attach_subscribes_from_positions(self) -> None:
         """Every channel is subscribed, from its position; the Deferred
         fires with the statuses once every subscribed answer is in."""
@@ -116,7 +131,7 @@ class SubscriptionTests(SynchronousTestCase):
     def test_position_moves_after_processing(self) -> None:
         """The position passes a publication only once on_publication's
         Deferred fired; the next one waits for it (in order)."""
-        self.subs.attach(self.conn)  # type: ignore[arg-type]
+        self.attach()
         self.hold = Deferred()
         self.conn.push(pub("a", "one", 1))
         self.conn.push(pub("a", "two", 2))
@@ -136,7 +151,7 @@ class SubscriptionTests(SynchronousTestCase):
             channels=["a"],
             on_reset=lambda c, s: calls.append((c, s)),
         )
-        subs.attach(self.conn)  # type: ignore[arg-type]
+        self.attach(subs)
         self.conn.push(encode_subscribed("a", "epoch_changed", ("n", 3), 0))
         self.conn.push(pub("a", "new", 4, "n"))
         self.assertEqual(calls, [("a", "epoch_changed"), "new"])
@@ -168,7 +183,7 @@ class SubscriptionTests(SynchronousTestCase):
         unsubscribe send their requests."""
         others: list[Any] = []
         subs = ChannelSubscriptions(lambda p: None, on_message=others.append)
-        subs.attach(self.conn)  # type: ignore[arg-type]
+        self.attach(subs)
         self.conn.push("plain text")
         self.conn.push(b"\x00")
         subs.publish("a", b"\x01")
