@@ -67,8 +67,9 @@ setup(
         'tomli>=1.1; python_version < "3.11"',  # twistd ws --config (tomllib)
     ],
     extras_require={
-        # the Redis backplane (wsplugin.backplane.RedisBackplane)
-        "redis": ["txredisapi>=1.6"],
+        # the Redis backplane (wsplugin.backplane.RedisBackplane); hiredis
+        # is txredisapi's fast reply parser (about 10x faster recovery)
+        "redis": ["txredisapi>=1.6", "hiredis>=2.0"],
         # Prometheus metrics (wsplugin.metrics, twistd ws --metrics)
         "metrics": ["prometheus_client>=0.17"],
         # HTTP/2 for the same-port site over TLS (Twisted's, with h2)
@@ -92,6 +93,7 @@ setup(
             "prometheus_client>=0.17",  # the metrics' tests
             "twisted[http2]>=23.10",  # HTTP/2 tests (and their h2 client)
             "uvloop>=0.17",  # wsplugin.reactors' tests
+            "hiredis>=2.0",
         ],
     },
     entry_points={"console_scripts": ["wsplugin-client = wsplugin.cli:main"]},

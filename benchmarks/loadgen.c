@@ -171,6 +171,8 @@ static int epfd = -1;
 static conn_t *conns = NULL;
 static int nconns = 0;
 static struct sockaddr_in server_addr;
+static struct sockaddr_in server_addr2; /* --port2: odd connections go there */
+static int opt_port2 = 0;
 static char *request = NULL;
 static size_t request_len = 0;
 static uint8_t *payload = NULL; /* the message every send uses */
@@ -269,7 +271,8 @@ static void conn_start(conn_t *c) {
     c->gen++;
     c->state = ST_CONNECTING;
     c->received = 0;
-    int r = connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr);
+    struct sockaddr_in *to = opt_port2 && (c - conns) % 2 ? &server_addr2 : &server_addr;
+    int r = connect(fd, (struct sockaddr *)to, sizeof *to);
     if (r < 0 && errno != EINPROGRESS) {
         note_error("connect: %s", strerror(errno));
         close(fd);
@@ -782,6 +785,7 @@ static void usage(void) {
             "usage: loadgen MODE --port P [options]\n"
             "modes: echo | latency | bcast | idle | handshake\n"
             "  --host H (127.0.0.1) --port P --path /\n"
+            "  --port2 P2: odd-numbered connections go to P2 (two nodes)\n"
             "  --conns N --inflight K --size BYTES --binary|--text\n"
             "  --duration S --warmup S --timeout S\n"
             "  latency: --count M --warmup-count W\n"
@@ -805,6 +809,7 @@ int main(int argc, char **argv) {
 #define ARG(name) (!strcmp(a, name) && v && (i++, 1))
         if (ARG("--host")) opt_host = v;
         else if (ARG("--port")) opt_port = atoi(v);
+        else if (ARG("--port2")) opt_port2 = atoi(v);
         else if (ARG("--path")) opt_path = v;
         else if (ARG("--conns")) opt_conns = atoi(v);
         else if (ARG("--inflight")) opt_inflight = atoi(v);
@@ -843,6 +848,8 @@ int main(int argc, char **argv) {
     server_addr.sin_family = AF_INET;
     server_addr.sin_port = htons((uint16_t)opt_port);
     if (inet_pton(AF_INET, opt_host, &server_addr.sin_addr) != 1) die("--host must be an IPv4 address");
+    server_addr2 = server_addr;
+    server_addr2.sin_port = htons((uint16_t)opt_port2);
     build_request();
     if (inflateInit2(&inflater, -15) != Z_OK) die("inflateInit2");
 

@@ -1407,6 +1407,11 @@ def main() -> int:
     )
     ap.add_argument("--no-docs", action="store_true", help="never write docs/")
     ap.add_argument(
+        "--no-scaleout",
+        action="store_true",
+        help="skip benchmarks/scaleout.py (workers, nodes, Redis)",
+    )
+    ap.add_argument(
         "--tag",
         help="write build/bench/results-TAG.json and performance-TAG.{md,png} "
         "only (a side experiment that leaves results.json and docs/ alone)",
@@ -1439,6 +1444,7 @@ def main() -> int:
         if err:
             log("chart: " + err)
         write_report(results, md, md.with_suffix(".png").name)
+        _scaleout().restore_section(md)
         log(f"wrote {os.path.relpath(md, ROOT)} and its chart from {src}")
         return 0
     started = time.monotonic()
@@ -1612,6 +1618,9 @@ def main() -> int:
         )
     for line in trail:
         print(line)
+    if not args.no_scaleout and not args.tag:
+        # workers, two nodes, Redis: their own section of the same report
+        _scaleout().run_and_report(md, quick=args.quick, smoke=args.smoke)
     if args.quick or args.save_baseline:
         print()
         print("\n".join(baseline_table(results)))
@@ -1624,6 +1633,14 @@ def main() -> int:
         f"in {results['elapsed_s']:.0f} s"
     )
     return 0
+
+
+def _scaleout():
+    """benchmarks/scaleout.py (issue 14), imported when needed."""
+    sys.path.insert(0, str(BENCH))
+    import scaleout
+
+    return scaleout
 
 
 if __name__ == "__main__":

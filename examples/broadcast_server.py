@@ -13,14 +13,14 @@ from wsplugin import WebSocketServer
 
 class Broadcast:
     def on_open(self, conn):
-        conn.server.broadcast(f"* {conn.id[:8]} joined")
+        conn.server.broadcast(f"* {conn.id[-8:]} joined")
 
     def on_message(self, conn, text):
         # TMS SendMessageTo: everyone except the sender
-        conn.server.send_to(f"{conn.id[:8]}: {text}", lambda other: other is not conn)
+        conn.server.send_to(f"{conn.id[-8:]}: {text}", lambda other: other is not conn)
 
     def on_disconnect(self, conn, was_clean, code, reason):
-        conn.server.broadcast(f"* {conn.id[:8]} left")
+        conn.server.broadcast(f"* {conn.id[-8:]} left")
 
 
 endpoint = sys.argv[1] if len(sys.argv) > 1 else "tcp:8888"

@@ -47,12 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXCLUDED: dict[str, str] = {}
 """Pages left out altogether (python blocks and twistd lines), with why."""
 
-PYTHON_EXCLUDED = {
-    "docs/scaling.md": (
-        "fragments of the backplane API (inside an inlineCallbacks function, "
-        "a Redis URL); the backplane is not wired into the server yet"
-    ),
-}
+PYTHON_EXCLUDED: dict[str, str] = {}
 """Pages whose python blocks are not run (their twistd lines still are)."""
 
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")

@@ -182,6 +182,27 @@ class LocalHistoryTests(SynchronousTestCase):
         bp.publish("c", b"again")
         self.assertEqual(bp.history_channels(), ["c"])
 
+    def test_history_options_stick_to_the_channel(self) -> None:
+        """A size or TTL given by one publish stays the channel's own for
+        publishes that give none (a publisher without options does not
+        wipe the history another asked for), until the history expires."""
+        bp, rec, clock = local(history_size=0, history_ttl=10)
+        bp.publish("c", b"0", history_size=3, history_ttl=100)
+        for i in range(1, 5):
+            bp.publish("c", b"%d" % i)
+        epoch = rec.pubs[0].epoch
+        assert epoch is not None
+        got = self.successResultOf(bp.subscribe("c", (epoch, 2)))
+        self.assertEqual([p.message for p in got.publications], ["2", "3", "4"])
+        clock.advance(50)  # within the channel's own TTL (100), not the default
+        bp.publish("c", b"5")
+        self.assertEqual(rec.pubs[-1].epoch, epoch)
+        clock.advance(101)
+        bp.publish("c", b"6")  # expired: a new history, with the defaults
+        self.assertNotEqual(rec.pubs[-1].epoch, epoch)
+        got = self.successResultOf(bp.subscribe("c", (rec.pubs[-1].epoch, 0)))
+        self.assertEqual(got.status, RecoveryStatus.TOO_OLD)
+
 
 class LocalCountTests(SynchronousTestCase):
     def test_counts(self) -> None:

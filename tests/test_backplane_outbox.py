@@ -49,18 +49,21 @@ class OutboxTests(SynchronousTestCase):
 
     def test_sent_at_once_on_the_command_link(self) -> None:
         """A channel's op runs the publish script on its meta and history
-        keys, with a fresh epoch candidate, size and TTL; any other op is a
-        plain PUBLISH."""
+        keys, with a fresh epoch candidate, size and TTL (or '' for the
+        channel's own) and the defaults; any other op is a plain PUBLISH."""
         cmd = FakeLink()
         self.links.link_up("cmd", cmd)
         self.outbox.send(Op("wsplugin:0:ch:c", b"m", channel="c", size=5, ttl_ms=9))
+        self.outbox.send(Op("wsplugin:0:ch:c", b"n", channel="c", default_size=3))
         self.outbox.send(Op("wsplugin:0:all", b"x"))
         (script, keys, args), _ = cmd.pop("EVAL")
         self.assertEqual(script, PUBLISH_LUA)
         self.assertEqual(keys, ["wsplugin:0:meta:c", "wsplugin:0:hist:c"])
         self.assertEqual(args[0], "wsplugin:0:ch:c")
         self.assertRegex(args[1], "^[0-9a-f]{12}$")
-        self.assertEqual(args[2:], [5, 9, b"m"])
+        self.assertEqual(args[2:], [5, 9, b"m", 0, 300_000])
+        (script, keys, args), _ = cmd.pop("EVAL")
+        self.assertEqual(args[2:], ["", "", b"n", 3, 300_000])
         self.assertEqual(cmd.pop("PUBLISH")[0], ("wsplugin:0:all", b"x"))
         self.assertEqual((self.stats.publish_failures, self.stats.queued), (0, 0))
 

@@ -220,7 +220,7 @@ class RedisEngineLogicTests(SynchronousTestCase):
         self.redis.up("cmd", cmd2)
         (script, keys, args), _ = cmd2.pop("EVAL")
         self.assertEqual(keys, ["wsplugin:0:meta:c", "wsplugin:0:hist:c"])
-        payload = args[-1]
+        payload = args[4]
         self.assertEqual(decode(payload)[1], True)  # local_done
         (topic, raw), _ = cmd2.pop("PUBLISH")
         self.assertEqual(topic, "wsplugin:0:all")
@@ -233,7 +233,7 @@ class RedisEngineLogicTests(SynchronousTestCase):
         # connected again and subscribed: the next one comes via Redis
         self.bp.publish("c", b"three")
         self.assertEqual(len(self.rec.pubs), 2)
-        self.assertEqual(decode(cmd2.pop("EVAL")[0][2][-1])[1], False)
+        self.assertEqual(decode(cmd2.pop("EVAL")[0][2][4])[1], False)
 
     def test_malformed_messages_are_ignored(self) -> None:
         """Bytes another program published on our topics are logged and

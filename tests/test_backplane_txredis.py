@@ -106,6 +106,32 @@ class OpenLinksTests(SynchronousTestCase):
         self.assertIsInstance(cmd, LinkFactory)
 
 
+class BackoffTests(SynchronousTestCase):
+    def test_backoff_grows_and_is_capped(self) -> None:
+        """Reconnection delays start near initial_delay, grow by about e
+        per attempt, and never exceed max_delay, even with jitter and
+        after a long outage (1000 attempts)."""
+        factory = LinkFactory(
+            "t",
+            RedisURL("unix", path="/r.sock"),
+            SubscriberProtocol,
+            select_db=False,
+            reply_timeout=10,
+            initial_delay=0.5,
+            max_delay=10,
+            on_up=lambda conn: None,
+            on_down=lambda conn: None,
+            on_error=lambda why: None,
+        )
+        first = [factory.retryDelay(1) for _ in range(200)]
+        self.assertTrue(all(0 <= d <= 1.0 for d in first), max(first))
+        second = sorted(factory.retryDelay(2) for _ in range(201))[100]
+        self.assertTrue(1.0 < second < 1.8, second)  # 0.5 * e = 1.36
+        late = [factory.retryDelay(n) for n in range(5, 1005)]
+        self.assertLessEqual(max(late), 10.0)
+        self.assertGreater(sorted(late)[500], 8.0)  # at the cap, mostly
+
+
 class SubscriberProtocolTests(SynchronousTestCase):
     def test_replies_are_sorted(self) -> None:
         """Pub/sub messages go to the factory; a SUBSCRIBE confirmation

@@ -184,7 +184,7 @@ class Extended(Options):
 
     optParameters = [
         *Options.optParameters,
-        ["workers", None, 1, "Worker processes.", int],
+        ["threads", None, 1, "Worker threads.", int],
         ["log-style", None, "plain", "plain or fancy."],
         ["ratio", None, None, "A fraction.", fraction],
     ]
@@ -250,8 +250,13 @@ def every_key(test: SynchronousTestCase) -> tuple[str, list[str], Files]:
         "watchdog_interval": 2.0,
         "watchdog_attempts": 3,
         "trusted_proxies": 1,
+        "history_size": 10,
+        "history_ttl": 60.0,
+        "workers": 1,
     }
     strings = {
+        "backplane": "local",
+        "node_name": "web-1",
         "app": "echo",
         "path": "/ws",
         "static": public,
@@ -406,30 +411,30 @@ class NewOptionsTests(SynchronousTestCase):
         value and one taking none, each as its key; flags still win."""
         keys = option_keys(Extended())
         self.assertEqual(
-            {n: keys[n].kind for n in ("workers", "log_style", "ratio")},
-            {"workers": "int", "log_style": "str", "ratio": "value"},
+            {n: keys[n].kind for n in ("threads", "log_style", "ratio")},
+            {"threads": "int", "log_style": "str", "ratio": "value"},
         )
         self.assertEqual((keys["stats"].kind, keys["verbose"].kind), ("call", "switch"))
         files = Files(self)
         text = (
-            'workers = 4\nlog_style = "fancy"\nratio = 0.5\n'
+            'threads = 4\nlog_style = "fancy"\nratio = 0.5\n'
             'stats = "tcp:9100"\nverbose = true\n'
         )
         options = self.options(files, text)
         self.assertEqual(
-            [options[k] for k in ("workers", "log-style", "ratio", "stats")]
+            [options[k] for k in ("threads", "log-style", "ratio", "stats")]
             + [options["verbose"]],
             [4, "fancy", 0.5, "tcp:9100", True],
         )
-        options = self.options(files, text, "--workers", "1", "--stats", "unix:/m")
-        self.assertEqual((options["workers"], options["stats"]), (1, "unix:/m"))
+        options = self.options(files, text, "--threads", "1", "--stats", "unix:/m")
+        self.assertEqual((options["threads"], options["stats"]), (1, "unix:/m"))
         self.assertFalse(self.options(files, "verbose = false\n")["verbose"])
 
     def test_errors(self) -> None:
         """Their refusals name the file, the line and the key."""
         files = Files(self)
         for text, expected in [
-            ('workers = "4"\n', "workers: must be an integer, not '4' (a string)"),
+            ('threads = "4"\n', "threads: must be an integer, not '4' (a string)"),
             ("ratio = 2\n", "ratio: must be in (0, 1], not 2"),
             ("ratio = true\n", "ratio: must be a string or a number, not true "
              "(a boolean)"),

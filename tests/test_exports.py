@@ -42,6 +42,7 @@ PUBLIC_MODULES = {
     "apps",
     "auth",
     "backplane",
+    "channels",
     "cli",
     "client",
     "config",
@@ -175,6 +176,8 @@ class TopLevelExportTests(SynchronousTestCase):
 
 
 CLIENT_ALL = [
+    "ChannelPublication",
+    "ChannelSubscriptions",
     "ClientConfig",
     "ClientConnection",
     "ClientError",

@@ -46,6 +46,7 @@ class Member:
     channels: set[str] = field(default_factory=set)
     subprotocol: str | None = None
     engine: Engine = field(default_factory=Engine)
+    envelope: bool = False
 
 
 def fanout(*members: Member) -> Fanout:

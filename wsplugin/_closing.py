@@ -293,7 +293,7 @@ class AutobahnClosing:
         if opened:
             if self.route is not None and self.route.config.connection_log:
                 log_close(self, code, reason or "", wasClean)
-            self.factory.registry.remove(conn)
+            self.factory.hub.closed(conn)
             self.dispatch.fire("on_disconnect", wasClean, code, reason or "")
         conn.finish()
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
 
+from wsplugin._envelope import encode_publication
 from wsplugin._frames import encode_message
 
 if TYPE_CHECKING:
@@ -164,16 +165,36 @@ class Fanout:
         )
         return self.send(payload, is_binary, targets)
 
-    def deliver(self, publication: Any) -> int:
+    def deliver(self, publication: Any, targets: Iterable[Member] | None = None) -> int:
         """A publication from any node (``wsplugin.backplane.Publication``:
         ``channel``, ``data``, ``is_binary``, ``protocol``, ``ids``,
-        ``exclude``) to this node's matching connections: what a
-        backplane's receiver does with it."""
-        return self.publish_local(
+        ``exclude``, ``epoch``, ``offset``) to this node's matching
+        connections (or to ``targets``): what a backplane's receiver does
+        with it.
+
+        A connection with ``envelope`` set (it speaks
+        ``wsplugin.channels.v1``, :mod:`wsplugin.channels`) gets the
+        publication wrapped in a JSON ``publication`` message that carries
+        its channel, epoch and offset; the others get the payload as it
+        was published. Each form is encoded once.
+        """
+        if targets is None:
+            targets = self.select(
+                channel=publication.channel,
+                subprotocol=publication.protocol,
+                ids=publication.ids,
+                exclude=publication.exclude,
+            )
+        wrapped = [c for c in targets if c.envelope]
+        if not wrapped:
+            return self.send(publication.data, publication.is_binary, targets)
+        plain = [c for c in targets if not c.envelope]
+        count = self.send(publication.data, publication.is_binary, plain)
+        envelope = encode_publication(
+            publication.channel,
             publication.data,
             publication.is_binary,
-            channel=publication.channel,
-            subprotocol=publication.protocol,
-            ids=publication.ids,
-            exclude=publication.exclude,
+            publication.epoch,
+            publication.offset,
         )
+        return count + self.send(envelope, False, wrapped)

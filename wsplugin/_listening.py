@@ -125,6 +125,10 @@ class Listening:
         self._on_up = on_up
         self._on_down = on_down
         self.ports: list[IListeningPort] = []
+        # how an endpoint string becomes an endpoint; a worker of
+        # ``twistd ws --workers N`` adopts its supervisor's sockets instead
+        # (wsplugin._worker.WorkerEnv.endpoint_maker)
+        self.make_endpoint: Callable[[Any, str], Any] = serverFromString
         self.starting: Deferred[Any] | None = None
         self._done: Callable[[Any], None] | None = None
         self.pending = False
@@ -234,7 +238,7 @@ class Listening:
 
     async def listen_one(self, description: str) -> IListeningPort:
         """Listen on one endpoint string (with TLS if the factory speaks it)."""
-        endpoint = serverFromString(self.reactor, description)
+        endpoint = self.make_endpoint(self.reactor, description)
         try:
             port: IListeningPort = await endpoint.listen(self.listening_factory)
         except Exception as e:

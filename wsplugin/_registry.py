@@ -3,7 +3,8 @@
 The protocol adds a connection when it opens and removes it when it ends;
 the fan-out, ``write_data`` and ``server.connections`` read it. What the
 registry and the fan-out need from a connection is :class:`Member`, a small
-``typing.Protocol`` (its id, its channels, its subprotocol, and its engine's
+``typing.Protocol`` (its id, its channels, its subprotocol, whether it
+takes publications in the channels envelope, and its engine's
 :class:`~wsplugin._fanout.FanoutTarget` side), so neither reaches into a
 connection's or a protocol's private state.
 """
@@ -29,6 +30,8 @@ class Member(Protocol):
 
     id: str
     subprotocol: str | None
+    envelope: bool
+    """Channel publications reach it wrapped (``wsplugin.channels.v1``)."""
 
     @property
     def channels(self) -> AbstractSet[str]:

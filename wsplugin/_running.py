@@ -3,9 +3,10 @@
 * :func:`run_until_stopped` is what :meth:`WebSocketServer.run
   <wsplugin.WebSocketServer.run>` does: start when the reactor runs, stop
   on SIGINT/SIGTERM, reload TLS on SIGHUP, and give an exit status;
-* :func:`wait_closed_all` is the end of ``stop()``: the connections, asked
-  to close with 1001, get at most ``shutdown_timeout`` seconds, then the
-  rest are aborted.
+* :func:`shut_down` is ``stop()``: stop listening, ask every connection
+  of this node to close with 1001, give them at most ``shutdown_timeout``
+  seconds (:func:`wait_closed_all`: then the rest are aborted), then stop
+  the backplane, once nothing more can be sent through it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,23 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    maybeDeferred,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from wsplugin._hub import Hub
+from wsplugin._listening import Listening
+from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection, ConnectionState
 from wsplugin.tls import on_hangup
 
-__all__ = ["run_until_stopped", "wait_closed_all"]
+__all__ = ["run_until_stopped", "shut_down", "wait_closed_all"]
 
 
 def run_until_stopped(
@@ -94,3 +104,36 @@ async def wait_closed_all(
     # once: wait for that, so that stop() and on_shutdown fire only once
     # every connection has left server.connections.
     await DeferredList([c.wait_closed() for c in stragglers], consumeErrors=True)
+
+
+async def shut_down(
+    listening: Listening,
+    hub: Hub,
+    config: ServerConfig,
+    reactor: Any,
+    log: Logger,
+    children: Deferred[Any] | None,
+) -> bool:
+    """A server's graceful stop; returns whether it was listening.
+
+    Listening stops first (a start still retrying gives up), then this
+    node's connections are asked to close with 1001 (each after the data
+    queued for it) and waited for, at most ``shutdown_timeout`` seconds;
+    then the backplane stops (its links close, this node's counts are
+    withdrawn), and the server's child services are waited for.
+    """
+    why = RuntimeError("the server was stopped before it could listen")
+    listening.cancel_retry(why)
+    if listening.starting is not None:
+        await DeferredList([listening.starting])
+    ports = listening.take_ports()
+    for port in ports:
+        # IListeningPort.stopListening may return a Deferred, or None
+        await maybeDeferred(port.stopListening)
+    open_conns = hub.registry.snapshot()
+    hub.close_local(1001, "server shutting down")
+    await wait_closed_all(open_conns, config.shutdown_timeout, reactor, log)
+    await hub.stop()
+    if children is not None:
+        await children
+    return bool(ports)

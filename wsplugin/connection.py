@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
 
@@ -40,6 +40,7 @@ from wsplugin._connbase import (
 )
 from wsplugin._keepalive import HEARTBEAT_PREFIX
 from wsplugin._request import Headers, Request, forwarded_address
+from wsplugin.backplane import Recovery, RecoveryStatus, StreamPosition
 from wsplugin.errors import ConnectionClosed, ReceiveTimeout, WSPluginError
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MESSAGE_KINDS",
+    "ChannelHost",
     "CloseMessage",
     "Connection",
     "ConnectionEngine",
@@ -94,6 +96,22 @@ def _kind(item: _Data | Fragment | CloseMessage | _Pong) -> str:
     return "binary"
 
 
+class ChannelHost(Protocol):
+    """Where a connection joins and leaves channels: its server's hub
+    (``wsplugin._hub.Hub``), which talks to the backplane."""
+
+    def join(
+        self,
+        conn: Connection,
+        channel: str,
+        since: StreamPosition | tuple[str, int] | None,
+    ) -> Deferred[Recovery]:
+        """Subscribe ``conn``; recover from ``since``."""
+
+    def leave(self, conn: Connection, channel: str) -> None:
+        """Unsubscribe ``conn``."""
+
+
 @dataclass
 class _Waiter:
     """A pending ``receive()`` (``raw``) or ``wait_for_message()``."""
@@ -127,7 +145,13 @@ class Connection(BaseConnection):
         user_data: Anything the application pairs with this connection.
         owns_user_data: Release ``user_data`` when the connection ends: its
             ``close()`` is called if it has one. Otherwise it is left alone.
-        channels: Channels the connection subscribed to.
+        channels: Channels the connection subscribed to (a channel joins
+            the set once :meth:`subscribe` has completed).
+        envelope: Channel publications reach this connection wrapped in a
+            JSON ``publication`` message carrying their channel, epoch and
+            offset (the ``wsplugin.channels.v1`` format of
+            :mod:`wsplugin.channels`); set it when the client speaks that.
+            Off: the payload as it was published.
         close_code: The code the connection ended with (None while open).
         close_reason: The reason it ended with.
         dropped_messages: Messages skipped by the ``"drop"`` send-buffer
@@ -148,13 +172,19 @@ class Connection(BaseConnection):
         max_queue: int = 32,
         server: Any = None,
         config: ServerConfig | None = None,
+        conn_id: str | None = None,
+        hub: ChannelHost | None = None,
     ) -> None:
         super().__init__(engine, request, clock=clock)
+        if conn_id is not None:
+            self.id = conn_id
         self.server = server
         self.config = config
         self.user: Any = None
         self.owns_user_data = False
         self.channels: set[str] = set()
+        self.envelope = False
+        self._hub = hub
         self.dropped_messages = 0
         self.queues_messages = True
         # created on first use: most connections never need them, and a
@@ -173,13 +203,50 @@ class Connection(BaseConnection):
 
     # -- channels ---------------------------------------------------------
 
-    def subscribe(self, channel: str) -> None:
-        """Join ``channel``: ``broadcast(..., channel=...)`` reaches this client."""
-        self.channels.add(channel)
+    def subscribe(
+        self,
+        channel: str,
+        since: StreamPosition | tuple[str, int] | None = None,
+    ) -> Deferred[Recovery]:
+        """Join ``channel``: ``broadcast(..., channel=...)`` from any node
+        reaches this client.
+
+        With ``since``, the ``(epoch, offset)`` of the last publication the
+        client processed, it is first sent the publications of the channel
+        it missed, oldest first, then the live ones: each once, in order,
+        with no gap. The returned Deferred fires (after the missed ones were
+        sent) with a :class:`~wsplugin.backplane.Recovery` whose ``status``
+        says how that went: ``RECOVERED``; ``NOT_REQUESTED`` (no
+        ``since``); or ``EPOCH_CHANGED`` / ``TOO_OLD`` / ``UNAVAILABLE``,
+        when what was missed cannot be known (the history was lost, is
+        shorter than the gap, or the backplane is unreachable): the
+        application reloads its state then. Its ``position`` is where the
+        client stands now. Subscribing again to a channel is a no-op
+        (``NOT_REQUESTED``, no position).
+
+        With the in-process backplane it all happens before ``subscribe``
+        returns; with Redis, a few milliseconds later (publications made
+        meanwhile are not lost: they follow the missed ones). The Deferred
+        never fails. Recovery needs history (``history_size``,
+        docs/scaling.md).
+
+        Raises:
+            TypeError, ValueError: a channel that is not a non-empty
+                ``str`` of at most 1024 characters, or a malformed
+                ``since``.
+        """
+        if self._hub is None:  # a connection outside a server (tests)
+            self.channels.add(channel)
+            return succeed(Recovery(RecoveryStatus.NOT_REQUESTED))
+        return self._hub.join(self, channel, since)
 
     def unsubscribe(self, channel: str) -> None:
-        """Leave ``channel`` (no error if not subscribed)."""
-        self.channels.discard(channel)
+        """Leave ``channel`` (no error if not subscribed); a subscription
+        still under way is called off."""
+        if self._hub is None:
+            self.channels.discard(channel)
+        else:
+            self._hub.leave(self, channel)
 
     # -- receiving --------------------------------------------------------
 

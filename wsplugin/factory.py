@@ -7,7 +7,10 @@ of its own that the protocols are given through it:
 * the :class:`~wsplugin._registry.Registry` of open connections (by id),
   behind the public :class:`Connections` view;
 * the :class:`~wsplugin._fanout.Fanout` that ``broadcast``, ``send_to`` and
-  (with a backplane) publications from other nodes go through;
+  publications from the backplane go through;
+* the :class:`~wsplugin._hub.Hub` between them and the
+  :class:`~wsplugin.backplane.Backplane` (the in-process one by default),
+  which makes channels, ``write_data`` and disconnects cluster-wide;
 * the :class:`~wsplugin._batching.TurnBatcher` of the reactor's turn;
 * the :class:`~wsplugin._ratelog.RateLimitedLog` for per-connection problems.
 
@@ -32,10 +35,12 @@ from wsplugin._autobahn import ReactorTimer
 from wsplugin._batching import TurnBatcher
 from wsplugin._events import bind_events
 from wsplugin._fanout import Fanout
+from wsplugin._hub import Hub
 from wsplugin._ratelog import LOG_BURST, LOG_WINDOW, RateLimitedLog
 from wsplugin._registry import Connections, Registry
 from wsplugin._routing import Route, Router
 from wsplugin._sendapi import SendingMethods
+from wsplugin.backplane import Backplane, make_backplane
 from wsplugin.config import ServerConfig
 from wsplugin.connection import Connection
 from wsplugin.protocol import WebSocketServerProtocol
@@ -64,12 +69,17 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
         registry: The registry of open connections; a new one by default.
         batcher: The write batcher of this reactor's turns; a new one (on
             ``reactor``) by default.
+        backplane: The :class:`~wsplugin.backplane.Backplane` its owner
+            starts and stops (the server does). By default the factory
+            makes an in-process one and starts it at once (it does no I/O),
+            so a factory used alone has channels and history too.
 
     Attributes:
         clock: The reactor its timers run on.
         router: Its routes.
         registry: The open connections (``connections`` is the public view).
         fanout: Sends one message to many connections, encoded once.
+        hub: Between the connections and the backplane (``hub.backplane``).
         batcher: Collects each reactor turn's writes (one per factory).
         log_limited: Logs per-connection problems, rate limited.
         on_connect: The server handler's ``on_connect``, or None.
@@ -95,6 +105,7 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
         log_limited: RateLimitedLog | None = None,
         registry: Registry | None = None,
         batcher: TurnBatcher | None = None,
+        backplane: Backplane | None = None,
     ) -> None:
         self.config = config or ServerConfig()
         super().__init__(server=self.config.server_header or None, reactor=reactor)
@@ -110,6 +121,12 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
         self.log_limited = log_limited or RateLimitedLog(self.clock, self._log)
         self.registry = registry if registry is not None else Registry()
         self.fanout = Fanout(self.registry, self._log)
+        own = backplane is None
+        if backplane is None:
+            backplane = make_backplane(None, reactor=self.clock)
+        self.hub = Hub(backplane, self.fanout, self.registry, self._log)
+        if own:
+            self.hub.start()
         self.batcher = batcher or TurnBatcher(self.clock, self._log)
         self.connections = Connections(self.registry)
         self._apply_config()

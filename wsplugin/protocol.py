@@ -381,6 +381,8 @@ class WebSocketServerProtocol(
             max_queue=cfg.max_queue,
             server=self.factory.owner,
             config=cfg,
+            conn_id=self.factory.hub.new_connection_id(),
+            hub=self.factory.hub,
         )
         conn.subprotocol = next(
             (p for p in request.protocols if p in cfg.subprotocols), None
@@ -471,7 +473,7 @@ class WebSocketServerProtocol(
             conn.queues_messages = (
                 "on_message" not in events and "on_binary" not in events
             )
-        self.factory.registry.add(conn)
+        self.factory.hub.opened(conn)
         if self.route.config.connection_log:
             log_open(self)
         cfg = self.route.config

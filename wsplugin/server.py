@@ -15,8 +15,6 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet.defer import (
     Deferred,
-    DeferredList,
-    maybeDeferred,
     succeed,
 )
 from twisted.internet.interfaces import IListeningPort
@@ -27,8 +25,9 @@ from wsplugin._events import as_deferred
 from wsplugin._gate import listening_gate
 from wsplugin._listening import Listening, listener_lost
 from wsplugin._routing import Route
-from wsplugin._running import run_until_stopped, wait_closed_all
+from wsplugin._running import run_until_stopped, shut_down
 from wsplugin._sendapi import SendingMethods
+from wsplugin.backplane import Backplane, make_backplane
 from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
 from wsplugin.factory import Connections, WebSocketServerFactory
@@ -91,6 +90,9 @@ class WebSocketServer(SendingMethods, MultiService):
             ``unix:`` or ``systemd:`` ones; :meth:`reload_tls` re-reads the
             files.
         config: Server options; keyword ``options`` are applied on top.
+        backplane: What makes servers one (docs/scaling.md): a Redis URL, a
+            :class:`~wsplugin.backplane.Backplane`, or None (in-process);
+            started and stopped with the server (``self.backplane``).
         reactor: The reactor (the global one if None).
         metrics: ``/metrics`` endpoint, True or a ``Metrics`` (docs/metrics.md).
         **options: Any :class:`~wsplugin.ServerConfig` option by name.
@@ -131,6 +133,7 @@ class WebSocketServer(SendingMethods, MultiService):
         static_follow_symlinks: bool = False,
         tls: TLSOptions | None = None,
         metrics: Any = None,
+        backplane: str | Backplane | None = None,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -149,10 +152,16 @@ class WebSocketServer(SendingMethods, MultiService):
         self.reactor = reactor
         self.config = (config or ServerConfig()).replace(**options)
         self.handler = handler
+        self.backplane = make_backplane(backplane, reactor=reactor)
         self.factory = WebSocketServerFactory(
-            self.config, reactor=reactor, owner=self, server_handler=handler
+            self.config,
+            reactor=reactor,
+            owner=self,
+            server_handler=handler,
+            backplane=self.backplane,
         )
         # the sending methods (broadcast, send_to, ...) work on these
+        self.hub = self.factory.hub
         self.fanout = self.factory.fanout
         self.registry = self.factory.registry
         self._stopping: Deferred[None] | None = None
@@ -363,6 +372,7 @@ class WebSocketServer(SendingMethods, MultiService):
         :meth:`privilegedStartService` already tried: that attempt's outcome
         stands, and a server that could not listen stays inactive)."""
         super().startService()
+        self.hub.start()
         if self._privileged_start:
             self._privileged_start = False
             if not self.listening.pending and self.listening.failure:
@@ -406,23 +416,9 @@ class WebSocketServer(SendingMethods, MultiService):
             self._fire_server_event("on_startup")
 
     async def _shutdown(self, children: Deferred[Any] | None) -> None:
-        self.listening.cancel_retry(
-            RuntimeError("the server was stopped before it could listen")
+        was_listening = await shut_down(
+            self.listening, self.hub, self.config, self.reactor, self.log, children
         )
-        if self.listening.starting is not None:
-            await DeferredList([self.listening.starting])
-        ports = self.listening.take_ports()
-        for port in ports:
-            # IListeningPort.stopListening may return a Deferred, or None
-            await maybeDeferred(port.stopListening)
-        was_listening = bool(ports)
-        open_conns = [c for c in self.factory.connections]
-        self.factory.disconnect_all(1001, "server shutting down")
-        await wait_closed_all(
-            open_conns, self.config.shutdown_timeout, self.reactor, self.log
-        )
-        if children is not None:
-            await children
         self._stopping = None
         if was_listening:
             self._fire_server_event("on_shutdown")

@@ -24,6 +24,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from wsplugin._configfile import ConfigFile, ConfigFileError, RouteSpec, given_options
+from wsplugin._tapcluster import (
+    CLUSTER_PARAMETERS,
+    Cluster,
+    become_worker,
+    check_cluster,
+    supervisor,
+)
 from wsplugin.apps import AppNotFound, load_app
 from wsplugin.config import ServerConfig
 from wsplugin.errors import ConfigError
@@ -201,6 +208,7 @@ class Options(usage.Options):
             "text",
             "text, or json: one JSON object per line, to twistd's --logfile.",
         ],
+        *CLUSTER_PARAMETERS,
         *_CONFIG_PARAMS,
     ]
     optFlags = [
@@ -235,11 +243,14 @@ class Options(usage.Options):
         self.given: set[str] = set()  # options on the command line (--config)
         self.config_file: ConfigFile | None = None
         self.routes: list[RouteSpec] = []  # the --config file's [[route]]s
+        self.argv: list[str] = []  # as given (--workers starts workers with them)
+        self.cluster: Cluster | None = None  # --backplane, --workers...
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse, noting which options were given: they win over --config.
         An error about a value from the --config file names its line and key."""
-        self.given = given_options(self, sys.argv[1:] if options is None else options)
+        self.argv = list(sys.argv[1:] if options is None else options)
+        self.given = given_options(self, self.argv)
         try:
             super().parseOptions(options)
         except ConfigFileError as e:
@@ -295,8 +306,9 @@ class Options(usage.Options):
             raise usage.UsageError(f"--path must start with '/': {self['path']!r}")
         self.tls = self._tls_options()
         self.config = self._build_config()
-        for description in self["ports"]:
-            _check_endpoint(description)
+        self.cluster = check_cluster(self)
+        for description in self["ports"] if self.cluster.worker is None else ():
+            _check_endpoint(description)  # a worker's come from its supervisor
         try:
             if self.handler is None and self["app"] is not None:  # --config: loaded
                 self.handler = load_app(self["app"])
@@ -515,9 +527,13 @@ class ReloadOnHangup(Service):
             pass  # logged by reload_tls; the old certificate stays
 
 
-def makeService(options: Options) -> WebSocketServer:
-    """Build the server from parsed options (the twistd entry point)."""
-    assert options.config is not None
+def makeService(options: Options) -> Any:
+    """Build the server from parsed options (the twistd entry point); with
+    ``--workers N`` (N > 1) the supervisor of N workers, which build it."""
+    assert options.config is not None and options.cluster is not None
+    cluster = options.cluster
+    if cluster.supervises:
+        return supervisor(cluster, options, options.config.shutdown_timeout)
     handler = options.handler
     page = getattr(handler, "resource", None)
     server = WebSocketServer(
@@ -536,7 +552,12 @@ def makeService(options: Options) -> WebSocketServer:
         static_follow_symlinks=options["static-follow-symlinks"],
         tls=options.tls,
         metrics=options["metrics"],
+        backplane=cluster.backplane,
     )
+    if cluster.worker is not None:
+        become_worker(server, cluster.worker, options["ports"])
+        if server.metrics is not None:  # each worker its own /metrics
+            server.metrics.worker = cluster.worker.index
     for route in options.routes:
         route.register(server)
     server.exit_on_listen_failure = True  # as twistd web: exit, don't idle

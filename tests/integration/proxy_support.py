@@ -284,7 +284,8 @@ def _accepts(port: int) -> bool:
 
 
 class Nginx(Process):
-    """nginx serving examples/nginx/wsplugin.conf on free loopback ports.
+    """nginx serving examples/nginx/wsplugin.conf (or ``site_file``, with
+    ``more`` replacements) on free loopback ports.
 
     The site file goes inside a minimal main configuration, as Debian's
     ``/etc/nginx/nginx.conf`` includes ``conf.d/*.conf`` in its ``http``
@@ -300,14 +301,23 @@ class Nginx(Process):
 
     name = "nginx"
 
-    def __init__(self, test: TestCase, upstream_port: int, tls: TLSFiles) -> None:
+    def __init__(
+        self,
+        test: TestCase,
+        upstream_port: int,
+        tls: TLSFiles,
+        *,
+        site_file: Path = NGINX_SITE,
+        more: Sequence[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(test)
         self.binary = require_binary("nginx", "nginx")
         self.http_port = free_port()
         self.https_port = free_port()
         site = render(
-            NGINX_SITE,
+            site_file,
             [
+                *more,
                 ("listen 80;", f"listen 127.0.0.1:{self.http_port};"),
                 ("listen 443 ssl;", f"listen 127.0.0.1:{self.https_port} ssl;"),
                 ("server 127.0.0.1:8888;", f"server 127.0.0.1:{upstream_port};"),

@@ -1,5 +1,6 @@
 """A real browser against ``twistd -n ws``: headless Chromium loads the built-in
-chat page from the server and two tabs talk through it.
+chat page from the server, two tabs talk through it, and a tab that lost its
+connection recovers what it missed.
 
 Needs Debian's ``chromium`` (``.ci/install-system-deps`` installs it).  Where
 it is missing the test tries that script once (as root with apt-get), fails
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
@@ -214,6 +216,50 @@ class BrowserChatTests(TestCase):
         self.assertEqual(log_a, ["hello from A"])
 
     @inlineCallbacks
+    def test_page_recovers_what_it_missed(self) -> None:
+        """A page that lost its connection gets, when it is back, the
+        messages sent meanwhile, in order, once, before new ones: it
+        subscribes with the position of the last message it showed
+        (wsplugin.channels.v1)."""
+
+        def say(page: Page, text: str) -> None:
+            self.browser.evaluate(
+                page,
+                f"document.getElementById('message').value = {text!r};"
+                "document.getElementById('send').click();",
+            )
+
+        def scenario() -> tuple[object, object]:
+            a, b = self.open_pages(2)
+            say(a, "before")
+            self.wait(b, f"{LOG}.includes('before')", "B never saw 'before'")
+            self.browser.evaluate(b, "window.chat.disconnect()")
+            self.wait(b, f"{STATE} === 'closed'", "B never closed")
+            for text in ("one", "two", "three"):
+                say(a, text)
+            self.wait(a, f"{LOG}.includes('three')", "A never saw 'three'")
+            self.browser.evaluate(b, "window.chat.connect()")
+            self.wait(b, f"{LOG}.includes('three')", "B never recovered")
+            say(a, "after")
+            self.wait(b, f"{LOG}.includes('after')", "B never saw 'after'")
+            return self.browser.evaluate(a, LOG), self.browser.evaluate(b, LOG)
+
+        log_a, log_b = yield deferToThread(scenario)
+        self.assertEqual(log_a, ["before", "one", "two", "three", "after"])
+        self.assertEqual(
+            log_b,
+            [
+                "before",
+                "connection closed with code 1000",
+                "one",
+                "two",
+                "three",
+                "3 missed message(s) recovered",
+                "after",
+            ],
+        )
+
+    @inlineCallbacks
     def test_server_shutdown_closes_page(self) -> None:
         """SIGTERM makes twistd close its connections with 1001 (going away);
         the page sees that close code and shows the "closed" state."""
@@ -232,5 +278,51 @@ class BrowserChatTests(TestCase):
         # twistd re-raises the signal it stopped on, so a clean stop on SIGTERM
         # is reported as "killed by SIGTERM".
         self.assertIn(status, (0, -signal.SIGTERM), self.server.describe())
-        self.assertEqual(text, "closed (1001)", self.server.describe())
-        self.assertEqual(log, ["connection closed with code 1001"])
+        # the page then tries to come back, 1 s later (the server is gone)
+        self.assertEqual(
+            text, "closed (1001), reconnecting in 1 s", self.server.describe()
+        )
+        self.assertEqual(log[0], "connection closed with code 1001")
+
+
+class LiveFeedPageTests(TestCase):
+    """examples/live_feed.html, the page docs/scaling.md walks through, in
+    headless Chromium."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_page_that_leaves_and_comes_back_misses_nothing(self) -> None:
+        """The tab leaves the page for 2.5 s and comes back: its first item
+        is the one after the last it showed, and the rest follow without a
+        gap (it subscribed with its stored position)."""
+        browser = Chromium(chromium_or_skip(), timeout=WAIT)
+        self.addCleanup(browser.stop)
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "live_feed.py"),
+             f"tcp:{port}:interface=127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.addCleanup(lambda: (proc.terminate(), proc.wait(10)))
+        items = (
+            "Array.from(document.querySelectorAll('#items li'), li => li.textContent)"
+        )
+
+        def scenario() -> tuple[list[str], list[str]]:
+            wait_for_port(port, timeout=WAIT)
+            browser.start()
+            url = f"http://127.0.0.1:{port}/"
+            page = browser.new_page(url)
+            browser.wait_for(page, f"{items}.length >= 2", WAIT)
+            before = browser.evaluate(page, items)
+            browser.evaluate(page, "location.href = 'about:blank'")
+            time.sleep(2.5)
+            browser.evaluate(page, f"location.href = {url!r}")
+            browser.wait_for(page, f"{items}.length >= 4", WAIT)
+            return before, browser.evaluate(page, items)
+
+        before, after = yield deferToThread(scenario)
+        last = int(before[-1].split()[1])
+        numbers = [int(i.split()[1]) for i in after]
+        self.assertEqual(numbers, list(range(last + 1, last + 1 + len(numbers))))

@@ -507,3 +507,51 @@ def _h2_get(port: int, context: Any, path: str) -> tuple[str | None, int, bytes]
                     ended = True
             sock.sendall(conn.data_to_send())
         return alpn, status, body
+
+
+class LiveFeedTests(TestCase):
+    """examples/live_feed.py: a client that comes back misses no item."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_recover_missed_items(self) -> None:
+        """Subscribe, note the position, leave for 2.5 s, come back with it:
+        the items published meanwhile arrive first, in order, then
+        ``subscribed`` (recovered); the page is served at /."""
+        import json
+
+        example = Example(self, *python("live_feed.py"))
+
+        def client() -> tuple[list[str], dict[str, Any], bytes]:
+            wait_for_port(example.port)
+            proto = ["wsplugin.channels.v1"]
+            with connect(example.url, subprotocols=proto, open_timeout=10) as ws:
+                ws.send(json.dumps({"type": "subscribe", "channel": "feed"}))
+                json.loads(ws.recv(timeout=10))
+                item = json.loads(ws.recv(timeout=10))
+            time.sleep(2.5)
+            since = {"epoch": item["epoch"], "offset": item["offset"]}
+            with connect(example.url, subprotocols=proto, open_timeout=10) as ws:
+                ws.send(
+                    json.dumps({"type": "subscribe", "channel": "feed", "since": since})
+                )
+                missed = []
+                while True:
+                    msg = json.loads(ws.recv(timeout=10))
+                    if msg["type"] == "subscribed":
+                        break
+                    missed.append(msg["data"])
+            page = urllib.request.urlopen(
+                f"http://127.0.0.1:{example.port}/", timeout=10
+            ).read()
+            return [item["data"], *missed], msg, page
+
+        items, answer, page = yield in_thread(client)
+        numbers = [int(i.split()[1]) for i in items]
+        self.assertGreaterEqual(len(numbers), 3)
+        self.assertEqual(numbers, list(range(numbers[0], numbers[0] + len(numbers))))
+        self.assertEqual(
+            (answer["status"], answer["missed"]), ("recovered", len(items) - 1)
+        )
+        self.assertIn(b"wsplugin.channels.v1", page)

@@ -334,6 +334,24 @@ class HistoryTests(RedisTestCase):
         self.assertEqual(rec.status, RecoveryStatus.RECOVERED)
         self.assertEqual(a.stats.recoveries["too_old"], 2)
 
+    @inlineCallbacks
+    def test_history_options_stick_to_the_channel(self) -> Any:
+        """A size given by one node's publish is the channel's own: another
+        node publishing without options keeps that history."""
+        server = self.redis()
+        a, _ = yield self.node(server, "a")
+        b, _ = yield self.node(server, "b")
+        a.publish("s", b"0", history_size=3)
+        for i in range(1, 6):
+            b.publish("s", b"%d" % i)
+        pos = yield a.subscribe("s")
+        self.assertEqual(pos.position.offset, 6)
+        rec = yield b.subscribe("s", (pos.position.epoch, 3))
+        self.assertEqual([p.message for p in rec.publications], ["3", "4", "5"])
+        meta = server.command("HGETALL", "wsplugin:0:meta:s")
+        assert isinstance(meta, list)
+        self.assertEqual(dict(zip(meta[::2], meta[1::2], strict=True))[b"s"], b"3")
+
 
 class FailureTests(RedisTestCase):
     @inlineCallbacks

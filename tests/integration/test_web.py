@@ -138,7 +138,7 @@ class SamePortTests(ServerTestCase):
         status, headers, body = yield in_thread(http_get, port, "/")
         self.assertEqual(status, 200)
         self.assertTrue(headers["content-type"].startswith("text/html"))
-        self.assertIn(b"new WebSocket(url)", body)
+        self.assertIn(b"new WebSocket(url, [SUBPROTOCOL])", body)
 
     @inlineCallbacks
     def test_before_request(self) -> None:

@@ -60,7 +60,7 @@ __all__ = [
 
 
 def make_backplane(
-    url: str | None = None,
+    url: str | Backplane | None = None,
     *,
     node_id: str | None = None,
     reactor: Any = None,
@@ -71,7 +71,8 @@ def make_backplane(
     Args:
         url: None or ``"local"`` for :class:`LocalBackplane`; a
             ``redis://``, ``rediss://`` or ``unix://`` URL for
-            :class:`RedisBackplane`.
+            :class:`RedisBackplane`; a backplane is returned as it is
+            (so a server's ``backplane=`` takes either).
         node_id: ``<name>.<worker>`` (see :func:`make_node_id`).
         reactor: The reactor (used as the clock by the local engine).
         options: Keyword options of the engine's constructor
@@ -81,6 +82,12 @@ def make_backplane(
         ConfigError: a malformed URL, a bad option value, or the Redis
             extra not installed.
     """
+    if url is not None and not isinstance(url, str):
+        if not isinstance(url, Backplane):
+            raise TypeError(
+                f"a backplane is a URL or a Backplane, not {type(url).__name__}"
+            )
+        return url
     parsed = None if url is None else parse_backplane_url(url)
     if parsed is None:
         return LocalBackplane(node_id=node_id, clock=reactor, **options)

@@ -7,7 +7,9 @@ topic names too.
 - ``<p>:all``: broadcasts to every connection, and ``disconnect_all``;
 - ``<p>:node:<node_id>``: commands for one node's connections;
 - ``<p>:ch:<channel>``: one channel's publications;
-- ``<p>:meta:<channel>``: a hash ``{e: epoch, o: last offset}``;
+- ``<p>:meta:<channel>``: a hash ``{e: epoch, o: last offset}``, and the
+  channel's own history size ``s`` and TTL ``t`` (ms) once a publisher
+  gave them;
 - ``<p>:hist:<channel>``: a Stream whose entry ids are ``<offset>-0``;
 - ``<p>:counts:<node_id>``: a node's connection and subscriber counts;
 - ``<p>:nodes``: a sorted set of live nodes, scored by their expiry time.
@@ -28,19 +30,36 @@ __all__ = [
     "RedisLayout",
 ]
 
-# KEYS: meta, stream. ARGV: topic, epoch if new, history size, ttl ms, message.
+# KEYS: meta, stream. ARGV: topic, epoch if new, history size ('' = the
+# channel's own, else the default), ttl ms (same), message, default size,
+# default ttl ms. A size or ttl given is kept in the meta hash (s, t): the
+# channel's publishers that give none keep it, until the history expires.
 PUBLISH_LUA = """
 if redis.call('HSETNX', KEYS[1], 'e', ARGV[2]) == 1 then
   redis.call('DEL', KEYS[2])
 end
+local size = ARGV[3]
+if size == '' then
+  size = redis.call('HGET', KEYS[1], 's') or ARGV[6]
+else
+  redis.call('HSET', KEYS[1], 's', size)
+end
+local ttl = ARGV[4]
+if ttl == '' then
+  ttl = redis.call('HGET', KEYS[1], 't') or ARGV[7]
+else
+  redis.call('HSET', KEYS[1], 't', ttl)
+end
 local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local ep = redis.call('HGET', KEYS[1], 'e')
-local size = tonumber(ARGV[3])
+size = tonumber(size)
 if size > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', size, off .. '-0', 'm', ARGV[5])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  redis.call('DEL', KEYS[2])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PUBLISH', ARGV[1], off .. ' ' .. ep .. '\\n' .. ARGV[5])
 return {off, ep}
 """

@@ -51,13 +51,17 @@ class ChannelLog:
     holding a position in the old one learns that history was lost.
     """
 
-    __slots__ = ("entries", "epoch", "expires", "offset")
+    __slots__ = ("entries", "epoch", "expires", "offset", "size", "ttl")
 
     def __init__(self, size: int, expires: float) -> None:
         self.epoch = secrets.token_hex(6)
         self.offset = 0
         self.entries: deque[Publication] = deque(maxlen=size)
         self.expires = expires
+        #: The channel's own history size and TTL, once a publisher gave
+        #: them (None: the backplane's defaults).
+        self.size: int | None = None
+        self.ttl: float | None = None
 
     def resize(self, size: int) -> None:
         """Keep at most ``size`` entries from now on (the newest ones)."""
@@ -163,18 +167,17 @@ class LocalBackplane:
 
     # -- history -----------------------------------------------------------
 
-    def _channel_log(
-        self, channel: str, size: int, ttl: float, *, touch: bool
-    ) -> ChannelLog:
+    def _live_log(self, channel: str) -> ChannelLog:
+        """The channel's log, a new one (new epoch) if it had none or it
+        expired."""
         now = self.clock.seconds()
         if now >= self._next_sweep:
             self._sweep(now)
         log = self._logs.get(channel)
         if log is None or now >= log.expires:
-            log = self._logs[channel] = ChannelLog(size, now + ttl)
-        elif touch:
-            log.resize(size)
-            log.expires = now + ttl
+            log = self._logs[channel] = ChannelLog(
+                self.history_size, now + self.history_ttl
+            )
         return log
 
     def _sweep(self, now: float) -> None:
@@ -197,16 +200,30 @@ class LocalBackplane:
         history_ttl: float | None = None,
     ) -> None:
         """Assign the channel's next offset, keep the publication if the
-        channel has history, and deliver it now."""
+        channel has history, and deliver it now.
+
+        ``history_size`` and ``history_ttl``, when given, become the
+        channel's own until its history expires; when not, the channel
+        keeps its own, or gets this backplane's defaults."""
         pub = validate_publish_args(
             channel, data, is_binary, protocol, ids, exclude, self.node_id
         )
-        size = self.history_size if history_size is None else history_size
-        ttl = self.history_ttl if history_ttl is None else history_ttl
-        check_history(size, ttl)
+        check_history(
+            self.history_size if history_size is None else history_size,
+            self.history_ttl if history_ttl is None else history_ttl,
+        )
         self.stats.published += 1
         if channel is not None:
-            pub = self._channel_log(channel, size, ttl, touch=True).append(pub)
+            log = self._live_log(channel)
+            if history_size is not None:
+                log.size = history_size
+            if history_ttl is not None:
+                log.ttl = float(history_ttl)
+            size = self.history_size if log.size is None else log.size
+            ttl = self.history_ttl if log.ttl is None else log.ttl
+            log.resize(size)
+            log.expires = self.clock.seconds() + ttl
+            pub = log.append(pub)
         self._deliver(pub)
 
     def send(self, conn_id: str, data: bytes, is_binary: bool = False) -> None:
@@ -257,9 +274,7 @@ class LocalBackplane:
         check_channel(channel)
         position = coerce_position(since)
         self._members[channel] = self._members.get(channel, 0) + 1
-        log = self._channel_log(
-            channel, self.history_size, self.history_ttl, touch=False
-        )
+        log = self._live_log(channel)
         if position is None:
             result = Recovery(
                 RecoveryStatus.NOT_REQUESTED,

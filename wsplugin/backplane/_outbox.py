@@ -33,8 +33,10 @@ class Op:
     topic: str
     payload: bytes
     channel: str | None = None  # set: run the publish script for this channel
-    size: int = 0
-    ttl_ms: int = 0
+    size: int | None = None  # None: the channel's own, else default_size
+    ttl_ms: int | None = None  # None: the channel's own, else default_ttl_ms
+    default_size: int = 0
+    default_ttl_ms: int = 300_000
 
 
 class Outbox:
@@ -99,7 +101,15 @@ class Outbox:
                 d = cmd.eval(
                     PUBLISH_LUA,
                     self.layout.history_keys(op.channel),
-                    [op.topic, secrets.token_hex(6), op.size, op.ttl_ms, op.payload],
+                    [
+                        op.topic,
+                        secrets.token_hex(6),
+                        "" if op.size is None else op.size,
+                        "" if op.ttl_ms is None else op.ttl_ms,
+                        op.payload,
+                        op.default_size,
+                        op.default_ttl_ms,
+                    ],
                 )
         except self.links.link_error:
             self._enqueue(op)

@@ -350,13 +350,19 @@ class RedisBackplane:
     ) -> None:
         """Publish once to Redis; local subscribers get it from Redis (in
         offset order with every other node's publications) or, when Redis
-        cannot echo it now, at once, without an offset."""
+        cannot echo it now, at once, without an offset.
+
+        ``history_size`` and ``history_ttl``, when given, become the
+        channel's own (kept in its meta hash, for every node, until its
+        history expires); when not, the channel keeps its own, or gets
+        the defaults of this engine."""
         pub = validate_publish_args(
             channel, data, is_binary, protocol, ids, exclude, self.node_id
         )
-        size = self.history_size if history_size is None else history_size
-        ttl = self.history_ttl if history_ttl is None else history_ttl
-        check_history(size, ttl)
+        check_history(
+            self.history_size if history_size is None else history_size,
+            self.history_ttl if history_ttl is None else history_ttl,
+        )
         self.stats.published += 1
         layout = self.layout
         topic = layout.topic_all if channel is None else layout.channel_topic(channel)
@@ -368,8 +374,10 @@ class RedisBackplane:
         op = Op(topic, encode_publication(pub, local_done=local_done))
         if channel is not None:
             op.channel = channel
-            op.size = size
-            op.ttl_ms = max(1, int(ttl * 1000))
+            op.size = history_size
+            op.ttl_ms = None if history_ttl is None else _ms(history_ttl)
+            op.default_size = self.history_size
+            op.default_ttl_ms = _ms(self.history_ttl)
         self.outbox.send(op)
 
     def send(self, conn_id: str, data: bytes, is_binary: bool = False) -> None:
@@ -457,6 +465,10 @@ class RedisBackplane:
         )
 
 
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
 def _parse(
     topic: bytes, raw: bytes, channel_prefix: bytes
 ) -> tuple[Publication | Command, bool]:
@@ -516,10 +528,21 @@ def _load_txredis() -> tuple[type[Exception], LinkOpener]:
             # txredisapi builds a set of str and bytes at import time,
             # a BytesWarning under ``python -b``; harmless there.
             warnings.simplefilter("ignore", BytesWarning)
-            from wsplugin.backplane._txredis import RedisConnectionError, open_links
+            from wsplugin.backplane._txredis import (
+                HIREDIS,
+                RedisConnectionError,
+                open_links,
+            )
     except ImportError as e:
         raise ConfigError(
             f"the Redis backplane needs txredisapi ({e}); "
             "install it with: pip install 'wsplugin[redis]'"
         ) from None
+    if not HIREDIS:
+        # under the engine's namespace, where its other lines are
+        Logger(namespace="wsplugin.backplane._redis.RedisBackplane").warn(
+            "hiredis is not installed: txredisapi parses Redis replies in pure "
+            "Python, one reactor turn per element (history recovery about 10 "
+            "times slower); pip install 'wsplugin[redis]' installs it"
+        )
     return RedisConnectionError, open_links

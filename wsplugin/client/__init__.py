@@ -44,7 +44,9 @@ The package's modules, each re-exported here (import from
   inbox of received messages;
 - ``_protocol``: the Autobahn adapter, :class:`WebSocketClientProtocol` and
   :class:`WebSocketClientFactory`;
-- ``_connect``: :func:`connect`; ``_reconnect``: :class:`ReconnectingClient`.
+- ``_connect``: :func:`connect`; ``_reconnect``: :class:`ReconnectingClient`;
+- ``_channels``: :class:`ChannelSubscriptions`, channels that survive
+  reconnections (``wsplugin.channels.v1``, docs/scaling.md).
 
 Exceptions (defined in :mod:`wsplugin.errors`, all
 :class:`~wsplugin.errors.WSPluginError`)::
@@ -70,6 +72,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from wsplugin.client._channels import ChannelPublication, ChannelSubscriptions
 from wsplugin.client._config import ClientConfig
 from wsplugin.client._connect import connect
 from wsplugin.client._connection import MESSAGE_KINDS, ClientConnection, Message
@@ -90,6 +93,8 @@ from wsplugin.errors import (
 )
 
 __all__ = [
+    "ChannelPublication",
+    "ChannelSubscriptions",
     "ClientConfig",
     "ClientConnection",
     "ClientError",

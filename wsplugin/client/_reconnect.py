@@ -10,6 +10,7 @@ never hears of a connection that did not open.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from random import random
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsplugin._events import as_deferred
+from wsplugin.client._channels import SUBPROTOCOL, ChannelSubscriptions
 from wsplugin.client._config import ClientConfig, make_config
 from wsplugin.client._connect import Connector
 from wsplugin.client._connection import ClientConnection
@@ -148,6 +150,11 @@ class ReconnectingClient(Service):
             closed with 1011 and made again later.
         on_disconnect: Called with each connection once it has ended
             (``conn.close_code`` says how).
+        channels: A :class:`ChannelSubscriptions`: the client offers the
+            ``wsplugin.channels.v1`` subprotocol, and on every connection,
+            before ``on_connect``, subscribes its channels again from the
+            last publication processed, so nothing sent while it was away
+            (within the server's history) is missed.
         reactor: The reactor (the global one if None).
         endpoint: As for :func:`connect`.
         initial_delay, max_delay, factor, jitter: The backoff policy
@@ -170,6 +177,7 @@ class ReconnectingClient(Service):
         on_connect: Callable[[ClientConnection], Any] | None = None,
         *,
         on_disconnect: Callable[[ClientConnection], Any] | None = None,
+        channels: ChannelSubscriptions | None = None,
         reactor: Any = None,
         endpoint: IStreamClientEndpoint | None = None,
         initial_delay: float = 1.0,
@@ -189,9 +197,13 @@ class ReconnectingClient(Service):
                 "backoff needs 0 <= initial_delay <= max_delay and factor >= 1"
             )
         self.url = parse_url(url)
-        self._connector = Connector(
-            self.url, make_config(config, options), reactor, endpoint
-        )
+        config = make_config(config, options)
+        if channels is not None and SUBPROTOCOL not in config.subprotocols:
+            config = dataclasses.replace(
+                config, subprotocols=(*config.subprotocols, SUBPROTOCOL)
+            )
+        self.channels = channels
+        self._connector = Connector(self.url, config, reactor, endpoint)
         self.reactor = self._connector.reactor
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
@@ -250,13 +262,16 @@ class ReconnectingClient(Service):
         conn: ClientConnection = wrapper.connection
         self.connection = conn
         self.connections_made += 1
-        if self.on_connect is None:
-            d: Deferred[Any] = succeed(None)
-        else:
-            try:
-                d = as_deferred(self.on_connect(conn))
-            except Exception:
-                d = fail(Failure())
+        on_connect = self.on_connect
+        try:
+            if self.channels is not None:
+                d: Deferred[Any] = self.channels.attach(conn)
+            else:
+                d = succeed(None)
+            if on_connect is not None:
+                d.addCallback(lambda _: as_deferred(on_connect(conn)))
+        except Exception:
+            d = fail(Failure())
         d.addErrback(self._on_connect_failed, conn)
         d.addBoth(self._prepared, wrapper)
         return d
