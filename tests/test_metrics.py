@@ -289,8 +289,13 @@ class BackplaneTests(SynchronousTestCase):
     """The backplane's state and counters, read at scrape time."""
 
     def test_no_backplane(self) -> None:
-        """A server without a backplane has no backplane series."""
+        """A server without backplane= reports its in-process one (stopped
+        until the server starts, nothing failed); a watched None has no
+        backplane series."""
         _, _, m = metered_server()
+        self.assertEqual(value(m, "wsplugin_backplane_state", state="stopped"), 1)
+        self.assertEqual(value(m, "wsplugin_backplane_publish_failures_total"), 0)
+        m.watch_backplane(lambda: None)
         self.assertFalse(
             [n for (n, _) in samples(m) if n.startswith("wsplugin_backplane")]
         )

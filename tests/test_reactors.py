@@ -53,6 +53,18 @@ class InstallTests(SynchronousTestCase):
         )
         self.assertEqual(out.splitlines(), ["ran", "AsyncioSelectorReactor uvloop"])
 
+    def test_importing_wsplugin_installs_no_reactor(self) -> None:
+        """Importing wsplugin (metrics and backplane included) leaves the
+        choice of reactor to the program: nothing imports the global one."""
+        out = run(
+            """
+            import sys
+            import wsplugin, wsplugin.metrics, wsplugin.backplane, wsplugin.tap
+            print("twisted.internet.reactor" in sys.modules)
+            """
+        )
+        self.assertEqual(out, "False")
+
     def test_too_late(self) -> None:
         """After another reactor was installed it raises, saying so."""
         need_uvloop(self)

@@ -43,7 +43,6 @@ try:
     from prometheus_client import CollectorRegistry, Counter, Histogram
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.exposition import generate_latest
-    from prometheus_client.twisted import MetricsResource
 except ImportError:  # pragma: no cover - checked by Metrics() with the fix
     CollectorRegistry = None  # type: ignore[assignment,misc]
 
@@ -283,6 +282,11 @@ class Metrics:
         (``prometheus_client.twisted.MetricsResource``; it renders in the
         reactor's thread pool). Mount it in a site:
         ``root.putChild(b"metrics", server.metrics.resource())``."""
+        # imported here: prometheus_client.twisted imports the global
+        # reactor, which would install the default reactor before a program
+        # (or twistd --reactor) picks its own
+        from prometheus_client.twisted import MetricsResource
+
         return MetricsResource(self.registry)
 
     def scrape(self) -> bytes:
