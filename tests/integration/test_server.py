@@ -301,6 +301,11 @@ class GracefulShutdownTests(ServerTestCase):
         result = in_thread(client)
         yield self.when(lambda: bool(opened) and len(server.connections) == 1)
         (conn,) = list(server.connections)
+        # a small kernel send buffer, so most of the 8 MiB stays with the
+        # server when stop() is called (on loopback the kernel can take it
+        # all in one sendmsg(), and there would be nothing left to flush)
+        sock = conn.engine.transport.getHandle()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
         for _ in range(32):
             conn.send_binary(chunk)
         self.assertGreater(conn.buffered_amount, 0)
