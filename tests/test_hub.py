@@ -382,6 +382,17 @@ class ScriptedEngineTests(SynchronousTestCase):
         self.assertEqual(self.bp.calls[-1], ("disconnect", other, 4002, "r"))
         self.assertRaises(InvalidCloseCode, self.server.disconnect, other, 1006)
 
+    def test_send_to_by_id(self) -> None:
+        """send_to with a connection id: a local one at once, another
+        node's through the engine, an unknown one raises (as write_data)."""
+        a = self.harness.open()
+        self.assertEqual(self.server.send_to("here", a.connection.id), 1)
+        self.assertEqual(a.messages(), ["here"])
+        other = "other.1." + "b" * 32
+        self.assertEqual(self.server.send_to("there", other), 1)
+        self.assertEqual(self.bp.calls[-1], ("send", other, b"there", False))
+        self.assertRaises(UnknownConnection, self.server.send_to, "x", "no-such")
+
     def test_commands(self) -> None:
         """send/close for a local id are carried out; an unknown id is
         ignored; close_all closes every local connection."""

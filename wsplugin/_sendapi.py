@@ -162,15 +162,22 @@ class SendingMethods:
             history_ttl=history_ttl,
         )
 
-    def send_to(self, message: Message, selector: Selector) -> int:
+    def send_to(self, message: Message, selector: Selector | str) -> int:
         """Send ``message`` to each open connection of this node for which
         ``selector(conn)`` is true (TMS ``SendMessageTo``/``SendDataTo``).
         Returns the count.
 
-        Local only: a Python callable cannot be sent to other nodes. For a
-        cluster-wide selection, use ``broadcast`` with ``channel=``,
-        ``subprotocol=``, ``ids=`` or ``exclude=``.
+        ``selector`` may also be a connection id: the message then goes to
+        that connection on whichever node holds it, as :meth:`write_data`
+        does (and raises as it does), and the count is 1.
+
+        A callable selects on this node only: a Python callable cannot be
+        sent to other nodes. For a cluster-wide selection, use ``broadcast``
+        with ``channel=``, ``subprotocol=``, ``ids=`` or ``exclude=``.
         """
+        if isinstance(selector, str):
+            self.write_data(selector, message)
+            return 1
         payload, is_binary = _payload(message)
         return self.fanout.send_selected(payload, is_binary, selector)
 
