@@ -194,15 +194,6 @@ class RedisBackplane:
             on_subscriber_down=self._subscriber_down,
             on_connected=self._connected,
         )
-        self.outbox = Outbox(
-            layout=layout,
-            links=self.links,
-            stats=self.stats,
-            log=self._log,
-            url=url,
-            max_queue=max_queue,
-            max_queue_bytes=max_queue_bytes,
-        )
         self.channels = Subscriptions(
             layout=layout,
             links=self.links,
@@ -211,6 +202,16 @@ class RedisBackplane:
             history_ttl=self.history_ttl,
             deliver=self._hand_over,
             on_change=self._counts_changed,
+        )
+        self.outbox = Outbox(
+            layout=layout,
+            links=self.links,
+            stats=self.stats,
+            log=self._log,
+            url=url,
+            max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
+            marks=self.channels,  # the node's marks, subscribed channels' too
         )
         self.presence = Presence(
             reactor=reactor,
