@@ -120,6 +120,47 @@ class RollbackTests(RedisTestCase):
         self.assertEqual(rec.position, (rotated["e"], 1))
 
     @inlineCallbacks
+    def test_queued_publication_of_a_subscribed_node(self) -> Any:
+        """A node with a local subscriber published during the outage: its
+        queued publication, flushed as soon as the command link is back
+        (before the catch-up), carries the node's mark and starts the new
+        epoch, so it cannot take offset 6 and hide the rollback from the
+        catch-up; the other node's subscriber sees it in the new epoch."""
+        server = self.redis()
+        a, rec_a = yield self.node(server, "a", history_size=100)
+        b, rec_b = yield self.node(server, "b")
+        yield a.subscribe("s")
+        yield b.subscribe("s")
+        for i in range(1, 6):
+            a.publish("s", b"p-%d" % i)
+        yield self.when(lambda: len(rec_b.on("s")) == 5)
+        self.assertEqual(server.command("SAVE"), "OK")
+        for i in (6, 7):
+            b.publish("s", b"p-%d" % i)
+        yield self.when(lambda: len(rec_a.on("s")) == 7)
+        epoch = rec_a.on("s")[-1].epoch
+        server.kill()
+        yield self.when(lambda: a.state == "disconnected" == b.state)
+        a.publish("s", b"queued")
+        self.assertIsNone(rec_a.on("s")[-1].offset)  # delivered at once
+        server.start()
+        yield self.connected(a, b)
+        # b gets it live or, if it was sent before b's link was back, from
+        # its catch-up, which replays the new epoch from offset 1
+        yield self.when(lambda: [p.message for p in rec_b.on("s")][-1:] == ["queued"])
+        yield self.when(lambda: sum(b.stats.catch_ups.values()) == 1)
+        rotated = meta(server)["e"]
+        self.assertNotEqual(rotated, epoch)
+        self.assertEqual(
+            [(p.epoch, p.offset) for p in rec_b.on("s")[5:]],
+            [(epoch, 6), (epoch, 7), (rotated, 1)],
+        )
+        self.assertEqual(a.stats.rollbacks + b.stats.rollbacks, 1)
+        self.assertEqual(len(rec_a.on("s")), 8)  # not delivered twice
+        rec = yield a.subscribe("s", (epoch, 6))
+        self.assertEqual(rec.status, RecoveryStatus.EPOCH_CHANGED)
+
+    @inlineCallbacks
     def test_client_since_beyond_top_changes_nothing(self) -> Any:
         """A client claiming an offset above the top (a rollback no node saw,
         or a made-up position) is told EPOCH_CHANGED and Redis is left as it
@@ -205,6 +246,27 @@ class ScriptBranchTests(RedisTestCase):
         self.assertGreater(server.command("PTTL", META), 0)
         # a second node with the same old mark finds the new epoch: no change
         self.assertEqual(self.publish(server, (epoch, 4)), [2, b"cand00000004"])
+
+    def test_catch_up_gets_the_new_epoch(self) -> None:
+        """A node's catch-up ('1') from another epoch gets the new epoch's
+        entries from offset 1 when all are kept; a client's recovery does
+        not, nor a catch-up whose first entries were trimmed."""
+        server = self.redis()
+        for _ in range(2):
+            self.publish(server, None)
+        epoch = b"cand00000000"
+
+        def catch_up(flag: str) -> Any:
+            return server.command(
+                "EVAL", RECOVER_LUA, 2, META, HIST, "x", 60_000, "old", 7, "", 0, flag
+            )
+
+        reply = catch_up("1")
+        self.assertEqual(reply[:3], [epoch, 2, b"epoch"])
+        self.assertEqual([e[0] for e in reply[3]], [b"1-0", b"2-0"])
+        self.assertEqual(catch_up(""), [epoch, 2, b"epoch"])
+        server.command("XDEL", HIST, "1-0")
+        self.assertEqual(catch_up("1"), [epoch, 2, b"epoch"])
 
     def test_recover_branches(self) -> None:
         """A node's mark above the top rotates once (a second node with the

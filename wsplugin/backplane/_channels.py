@@ -311,6 +311,7 @@ class Subscriptions:
                     since.offset if since else 0,
                     mark.epoch if mark else "",
                     mark.offset if mark else 0,
+                    "1" if pending.hold else "",
                 ],
             )
             await sub.ping()
@@ -353,6 +354,8 @@ class Subscriptions:
             status = RecoveryStatus.TOO_OLD
         else:
             status = RecoveryStatus.RECOVERED
+        if status in (RecoveryStatus.RECOVERED, RecoveryStatus.EPOCH_CHANGED):
+            # EPOCH_CHANGED has entries for a catch-up: the new epoch's
             for entry_id, fields in reply[3] if len(reply) > 3 else ():
                 offset = int(entry_id.split(b"-", 1)[0])
                 raw = dict(zip(fields[::2], fields[1::2], strict=True))[b"m"]

@@ -79,7 +79,10 @@ return {off, ep}
 
 # KEYS: meta, stream. ARGV: epoch if new, ttl ms, since epoch ('' = none),
 # since offset, then the recovering node's mark (as in PUBLISH_LUA; '' =
-# none). Returns {epoch, top} or {epoch, top, status[, entries]}, or
+# none), and '1' for a node's own catch-up: when the epoch changed, it gets
+# the new epoch's entries from offset 1 (if all are kept), so the node's
+# connected subscribers miss nothing of it; a client reloads instead.
+# Returns {epoch, top} or {epoch, top, status[, entries]}, or
 # {epoch, 0, 'rolled'} when the node's mark shows that Redis lost offsets it
 # had handed out and the script replaced the epoch. ``since`` comes from a
 # client and never replaces the epoch: above the top it only answers
@@ -99,6 +102,10 @@ local ep = redis.call('HGET', KEYS[1], 'e')
 local top = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
 if ARGV[3] == '' then return {ep, top} end
 local since = tonumber(ARGV[4])
+if ARGV[3] ~= ep and ARGV[7] == '1' and top > 0 then
+  local entries = redis.call('XRANGE', KEYS[2], '1-0', top .. '-0')
+  if #entries == top then return {ep, top, 'epoch', entries} end
+end
 if ARGV[3] ~= ep or since > top then return {ep, top, 'epoch'} end
 if since == top then return {ep, top, 'ok'} end
 local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', top .. '-0')
