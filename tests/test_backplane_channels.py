@@ -98,7 +98,7 @@ class SubscriptionsTests(SynchronousTestCase):
         (script, keys, args), reply = self.cmd.pop("EVAL")
         self.assertEqual(script, RECOVER_LUA)
         self.assertEqual(keys, ["wsplugin:0:meta:c", "wsplugin:0:hist:c"])
-        self.assertEqual((args[1], args[2:]), (300000, ["E", 2]))
+        self.assertEqual((args[1], args[2:]), (300000, ["E", 2, "", 0, ""]))
         self.assertTrue(self.subs.observe(pub(4), False))  # in history too
         self.assertTrue(self.subs.observe(pub(5), False))
         self.assertEqual(self.subs.recovering(), ["c"])
@@ -145,7 +145,7 @@ class SubscriptionsTests(SynchronousTestCase):
         sub2.confirm()  # connected: the catch-up starts
         sub2.pop("PING")[1].callback(b"PONG")
         (_, _, args), reply = self.cmd.pop("EVAL")
-        self.assertEqual(args[2:], ["E", 1])
+        self.assertEqual(args[2:], ["E", 1, "E", 4, "1"])  # 4: held, but seen
         mine = Publication("c", b"3", origin="n.0")
         own = [b"3-0", [b"m", encode_publication(mine, local_done=True)]]
         reply.callback([b"E", 3, b"ok", [*entries(2), own]])
@@ -160,3 +160,93 @@ class SubscriptionsTests(SynchronousTestCase):
         """A live publication of a channel without local subscribers is not
         delivered."""
         self.assertFalse(self.subs.observe(pub(1), False))
+
+    def test_rollback_found_by_a_catch_up(self) -> None:
+        """The catch-up passes the node's mark (its last delivered offset);
+        when the script answers that it replaced the epoch, the catch-up is
+        EPOCH_CHANGED, a rollback is counted and logged, and what another
+        node published in the old epoch meanwhile (an offset handed out a
+        second time) is dropped: the new epoch's publications follow."""
+        self.connect()
+        self.subs.subscribe("c")
+        self.sub.pop("PING")[1].callback(b"PONG")
+        self.cmd.pop("EVAL")[1].callback([b"E", 5])
+        self.sub.pop("PING")[1].callback(b"PONG")
+        for offset in (6, 7):
+            self.assertTrue(self.subs.observe(pub(offset), False))
+        self.delivered.extend([pub(6), pub(7)])  # what the backplane delivers
+        self.links.link_down("sub", self.sub)  # Redis restarted from a dump
+        sub2 = FakeLink()
+        self.links.link_up("sub", sub2)
+        self.assertFalse(self.subs.observe(pub(6), False))  # another s-6: held
+        sub2.confirm()
+        sub2.pop("PING")[1].callback(b"PONG")
+        (_, _, args), reply = self.cmd.pop("EVAL")
+        self.assertEqual(args[2:], ["E", 7, "E", 7, "1"])
+        self.assertFalse(self.subs.observe(pub(1, epoch="F"), False))  # held
+        reply.callback([b"F", 0, b"rolled"])
+        sub2.pop("PING")[1].callback(b"PONG")
+        self.assertEqual(
+            [(p.epoch, p.offset) for p in self.delivered],
+            [("E", 6), ("E", 7), ("F", 1)],
+        )
+        self.assertEqual(self.stats.catch_ups, {"epoch_changed": 1})
+        self.assertEqual(self.stats.rollbacks, 1)
+        self.assertEqual(self.subs.mark("c"), ("F", 1))
+        lines = [formatEvent(e) for e in self.events]
+        self.assertTrue(any("starts a new epoch F" in line for line in lines))
+
+    def test_rolled_recovery_of_a_subscriber(self) -> None:
+        """A subscriber's recovery passes the node's mark, never its own
+        since: the since of a client is (E, 999999), the node's mark (E, 3);
+        the script's 'rolled' makes it EPOCH_CHANGED at the new epoch's
+        start; without a since it is NOT_REQUESTED."""
+        self.connect()
+        self.subs.see("c", pub(3).position)
+        d = self.subs.subscribe("c", ("E", 999_999))
+        self.sub.pop("PING")[1].callback(b"PONG")
+        (_, _, args), reply = self.cmd.pop("EVAL")
+        self.assertEqual(args[2:], ["E", 999_999, "E", 3, ""])
+        reply.callback([b"F", 0, b"rolled"])
+        self.sub.pop("PING")[1].callback(b"PONG")
+        got = self.successResultOf(d)
+        self.assertEqual(
+            (got.status, got.position), (RecoveryStatus.EPOCH_CHANGED, ("F", 0))
+        )
+        d = self.subs.subscribe("c")
+        self.sub.pop("PING")[1].callback(b"PONG")
+        (_, _, args), reply = self.cmd.pop("EVAL")
+        self.assertEqual(args[2:], ["", 0, "F", 0, ""])
+        reply.callback([b"G", 0, b"rolled"])
+        self.sub.pop("PING")[1].callback(b"PONG")
+        got = self.successResultOf(d)
+        self.assertEqual(
+            (got.status, got.position), (RecoveryStatus.NOT_REQUESTED, ("G", 0))
+        )
+        self.assertEqual(self.stats.rollbacks, 2)
+
+    def test_catch_up_into_a_new_epoch(self) -> None:
+        """A catch-up that finds another epoch (another node rotated it, or
+        the history expired) gets that epoch's entries from offset 1 and
+        delivers them, then the held live ones: the node's connected
+        subscribers miss nothing of the new epoch."""
+        self.connect()
+        self.subs.subscribe("c")
+        self.sub.pop("PING")[1].callback(b"PONG")
+        self.cmd.pop("EVAL")[1].callback([b"E", 0])
+        self.sub.pop("PING")[1].callback(b"PONG")
+        self.assertTrue(self.subs.observe(pub(1), False))
+        self.links.link_down("sub", self.sub)
+        sub2 = FakeLink()
+        self.links.link_up("sub", sub2)
+        sub2.confirm()
+        self.assertFalse(self.subs.observe(pub(3, epoch="F"), False))  # held
+        sub2.pop("PING")[1].callback(b"PONG")
+        reply = self.cmd.pop("EVAL")[1]
+        reply.callback([b"F", 2, b"epoch", entries(1, 2)])
+        sub2.pop("PING")[1].callback(b"PONG")
+        self.assertEqual(
+            [(p.epoch, p.offset) for p in self.delivered],
+            [("F", 1), ("F", 2), ("F", 3)],
+        )
+        self.assertEqual(self.stats.catch_ups, {"epoch_changed": 1})

@@ -9,7 +9,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.backplane_support import FakeLink, FakeOpener, LinkLost
-from wsplugin.backplane import BackplaneStats, RedisURL
+from wsplugin.backplane import BackplaneStats, RedisURL, StreamPosition
 from wsplugin.backplane._layout import PUBLISH_LUA, RedisLayout
 from wsplugin.backplane._links import RedisLinks
 from wsplugin.backplane._outbox import Op, Outbox
@@ -61,9 +61,9 @@ class OutboxTests(SynchronousTestCase):
         self.assertEqual(keys, ["wsplugin:0:meta:c", "wsplugin:0:hist:c"])
         self.assertEqual(args[0], "wsplugin:0:ch:c")
         self.assertRegex(args[1], "^[0-9a-f]{12}$")
-        self.assertEqual(args[2:], [5, 9, b"m", 0, 300_000])
+        self.assertEqual(args[2:], [5, 9, b"m", 0, 300_000, "", 0])
         (script, keys, args), _ = cmd.pop("EVAL")
-        self.assertEqual(args[2:], ["", "", b"n", 3, 300_000])
+        self.assertEqual(args[2:], ["", "", b"n", 3, 300_000, "", 0])
         self.assertEqual(cmd.pop("PUBLISH")[0], ("wsplugin:0:all", b"x"))
         self.assertEqual((self.stats.publish_failures, self.stats.queued), (0, 0))
 
@@ -122,3 +122,26 @@ class OutboxTests(SynchronousTestCase):
         self.outbox.max_queue = 0
         self.outbox.send(Op("t", b"a"))
         self.assertEqual((self.stats.queued, self.stats.queue_dropped), (0, 1))
+
+    def test_publish_carries_the_mark_read_when_sent(self) -> None:
+        """A channel's op carries the node's mark as it is when the op is
+        sent (a queued one, at the flush); the reply raises the mark, and a
+        'rolled' reply is counted and logged."""
+        self.outbox.marks.see("c", StreamPosition("E", 7))
+        self.outbox.send(Op("wsplugin:0:ch:c", b"q", channel="c"))  # queued
+        self.outbox.marks.see("c", StreamPosition("E", 8))
+        cmd = FakeLink()
+        self.links.link_up("cmd", cmd)
+        self.outbox.flush()
+        (_, _, args), reply = cmd.pop("EVAL")
+        self.assertEqual(args[-2:], ["E", 8])
+        reply.callback([1, b"F", b"rolled"])
+        self.assertEqual(self.outbox.marks.mark("c"), ("F", 1))
+        self.assertEqual(self.stats.rollbacks, 1)
+        self.assertIn("starts a new epoch F", self.lines()[-1])
+        self.outbox.send(Op("wsplugin:0:ch:c", b"r", channel="c"))
+        (_, _, args), reply = cmd.pop("EVAL")
+        self.assertEqual(args[-2:], ["F", 1])
+        reply.callback([2, b"F"])
+        self.assertEqual(self.outbox.marks.mark("c"), ("F", 2))
+        self.assertEqual(self.stats.rollbacks, 1)

@@ -94,7 +94,8 @@ class RedisEngineLogicTests(SynchronousTestCase):
         self.sub.pop("PING")[1].callback([b"pong", b""])
         (_, keys, args), evald = self.cmd.pop("EVAL")
         self.assertEqual(keys, ["wsplugin:0:meta:c", "wsplugin:0:hist:c"])
-        self.assertEqual(args[2:], ["E", 2])
+        # since, then the node's mark: the live message it saw before
+        self.assertEqual(args[2:], ["E", 2, "E", 5, ""])
         self.redis.message(self.topic, live(6))  # during the read
         evald.callback([b"E", 6, b"ok", entries(3, 4, 5, 6)])
         self.redis.message(self.topic, live(7))  # before the second PING
@@ -150,7 +151,7 @@ class RedisEngineLogicTests(SynchronousTestCase):
         self.assertEqual(self.offsets(), [1, 2, 3])
         sub2.pop("PING")[1].callback([b"pong", b""])
         (_, _, args), evald = self.cmd.pop("EVAL")
-        self.assertEqual(args[2:], ["E", 3])
+        self.assertEqual(args[2:], ["E", 3, "E", 7, "1"])  # 7: held, but seen
         evald.callback([b"E", 6, b"ok", entries(4, 5, 6)])
         self.redis.message(self.topic, live(8))
         sub2.pop("PING")[1].callback([b"pong", b""])

@@ -427,6 +427,7 @@ def _backplane_families(backplane: Any) -> Iterable[Any]:
         ("queue_dropped", "Publications dropped: the outage queue was full"),
         ("queue_flushed", "Publications sent late, after the engine came back"),
         ("reconnects", "Times the link to the engine was re-established"),
+        ("rollbacks", "Channels given a new epoch: the engine lost offsets"),
     ):
         yield CounterMetricFamily(
             f"wsplugin_backplane_{attr}", text, value=getattr(stats, attr)

@@ -13,6 +13,12 @@ recovers from the last publication the node delivered, into the receiver:
 every publication arrives once, in order. A hold that grows past
 :data:`MAX_HOLD` is released (the messages are delivered and the gap stays),
 so a node whose command link stays down cannot grow without bound.
+
+Every position Redis hands this node (live, from history, a recovery's top)
+raises the channel's high-water mark (:mod:`._marks`); each recovery passes
+the node's mark to the script, which replaces the epoch when Redis came
+back from an older snapshot with offsets below it. The catch-up after the
+links return is where a rollback is usually found.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from twisted.logger import Logger
 
 from wsplugin.backplane._layout import RECOVER_LUA, RedisLayout
 from wsplugin.backplane._links import RedisLinks
+from wsplugin.backplane._marks import HighMarks, higher, log_rollback
 from wsplugin.backplane._types import (
     BackplaneStats,
     Publication,
@@ -73,9 +80,11 @@ class Subscriptions:
             creates the channel's meta hash gives it this lifetime).
         deliver: Hands a publication to the node's receiver.
         on_change: Called when a channel's subscriber count changed.
+        marks: The node's high-water marks (shared with the publish path).
 
     Attributes:
         members: Local subscribers per channel (read it; do not change it).
+        marks: The node's high-water marks.
     """
 
     def __init__(
@@ -88,6 +97,7 @@ class Subscriptions:
         history_ttl: float,
         deliver: Callable[[Publication], None],
         on_change: Callable[[], None],
+        marks: HighMarks | None = None,
     ) -> None:
         self.layout = layout
         self.links = links
@@ -97,6 +107,7 @@ class Subscriptions:
         self.deliver = deliver
         self.on_change = on_change
         self.members: dict[str, int] = {}
+        self.marks = HighMarks() if marks is None else marks
         self._pending: dict[str, list[_Pending]] = {}
         self._last: dict[str, StreamPosition] = {}
         self._stale: set[str] = set()
@@ -152,6 +163,16 @@ class Subscriptions:
             self.links.unsubscribe_topic(self.layout.channel_topic(channel))
         self.on_change()
 
+    def mark(self, channel: str) -> StreamPosition | None:
+        """The highest position of ``channel`` this node has seen (a
+        subscribed channel's last delivered one counts even if the marks
+        forgot it)."""
+        return higher(self.marks.mark(channel), self._last.get(channel))
+
+    def see(self, channel: str, position: StreamPosition) -> None:
+        """Redis handed out ``position`` of ``channel`` (a publish reply)."""
+        self.marks.see(channel, position)
+
     def recovering(self) -> list[str]:
         """Channels with a recovery or a catch-up in progress."""
         return sorted(self._pending)
@@ -162,6 +183,8 @@ class Subscriptions:
         by a catch-up, or no local subscriber)."""
         channel = msg.channel
         assert channel is not None
+        if msg.position is not None:
+            self.marks.see(channel, msg.position)
         held = False
         own = local_done and msg.origin == self.layout.node_id
         for pending in list(self._pending.get(channel, ())):
@@ -266,6 +289,7 @@ class Subscriptions:
                 continue
             if pub.position is not None:
                 self._last[channel] = pub.position
+                self.marks.see(channel, pub.position)
             self.stats.received += 1
             self.deliver(pub)
 
@@ -276,6 +300,7 @@ class Subscriptions:
         sub, cmd = self.links.subscriber, self.links.command
         try:
             await sub.ping()
+            mark = self.mark(channel)
             reply = await cmd.eval(
                 RECOVER_LUA,
                 self.layout.history_keys(channel),
@@ -284,6 +309,9 @@ class Subscriptions:
                     max(1, int(self.history_ttl * 1000)),
                     since.epoch if since else "",
                     since.offset if since else 0,
+                    mark.epoch if mark else "",
+                    mark.offset if mark else 0,
+                    "1" if pending.hold else "",
                 ],
             )
             await sub.ping()
@@ -311,15 +339,23 @@ class Subscriptions:
     ) -> Recovery:
         epoch = reply[0].decode("ascii")
         top = int(reply[1])
+        channel = pending.channel
+        self.marks.see(channel, StreamPosition(epoch, top))
         missed: list[Publication] = []
+        rolled = len(reply) > 2 and reply[2] == b"rolled"
+        if rolled:
+            self.stats.rollbacks += 1
+            log_rollback(self.log, self.layout.node_id, channel, epoch)
         if since is None:
             status = RecoveryStatus.NOT_REQUESTED
-        elif reply[2] == b"epoch":
+        elif reply[2] in (b"epoch", b"rolled"):
             status = RecoveryStatus.EPOCH_CHANGED
         elif reply[2] == b"old":
             status = RecoveryStatus.TOO_OLD
         else:
             status = RecoveryStatus.RECOVERED
+        if status in (RecoveryStatus.RECOVERED, RecoveryStatus.EPOCH_CHANGED):
+            # EPOCH_CHANGED has entries for a catch-up: the new epoch's
             for entry_id, fields in reply[3] if len(reply) > 3 else ():
                 offset = int(entry_id.split(b"-", 1)[0])
                 raw = dict(zip(fields[::2], fields[1::2], strict=True))[b"m"]
@@ -328,10 +364,13 @@ class Subscriptions:
                 if pending.hold and done and msg.origin == self.layout.node_id:
                     continue  # a catch-up skips what this node delivered
                 missed.append(msg)
+        # after a rollback, what was published in the old epoch reused
+        # offsets already handed out: it cannot be placed in any sequence
         live = [
             p
             for p in pending.buffer
-            if p.epoch != epoch or (p.offset is not None and p.offset > top)
+            if (p.epoch == epoch and p.offset is not None and p.offset > top)
+            or (p.epoch != epoch and not rolled)
         ]
         position = StreamPosition(epoch, top)
         last = live[-1].position if live else None

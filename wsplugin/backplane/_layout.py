@@ -32,11 +32,23 @@ __all__ = [
 
 # KEYS: meta, stream. ARGV: topic, epoch if new, history size ('' = the
 # channel's own, else the default), ttl ms (same), message, default size,
-# default ttl ms. A size or ttl given is kept in the meta hash (s, t): the
-# channel's publishers that give none keep it, until the history expires.
+# default ttl ms, then the publishing node's mark: the highest epoch and
+# offset it has seen of the channel ('' = none). A size or ttl given is kept
+# in the meta hash (s, t): the channel's publishers that give none keep it,
+# until the history expires. A mark above the top offset of the same epoch
+# means Redis lost offsets it had handed out (it came back from an older
+# snapshot): the epoch is replaced before the offset is assigned, so no
+# offset is handed out twice in one epoch. Returns {offset, epoch}, plus
+# 'rolled' when it replaced the epoch.
 PUBLISH_LUA = """
+local rolled = false
 if redis.call('HSETNX', KEYS[1], 'e', ARGV[2]) == 1 then
   redis.call('DEL', KEYS[2])
+elseif ARGV[8] ~= '' and redis.call('HGET', KEYS[1], 'e') == ARGV[8]
+    and tonumber(redis.call('HGET', KEYS[1], 'o') or '0') < tonumber(ARGV[9]) then
+  redis.call('HSET', KEYS[1], 'e', ARGV[2], 'o', 0)
+  redis.call('DEL', KEYS[2])
+  rolled = true
 end
 local size = ARGV[3]
 if size == '' then
@@ -61,21 +73,39 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PUBLISH', ARGV[1], off .. ' ' .. ep .. '\\n' .. ARGV[5])
+if rolled then return {off, ep, 'rolled'} end
 return {off, ep}
 """
 
 # KEYS: meta, stream. ARGV: epoch if new, ttl ms, since epoch ('' = none),
-# since offset. Returns {epoch, top} or {epoch, top, status[, entries]}.
+# since offset, then the recovering node's mark (as in PUBLISH_LUA; '' =
+# none), and '1' for a node's own catch-up: when the epoch changed, it gets
+# the new epoch's entries from offset 1 (if all are kept), so the node's
+# connected subscribers miss nothing of it; a client reloads instead.
+# Returns {epoch, top} or {epoch, top, status[, entries]}, or
+# {epoch, 0, 'rolled'} when the node's mark shows that Redis lost offsets it
+# had handed out and the script replaced the epoch. ``since`` comes from a
+# client and never replaces the epoch: above the top it only answers
+# 'epoch', so a client claiming offset 999999 cannot wipe a history.
 RECOVER_LUA = """
 if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'o', 0)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'e') == ARGV[5]
+    and tonumber(redis.call('HGET', KEYS[1], 'o') or '0') < tonumber(ARGV[6]) then
+  redis.call('HSET', KEYS[1], 'e', ARGV[1], 'o', 0)
+  redis.call('DEL', KEYS[2])
+  return {ARGV[1], 0, 'rolled'}
 end
 local ep = redis.call('HGET', KEYS[1], 'e')
 local top = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
 if ARGV[3] == '' then return {ep, top} end
 local since = tonumber(ARGV[4])
+if ARGV[3] ~= ep and ARGV[7] == '1' and top > 0 then
+  local entries = redis.call('XRANGE', KEYS[2], '1-0', top .. '-0')
+  if #entries == top then return {ep, top, 'epoch', entries} end
+end
 if ARGV[3] ~= ep or since > top then return {ep, top, 'epoch'} end
 if since == top then return {ep, top, 'ok'} end
 local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', top .. '-0')

@@ -7,6 +7,12 @@ link is down it waits in a queue bounded by count and by bytes; beyond
 either bound the oldest are dropped and counted, so an outage costs bounded
 memory. The queue is sent in order when the link is back. One warning is
 logged per outage, and the outage's figures go into the reconnect line.
+
+A channel's publication carries the node's high-water mark of the channel
+(:mod:`._marks`), read when it is *sent*: the first one sent after Redis
+came back from an older snapshot finds the top offset below the mark and
+starts a new epoch instead of handing out an offset a second time. The
+script's reply raises the mark.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from twisted.logger import Logger
 
 from wsplugin.backplane._layout import PUBLISH_LUA, RedisLayout
 from wsplugin.backplane._links import RedisLinks
-from wsplugin.backplane._types import BackplaneStats
+from wsplugin.backplane._marks import HighMarks, MarkBook, log_rollback
+from wsplugin.backplane._types import BackplaneStats, StreamPosition
 from wsplugin.backplane._url import RedisURL
 
 __all__ = ["Op", "Outbox"]
@@ -52,6 +59,9 @@ class Outbox:
         url: Where Redis is (for log lines; shown redacted).
         max_queue: Ops kept while the link is down (0: none).
         max_queue_bytes: Their total payload bound, in bytes.
+        marks: The node's high-water marks: read for each channel's
+            publication, raised by the script's reply (the backplane passes
+            its :class:`~._channels.Subscriptions`).
 
     Attributes:
         outage_failures: Ops that could not be sent since the last
@@ -69,6 +79,7 @@ class Outbox:
         url: RedisURL,
         max_queue: int,
         max_queue_bytes: int,
+        marks: MarkBook | None = None,
     ) -> None:
         self.layout = layout
         self.links = links
@@ -77,6 +88,7 @@ class Outbox:
         self.url = url
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
+        self.marks: MarkBook = HighMarks() if marks is None else marks
         self.outage_failures = 0
         self.outage_dropped = 0
         self._outage_logged = False
@@ -98,6 +110,7 @@ class Outbox:
             if op.channel is None:
                 d = cmd.execute_command("PUBLISH", op.topic, op.payload)
             else:
+                mark = self.marks.mark(op.channel)
                 d = cmd.eval(
                     PUBLISH_LUA,
                     self.layout.history_keys(op.channel),
@@ -109,8 +122,11 @@ class Outbox:
                         op.payload,
                         op.default_size,
                         op.default_ttl_ms,
+                        mark.epoch if mark else "",
+                        mark.offset if mark else 0,
                     ],
                 )
+                d.addCallback(self._published, op.channel)
         except self.links.link_error:
             self._enqueue(op)
             return
@@ -133,6 +149,14 @@ class Outbox:
         self._outage_logged = False
         self.outage_failures = 0
         self.outage_dropped = 0
+
+    def _published(self, reply: list[Any], channel: str) -> None:
+        """The publish script's reply ``[offset, epoch[, b"rolled"]]``."""
+        epoch = reply[1].decode("ascii")
+        self.marks.see(channel, StreamPosition(epoch, int(reply[0])))
+        if len(reply) > 2 and reply[2] == b"rolled":
+            self.stats.rollbacks += 1
+            log_rollback(self.log, self.layout.node_id, channel, epoch)
 
     def _send_failed(self, failure: Any, op: Op) -> None:
         # Sent, but no reply: Redis may or may not have it. Not re-sent

@@ -21,7 +21,9 @@ When the meta hash is gone (expired after ``history_ttl`` without a
 publication, deleted, ``FLUSHALL``, Redis restarted empty) the next script
 creates a new random epoch and deletes any stale stream: offsets restart at
 1 in the new epoch, and a subscriber holding the old epoch is told that
-recovery is impossible.
+recovery is impossible. The same happens when Redis comes back from older
+data with the same epoch and a top offset below one a node saw (its
+high-water marks, :mod:`._marks`): the scripts replace the epoch.
 
 :class:`RedisBackplane` is the facade. Its work is done by four
 collaborators, each testable alone with fake links:
@@ -29,7 +31,8 @@ collaborators, each testable alone with fake links:
 - :class:`~._links.RedisLinks`: the two links, reconnects, the connected
   state;
 - :class:`~._outbox.Outbox`: the publish path and its bounded outage queue;
-- :class:`~._channels.Subscriptions`: channel topics, recovery, catch-up;
+- :class:`~._channels.Subscriptions`: channel topics, recovery, catch-up,
+  and the node's high-water marks (:class:`~._marks.HighMarks`);
 - :class:`~._presence.Presence`: the counts heartbeat and cluster counts.
 """
 
@@ -194,15 +197,6 @@ class RedisBackplane:
             on_subscriber_down=self._subscriber_down,
             on_connected=self._connected,
         )
-        self.outbox = Outbox(
-            layout=layout,
-            links=self.links,
-            stats=self.stats,
-            log=self._log,
-            url=url,
-            max_queue=max_queue,
-            max_queue_bytes=max_queue_bytes,
-        )
         self.channels = Subscriptions(
             layout=layout,
             links=self.links,
@@ -211,6 +205,16 @@ class RedisBackplane:
             history_ttl=self.history_ttl,
             deliver=self._hand_over,
             on_change=self._counts_changed,
+        )
+        self.outbox = Outbox(
+            layout=layout,
+            links=self.links,
+            stats=self.stats,
+            log=self._log,
+            url=url,
+            max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
+            marks=self.channels,  # the node's marks, subscribed channels' too
         )
         self.presence = Presence(
             reactor=reactor,

@@ -188,6 +188,9 @@ class BackplaneStats:
         queue_dropped: Those dropped because the queue was full.
         queue_flushed: Those sent late, after the engine came back.
         reconnects: Times the link to the engine was re-established.
+        rollbacks: Channels whose epoch this node replaced because the
+            engine came back from older data (its top offset below one the
+            node had seen; see docs/scaling.md).
         recoveries: Outcomes of :meth:`Backplane.subscribe`, by status value.
         catch_ups: Outcomes of a node's own catch-ups after its subscriber
             link to the engine came back, by status value.
@@ -200,6 +203,7 @@ class BackplaneStats:
     queue_dropped: int = 0
     queue_flushed: int = 0
     reconnects: int = 0
+    rollbacks: int = 0
     recoveries: dict[str, int] = field(default_factory=dict)
     catch_ups: dict[str, int] = field(default_factory=dict)
 
