@@ -10,7 +10,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from websockets.sync.client import connect
 
-from tests.integration.support import ServerTestCase, Twistd, free_port, in_thread
+from tests.integration.support import (
+    ServerTestCase,
+    Twistd,
+    free_port,
+    in_thread,
+    wait_for_port,
+)
 from wsplugin.apps.echo import Echo
 from wsplugin.metrics import Metrics
 
@@ -128,6 +134,9 @@ class TwistdMetricsTests(ServerTestCase):
             f"tcp:{mport}:interface=127.0.0.1",
         )
         yield in_thread(server.wait_listening)
+        # the metrics port is its own listener, started beside the
+        # WebSocket port: wait for it too
+        yield in_thread(wait_for_port, mport)
         first = yield in_thread(scrape, mport)
 
         def talk() -> None:

@@ -196,7 +196,9 @@ class DestroyedListenerTests(ServerTestCase):
         (port,) = server.ports
         reads = count_reads(port)
         destroy_underneath(port)
-        self.assertTrue((yield in_thread(refused, number)))
+        if not options.get("watchdog_interval"):
+            # with the watchdog the port may already be listened on again
+            self.assertTrue((yield in_thread(refused, number)))
         # a bounded look at the loop: the socket stays readable for ever
         yield deferLater(reactor, 0.5, lambda: None)
         self.assertLessEqual(reads[0], 2)
