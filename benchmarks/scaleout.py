@@ -50,8 +50,9 @@ OUT = ROOT / "build" / "bench" / "scaleout"
 RESULTS = ROOT / "build" / "bench" / "scaleout.json"
 TWISTD = ROOT / ".venv" / "bin" / "twistd"
 SERVERS = BENCH / "servers"
-BEGIN = "<!-- scaleout: begin (benchmarks/scaleout.py) -->"
-END = "<!-- scaleout: end -->"
+# (not of the form "<!-- kind: value -->": tests/doccheck.py reads those)
+BEGIN = "<!-- scaleout section begins (benchmarks/scaleout.py) -->"
+END = "<!-- scaleout section ends -->"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
