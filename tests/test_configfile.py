@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -14,12 +13,10 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsplugin import TLSOptions
 from wsplugin._configfile import (
     AUTH_KEYS,
     ROUTE_KEYS,
     ConfigFileError,
-    given_options,
     option_keys,
 )
 from wsplugin.apps.chat import Chat
@@ -92,81 +89,6 @@ def certificates(test: SynchronousTestCase) -> dict[str, str]:
     issued.private_key_pem.write_to_path(str(files["key"]))
     ca.cert_pem.write_to_path(str(files["ca"]))
     return {k: str(v) for k, v in files.items()}
-
-
-class KeysTests(SynchronousTestCase):
-    """The keys are derived from the options: every flag has one."""
-
-    def test_every_flag_has_a_key_and_back(self) -> None:
-        """Each long option of ``twistd ws`` (but --help, --version and
-        --config) is exactly one key, and each key is an option."""
-        options = Options()
-        flags = {
-            options.synonyms.get(o.rstrip("="), o.rstrip("=")) for o in options.longOpt
-        } - {"help", "version", "config"}
-        keys = option_keys(options)
-        self.assertEqual(sorted(k.flag for k in keys.values()), sorted(flags))
-        self.assertEqual(len(keys), len(flags))
-
-    def test_names(self) -> None:
-        """Flags become keys with ``_``; --no-X is X; repeatable flags are
-        lists under their plural; --tls-* are the [tls] table's keys."""
-        keys = option_keys(Options())
-        expected = {
-            "max_message_size": ("max-message-size", "int"),
-            "idle_timeout": ("idle-timeout", "float"),
-            "send_buffer_policy": ("send-buffer-policy", "str"),
-            "utf8_validation": ("no-utf8-validation", "negated"),
-            "compression": ("compression", "flag"),
-            "ports": ("port", "list"),
-            "allowed_origins": ("allowed-origin", "list"),
-            "subprotocols": ("subprotocol", "list"),
-            "per_ip_exempt": ("per-ip-exempt", "list"),
-            "public_paths": ("public-path", "list"),
-            "tls.certificate": ("tls-cert", "str"),
-            "tls.alpn": ("tls-alpn", "csv"),
-            "app": ("app", "str"),
-            "auth_file": ("auth-file", "str"),
-        }
-        for name, (flag, kind) in expected.items():
-            self.assertEqual((keys[name].flag, keys[name].kind), (flag, kind), name)
-        self.assertEqual(
-            {k.name for k in keys.values() if k.is_file},
-            {
-                "static",
-                "auth_file",
-                "tls.certificate",
-                "tls.key",
-                "tls.chain",
-                "tls.client_ca",
-            },
-        )
-
-    def test_tls_keys_are_tls_options_fields(self) -> None:
-        """The [tls] keys are TLSOptions' field names, one for one."""
-        keys = option_keys(Options())
-        tls = {k.name[4:] for k in keys.values() if k.name.startswith("tls.")}
-        self.assertEqual(tls, {f.name for f in dataclasses.fields(TLSOptions)})
-
-    def test_every_config_field_is_a_key(self) -> None:
-        """Every ServerConfig option is a top-level key of the same name."""
-        keys = option_keys(Options())
-        for name in ServerConfig.option_names():
-            self.assertIn(name, keys)
-
-    def test_given_options(self) -> None:
-        """The options given are recorded by their long names, from short
-        options, abbreviations and ``--x=value`` forms, whatever the value."""
-        options = Options()
-        self.assertEqual(
-            given_options(
-                options,
-                ["-p", "tcp:1", "-a", "echo", "--max-q", "32", "--no-utf8-validation"]
-                + ["--path=/x", "--per-ip-exempt", "none"],
-            ),
-            {"port", "app", "max-queue", "no-utf8-validation", "path", "per-ip-exempt"},
-        )
-        self.assertEqual(given_options(options, ["--no-such-flag"]), set())
 
 
 def fraction(text: str) -> float:
