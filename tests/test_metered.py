@@ -71,6 +71,8 @@ class Base:
 
 
 class Host:
+    """The dispatch's host: reading is not part of counting."""
+
     peer = "tcp:192.0.2.1:1"
 
     def pause_reading(self, reason: str) -> None:
@@ -87,6 +89,8 @@ class Host:
 
 
 class TallyTests(SynchronousTestCase):
+    """The plain integer counts."""
+
     def test_starts_at_zero(self) -> None:
         """Every count starts at 0."""
         tally = Tally()

@@ -47,6 +47,8 @@ class Request:
 
 
 class Page(Resource):
+    """A leaf answering with its body."""
+
     isLeaf = True
 
     def __init__(self, body: bytes = b"page") -> None:

@@ -290,10 +290,14 @@ class AnswerTests(SynchronousTestCase):
         later (NOT_DONE_YET) finishes by itself."""
 
         class Page(Resource):
+            """Answers at once."""
+
             def render(self, request: Any) -> bytes:
                 return b"local"
 
         class Later(Resource):
+            """Answers later."""
+
             def render(self, request: Any) -> Any:
                 return NOT_DONE_YET
 

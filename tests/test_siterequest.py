@@ -18,6 +18,8 @@ from wsplugin.web import EmptyPage
 
 
 class Page(Resource):
+    """A leaf with the server's limits."""
+
     isLeaf = True
 
 
@@ -29,6 +31,8 @@ class Big(Page):
 
 
 class Broken(Resource):
+    """A resource whose walk raises."""
+
     def getChild(self, path: bytes, request: Any) -> Resource:
         raise ValueError("walk failed")
 

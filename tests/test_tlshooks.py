@@ -147,6 +147,8 @@ class WithPeerCheckTests(SynchronousTestCase):
         """A handler with verify_peer gets a PeerCheck in front of it."""
 
         class Handler:
+            """A route handler with verify_peer."""
+
             def verify_peer(self, conn: Any, cert: Any) -> bool:
                 return True
 

@@ -28,6 +28,8 @@ from wsplugin.uploads import UploadResource
 
 
 class Request:
+    """What the sink uses of a request: its path and client, for the log."""
+
     path = b"/upload"
 
     def getClientAddress(self) -> IPv4Address:
@@ -54,6 +56,8 @@ def outcome(d: Deferred[Any]) -> Any:
 
 
 class SinkTestCase(SynchronousTestCase):
+    """A sink on an upload directory of its own."""
+
     def setUp(self) -> None:
         self.directory = Path(self.mktemp())
         self.directory.mkdir(parents=True)
@@ -319,6 +323,8 @@ class RefusalTests(SinkTestCase):
 
 
 class HelperTests(SynchronousTestCase):
+    """The small functions the sink and the resource share."""
+
     def test_apply_outcome(self) -> None:
         """A value goes to ``then``; a Failure is raised instead."""
         got: list[Any] = []
@@ -342,6 +348,8 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(peer_host(Request()), "203.0.113.9")
 
         class Unix:
+            """A request over a UNIX socket."""
+
             def getClientAddress(self) -> str:
                 return "/run/ws.sock"
 
