@@ -22,10 +22,31 @@ from twisted.web.server import Site
 
 from tests.test_forwarding import headers, raw
 from wsplugin import WebSocketServer, forward
+from wsplugin._forwarding import upstream_headers
 from wsplugin.errors import ConfigError
 from wsplugin.forward import ForwardResource
 from wsplugin.testing import FakeTransport
 from wsplugin.web import EmptyPage
+
+
+class HeaderRuleTests(SynchronousTestCase):
+    """The forged-header rule, cited by docs/security.md (the other header
+    rules: tests/test_forwarding.py)."""
+
+    def test_forged_proto_and_host(self) -> None:
+        """Without trusted proxies, a client's X-Forwarded-Proto/-Host are
+        replaced by what this server saw; with one, they are kept."""
+        forged = headers(X_Forwarded_Proto="https", X_Forwarded_Host="bank.example")
+        plain = upstream_headers(forged, client="c", secure=False, host=b"me.example")
+        self.assertEqual(plain.getRawHeaders(b"x-forwarded-proto"), [b"http"])
+        self.assertEqual(plain.getRawHeaders(b"x-forwarded-host"), [b"me.example"])
+        none = upstream_headers(forged, client="c", secure=False, host=None)
+        self.assertFalse(none.hasHeader(b"x-forwarded-host"))
+        kept = upstream_headers(
+            forged, client="c", secure=False, host=b"me.example", trusted_proxies=1
+        )
+        self.assertEqual(kept.getRawHeaders(b"x-forwarded-proto"), [b"https"])
+        self.assertEqual(kept.getRawHeaders(b"x-forwarded-host"), [b"bank.example"])
 
 
 class BodyTransport:
