@@ -1,5 +1,5 @@
-"""wsplugin.channels: ChannelHandler over in-memory clients, and the chat
-demo built on it."""
+"""wsplugin.channels: ChannelHandler over in-memory clients (the chat demo
+built on it: tests/test_apps_chat.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsplugin import WebSocketServer
-from wsplugin.apps.chat import MAX_CHAT_MESSAGE, Chat
 from wsplugin.channels import SUBPROTOCOL, ChannelHandler
 from wsplugin.testing import FakeClient, ServerHarness
 
@@ -139,53 +138,3 @@ class HandlerTests(SynchronousTestCase):
         a = self.open()
         a.send_binary(b"x")
         self.assertEqual(a.frames()[-1].close_code, 1003)
-
-
-class ChatTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        clock = MemoryReactorClock()
-        self.server = WebSocketServer(Chat(), reactor=clock)
-        self.server.startService()
-        self.harness = ServerHarness(self.server)
-
-    def test_plain_and_envelope_clients_share_the_room(self) -> None:
-        """Plain clients join the room at open and get messages as sent;
-        page clients get them numbered; both can speak."""
-        plain = self.harness.open()
-        page = self.harness.open(headers=OFFER)
-        send(page, type="subscribe", channel="chat")
-        plain.send_text("from plain")
-        send(page, type="publish", channel="chat", data="from page")
-        self.assertEqual(plain.messages(), ["from plain", "from page"])
-        got = received(page)
-        self.assertEqual([m.get("data") for m in got[1:]], ["from plain", "from page"])
-        self.assertEqual([m["offset"] for m in got[1:]], [1, 2])
-
-    def test_history_of_100(self) -> None:
-        """The room keeps 100 messages: a page that saw offset 10 of 150
-        recovers nothing (too old); one that saw 60 gets 61..150."""
-        plain = self.harness.open()
-        for i in range(150):
-            plain.send_text(f"m{i}")
-        page = self.harness.open(headers=OFFER)
-        send(page, type="subscribe", channel="chat")
-        epoch = received(page)[0]["epoch"]
-        old = self.harness.open(headers=OFFER)
-        send(old, type="subscribe", channel="chat", since=[epoch, 10])
-        self.assertEqual(received(old)[-1]["status"], "too_old")
-        recent = self.harness.open(headers=OFFER)
-        send(recent, type="subscribe", channel="chat", since=[epoch, 60])
-        got = received(recent)
-        self.assertEqual(len(got), 91)
-        self.assertEqual(got[0]["data"], "m60")
-
-    def test_only_the_room_and_bounded_messages(self) -> None:
-        """Other channels are refused; a message over MAX_CHAT_MESSAGE
-        closes its sender with 1009 and is not published."""
-        page = self.harness.open(headers=OFFER)
-        send(page, type="subscribe", channel="other")
-        self.assertEqual(received(page)[-1]["type"], "error")
-        plain, other = self.harness.open(), self.harness.open()
-        plain.send_text("x" * (MAX_CHAT_MESSAGE + 1))
-        self.assertEqual(plain.frames()[-1].close_code, 1009)
-        self.assertEqual(other.messages(), [])

@@ -2,8 +2,8 @@
 between them, and their agreement with each other and with the server.
 
 - ``CodecTests`` states every behaviour and every error case once; it runs
-  against the pure-Python codec (``PythonCodecTests``) and the compiled one
-  (``CCodecTests``).
+  against the pure-Python codec (``PythonCodecTests``, in
+  tests/test_pycodec.py) and the compiled one (``CCodecTests``).
 - ``FuzzTests`` feeds both the same byte streams, valid frames and raw
   random bytes, cut at arbitrary points, and requires the same events,
   errors and close codes after every feed.
@@ -552,12 +552,6 @@ class CodecTests:
             self.impl.encode_message(b"x", True, -1)
         with self.assertRaises(TypeError):  # type: ignore[attr-defined]
             self.impl.encode_message(5, True)
-
-
-class PythonCodecTests(CodecTests, SynchronousTestCase):
-    """The pure-Python codec."""
-
-    impl = _pycodec
 
 
 class CCodecTests(CodecTests, SynchronousTestCase):

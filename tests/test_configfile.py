@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
 import trustme
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsplugin import TLSOptions
 from wsplugin._configfile import (
     AUTH_KEYS,
     ROUTE_KEYS,
-    ConfigFileError,
-    given_options,
     option_keys,
 )
 from wsplugin.apps.chat import Chat
 from wsplugin.apps.echo import Echo
-from wsplugin.auth import ApiKeyAuth, BasicAuth, QueryTokenAuth
-from wsplugin.config import SERVER_ONLY, ServerConfig
+from wsplugin.auth import BasicAuth
+from wsplugin.config import ServerConfig
 from wsplugin.tap import Options, makeService
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,81 +87,6 @@ def certificates(test: SynchronousTestCase) -> dict[str, str]:
     issued.private_key_pem.write_to_path(str(files["key"]))
     ca.cert_pem.write_to_path(str(files["ca"]))
     return {k: str(v) for k, v in files.items()}
-
-
-class KeysTests(SynchronousTestCase):
-    """The keys are derived from the options: every flag has one."""
-
-    def test_every_flag_has_a_key_and_back(self) -> None:
-        """Each long option of ``twistd ws`` (but --help, --version and
-        --config) is exactly one key, and each key is an option."""
-        options = Options()
-        flags = {
-            options.synonyms.get(o.rstrip("="), o.rstrip("=")) for o in options.longOpt
-        } - {"help", "version", "config"}
-        keys = option_keys(options)
-        self.assertEqual(sorted(k.flag for k in keys.values()), sorted(flags))
-        self.assertEqual(len(keys), len(flags))
-
-    def test_names(self) -> None:
-        """Flags become keys with ``_``; --no-X is X; repeatable flags are
-        lists under their plural; --tls-* are the [tls] table's keys."""
-        keys = option_keys(Options())
-        expected = {
-            "max_message_size": ("max-message-size", "int"),
-            "idle_timeout": ("idle-timeout", "float"),
-            "send_buffer_policy": ("send-buffer-policy", "str"),
-            "utf8_validation": ("no-utf8-validation", "negated"),
-            "compression": ("compression", "flag"),
-            "ports": ("port", "list"),
-            "allowed_origins": ("allowed-origin", "list"),
-            "subprotocols": ("subprotocol", "list"),
-            "per_ip_exempt": ("per-ip-exempt", "list"),
-            "public_paths": ("public-path", "list"),
-            "tls.certificate": ("tls-cert", "str"),
-            "tls.alpn": ("tls-alpn", "csv"),
-            "app": ("app", "str"),
-            "auth_file": ("auth-file", "str"),
-        }
-        for name, (flag, kind) in expected.items():
-            self.assertEqual((keys[name].flag, keys[name].kind), (flag, kind), name)
-        self.assertEqual(
-            {k.name for k in keys.values() if k.is_file},
-            {
-                "static",
-                "auth_file",
-                "tls.certificate",
-                "tls.key",
-                "tls.chain",
-                "tls.client_ca",
-            },
-        )
-
-    def test_tls_keys_are_tls_options_fields(self) -> None:
-        """The [tls] keys are TLSOptions' field names, one for one."""
-        keys = option_keys(Options())
-        tls = {k.name[4:] for k in keys.values() if k.name.startswith("tls.")}
-        self.assertEqual(tls, {f.name for f in dataclasses.fields(TLSOptions)})
-
-    def test_every_config_field_is_a_key(self) -> None:
-        """Every ServerConfig option is a top-level key of the same name."""
-        keys = option_keys(Options())
-        for name in ServerConfig.option_names():
-            self.assertIn(name, keys)
-
-    def test_given_options(self) -> None:
-        """The options given are recorded by their long names, from short
-        options, abbreviations and ``--x=value`` forms, whatever the value."""
-        options = Options()
-        self.assertEqual(
-            given_options(
-                options,
-                ["-p", "tcp:1", "-a", "echo", "--max-q", "32", "--no-utf8-validation"]
-                + ["--path=/x", "--per-ip-exempt", "none"],
-            ),
-            {"port", "app", "max-queue", "no-utf8-validation", "path", "per-ip-exempt"},
-        )
-        self.assertEqual(given_options(options, ["--no-such-flag"]), set())
 
 
 def fraction(text: str) -> float:
@@ -448,131 +368,6 @@ class NewOptionsTests(SynchronousTestCase):
             self.assertEqual(str(e), f"{files.path}:1: {expected}")
 
 
-class RouteTests(SynchronousTestCase):
-    """[[route]] tables become routes of the server."""
-
-    def test_routes_registered(self) -> None:
-        """Each route gets its handler, host, overrides and authenticator;
-        without an app, paths no route takes have no route (404)."""
-        files = Files(self)
-        options = files.options(
-            'ports = ["tcp:0"]\nmax_message_size = 5000\n'
-            '[[route]]\npath = "/echo"\nhandler = "echo"\nmax_message_size = 100\n'
-            'subprotocols = ["a", "b"]\ncompression = true\n'
-            '[[route]]\npath = "/chat"\nhost = "chat.example"\nhandler = "chat"\n'
-            'auth = { htpasswd = "users", realm = "chatters" }\n'
-            '[[route]]\npath = "/keys"\nhandler = "echo"\n'
-            'auth = { api_keys = { "k-1" = "alice" }, header = "X-Key" }\n'
-            '[[route]]\npath = "/token"\nhandler = "echo"\n'
-            'auth = { token = "tests.test_configfile:check_token", param = "t" }\n'
-            '[[route]]\npath = "/custom"\nhandler = "echo"\n'
-            'auth = { authenticator = "tests.test_configfile:AUTHENTICATOR" }\n'
-        )
-        self.assertIsNone(options.handler)
-        server = makeService(options)
-        router = server.factory.router
-        echo = router.resolve("any.example:80", "/echo")
-        self.assertIsInstance(echo.handler, Echo)
-        self.assertEqual(echo.config.max_message_size, 100)
-        self.assertEqual(echo.config.subprotocols, ("a", "b"))
-        self.assertTrue(echo.config.compression)
-        self.assertIsNone(echo.auth)
-        self.assertEqual(server.config.max_message_size, 5000)
-        chat = router.resolve("chat.example", "/chat")
-        self.assertIsInstance(chat.handler, Chat)
-        self.assertIsInstance(chat.auth, BasicAuth)
-        self.assertEqual(chat.auth.realm, "chatters")
-        self.assertEqual(chat.auth.checker.path, files.dir / "users")
-        self.assertIsNone(router.resolve("other.example", "/chat"))
-        keys = router.resolve("x", "/keys").auth
-        self.assertIsInstance(keys, ApiKeyAuth)
-        self.assertEqual((keys.keys, keys.header), ({"k-1": "alice"}, "X-Key"))
-        token = router.resolve("x", "/token").auth
-        self.assertIsInstance(token, QueryTokenAuth)
-        self.assertEqual((token.check, token.param), (check_token, "t"))
-        self.assertIs(router.resolve("x", "/custom").auth, AUTHENTICATOR)
-        self.assertIsNone(router.resolve("x", "/other"))
-
-    def test_routes_beside_the_app(self) -> None:
-        """With an app, the app serves the paths no route takes; a route
-        with ``default_path`` takes them instead on its host."""
-        files = Files(self)
-        text = 'app = "chat"\n[[route]]\npath = "/echo"\nhandler = "echo"\n'
-        router = makeService(files.options(text)).factory.router
-        self.assertIsInstance(router.resolve("x", "/echo").handler, Echo)
-        self.assertIsInstance(router.resolve("x", "/elsewhere").handler, Chat)
-        router = makeService(files.options(text + "default_path = true\n")).factory
-        self.assertIsInstance(router.router.resolve("x", "/elsewhere").handler, Echo)
-        # --app on the command line is an app too
-        text = '[[route]]\npath = "/echo"\nhandler = "echo"\n'
-        options = files.options(text, "--app", "chat", "--path", "/chat")
-        router = makeService(options).factory.router
-        self.assertIsInstance(router.resolve("x", "/chat").handler, Chat)
-        self.assertIsNone(router.resolve("x", "/elsewhere"))
-
-    def test_default_host(self) -> None:
-        """A route with a host and ``default_host`` serves unknown hosts,
-        when no route (or app) serves every host already."""
-        files = Files(self)
-        options = files.options(
-            '[[route]]\npath = "/a"\nhost = "a.example"\nhandler = "echo"\n'
-            "default_host = true\n"
-        )
-        router = makeService(options).factory.router
-        self.assertIsNotNone(router.resolve("unknown.example", "/a"))
-
-    def test_auth_inherited_unless_false(self) -> None:
-        """A route without ``auth`` is guarded by ``auth_file`` like the
-        app; ``auth = false`` makes it public."""
-        files = Files(self)
-        options = files.options(
-            'auth_file = "users"\n'
-            '[[route]]\npath = "/guarded"\nhandler = "echo"\n'
-            '[[route]]\npath = "/open"\nhandler = "echo"\nauth = false\n'
-        )
-        router = makeService(options).factory.router
-        self.assertIs(router.resolve("x", "/guarded").auth, options.auth)
-        self.assertIsInstance(options.auth, BasicAuth)
-        self.assertIsNone(router.resolve("x", "/open").auth)
-
-    def test_route_options_are_the_overridable_ones(self) -> None:
-        """Every ServerConfig option not in SERVER_ONLY can be set per
-        route; every one in it is refused there."""
-        files = Files(self)
-        for name in ServerConfig.option_names():
-            value = getattr(ServerConfig(), name)
-            if isinstance(value, tuple) or value is None:
-                literal = '["x.example"]' if name != "per_ip_exempt" else "[]"
-            elif isinstance(value, bool):
-                literal = "true" if not value else "false"
-            elif isinstance(value, str):
-                literal = repr(value)
-            else:
-                literal = str(value)
-            text = f'[[route]]\npath = "/r"\nhandler = "echo"\n{name} = {literal}\n'
-            if name == "assemble_messages":  # an option of frame_by_frame
-                text += "frame_by_frame = true\n"
-            if name in SERVER_ONLY:
-                self.assertIn("applies to the whole server", files.error(self, text))
-            else:
-                route = files.options(text).routes[0]
-                self.assertIn(name, route.overrides)
-
-    def test_registration_logged(self) -> None:
-        """makeService logs each route with where the file declares it."""
-        files = Files(self)
-        options = files.options('[[route]]\npath = "/e"\nhandler = "echo"\n')
-        seen: list[str] = []
-
-        def observe(event: dict) -> None:
-            seen.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        makeService(options)
-        self.assertIn(f"route * /e: Echo ({files.path}:1)", seen)
-
-
 class ErrorTests(SynchronousTestCase):
     """Every error names the file, the line and the key, in one line."""
 
@@ -582,26 +377,13 @@ class ErrorTests(SynchronousTestCase):
             self.assertEqual(files.error(self, text, *args), expected, text)
 
     def test_syntax(self) -> None:
-        """TOML syntax errors: tomllib's line and column, the key on that
-        line; a key given twice is pointed at where it is repeated."""
+        """A TOML syntax error stops the parse with its place in the file
+        (the messages themselves: tests/test_configerrors.py)."""
         self.check(
             [
                 (
-                    'ports = ["tcp:0"]\nmax_queue = \n',
-                    "DIR/ws.toml:2:13: max_queue: invalid value (TOML syntax)",
-                ),
-                (
-                    "a = 1 2\n",
-                    "DIR/ws.toml:1:7: a: expected newline or end of document "
-                    "after a statement (TOML syntax)",
-                ),
-                (
                     "max_queue = 1\n\n# again\nmax_queue = 2\n",
                     "DIR/ws.toml:4: max_queue: given twice (TOML syntax)",
-                ),
-                (
-                    '[tls]\nkey = "x"\n\n[tls]\n',
-                    "DIR/ws.toml:4:5: cannot declare ('tls',) twice (TOML syntax)",
                 ),
             ]
         )
@@ -778,178 +560,6 @@ class ErrorTests(SynchronousTestCase):
             "--max-queue",
             "0",
         )
-
-    def test_routes(self) -> None:
-        """Route errors name the route by its path and the key in it."""
-        route = '[[route]]\npath = "/a"\nhandler = "echo"\n'
-        self.check(
-            [
-                (
-                    route + "max_connections = 5\n",
-                    'DIR/ws.toml:4: route "/a": max_connections: applies to the '
-                    "whole server (it acts before a route is known); set it at "
-                    "the top level of the file",
-                ),
-                (
-                    route + "handlr = 1\n",
-                    'DIR/ws.toml:4: route "/a": handlr: unknown key; did you '
-                    "mean handler?",
-                ),
-                (
-                    '[[route]]\npath = "/a"\n',
-                    'DIR/ws.toml:1: route "/a": needs a handler (every [[route]] '
-                    "has a path and a handler)",
-                ),
-                (
-                    '[[route]]\nhandler = "echo"\n',
-                    "DIR/ws.toml:1: route 1: needs a path (every [[route]] has a "
-                    "path and a handler)",
-                ),
-                (
-                    '[[route]]\npath = "a"\nhandler = "echo"\n',
-                    "DIR/ws.toml:2: route \"a\": path: must start with '/', not 'a'",
-                ),
-                (
-                    route + route.replace("/a", "/b") + "max_queue = 0\n",
-                    'DIR/ws.toml:7: route "/b": max_queue: must be an integer '
-                    ">= 1, not 0",
-                ),
-                (
-                    route + 'idle_timeout = "1"\n',
-                    'DIR/ws.toml:4: route "/a": idle_timeout: must be a number, '
-                    "not '1' (a string)",
-                ),
-                (
-                    route + 'host = ""\n',
-                    'DIR/ws.toml:4: route "/a": host: must be a host name; leave '
-                    "it out for every host",
-                ),
-                (
-                    route + "default_host = true\n",
-                    'DIR/ws.toml:4: route "/a": default_host: needs a host (a '
-                    "route without one serves every host already)",
-                ),
-                (
-                    '[[route]]\npath = "/a"\nhandler = "nosuch"\n',
-                    "DIR/ws.toml:3: route \"/a\": handler: unknown app 'nosuch': "
-                    "use one of chat, echo or module:attribute",
-                ),
-                (
-                    'path = "/x"\n' + route,
-                    "DIR/ws.toml:1: path: is where the app serves, but there is "
-                    "no app (a file with routes has none unless it sets app); set "
-                    "app, or leave path out",
-                ),
-                (
-                    route
-                    + route.replace("/a", "/b")
-                    + 'host = "b.example"\ndefault_host = true\n',
-                    'DIR/ws.toml:8: route "/b": default_host: only one host can be '
-                    'the default; route "/a" (line 1) has no host, so it serves '
-                    "every other host already",
-                ),
-                (
-                    'app = "echo"\n[[route]]\npath = "/b"\nhandler = "echo"\n'
-                    'host = "b.example"\ndefault_host = true\n',
-                    'DIR/ws.toml:6: route "/b": default_host: only one host can be '
-                    "the default; the app serves every other host already",
-                ),
-                (
-                    '[[route]]\npath = "/b"\nhandler = "echo"\nhost = "b.example"\n'
-                    "default_host = true\n" + route,
-                    'DIR/ws.toml:6: route "/a": a route without a host serves '
-                    "every host, but route \"/b\" (line 1) makes 'b.example' the "
-                    "default host; give this route a host, or drop default_host "
-                    "there",
-                ),
-                (
-                    '[[route]]\npath = "/a"\nhandler = '
-                    '"tests.test_configfile:BadHandler"\n',
-                    'DIR/ws.toml:1: route "/a": BadHandler.on_message is not callable',
-                ),
-            ]
-        )
-
-    def test_route_auth(self) -> None:
-        """Bad ``auth`` tables: their kind, keys and files."""
-        route = '[[route]]\npath = "/a"\nhandler = "echo"\n'
-        self.check(
-            [
-                (
-                    route + "auth = true\n",
-                    'DIR/ws.toml:4: route "/a": auth: must be a table such as '
-                    '{ htpasswd = "users.htpasswd" }, or false for a public route; '
-                    "not true (a boolean)",
-                ),
-                (
-                    route + "auth = {}\n",
-                    'DIR/ws.toml:4: route "/a": auth: needs exactly one of '
-                    "htpasswd, api_keys, token, authenticator",
-                ),
-                (
-                    route + 'auth = { htpasswd = "users", token = "x:y" }\n',
-                    'DIR/ws.toml:4: route "/a": auth: needs exactly one of '
-                    "htpasswd, api_keys, token, authenticator; it has htpasswd, "
-                    "token",
-                ),
-                (
-                    route + 'auth = { htpasswd = "users", header = "X" }\n',
-                    'DIR/ws.toml:4: route "/a": auth.header: unknown key for '
-                    "htpasswd auth",
-                ),
-                (
-                    route + '\n[route.auth]\nhtpasswd = "nofile"\n',
-                    'DIR/ws.toml:6: route "/a": auth.htpasswd: cannot read the '
-                    "password file DIR/nofile: No such file or directory",
-                ),
-                (
-                    route + 'auth = { htpasswd = "users", realm = "a\\"b" }\n',
-                    'DIR/ws.toml:4: route "/a": auth.realm: the realm must be '
-                    "printable and without quotes",
-                ),
-                (
-                    route + 'auth = { htpasswd = "users", allow_mixed_hashes = 1 }\n',
-                    'DIR/ws.toml:4: route "/a": auth.allow_mixed_hashes: must be '
-                    "true or false, not 1 (an integer)",
-                ),
-                (
-                    route + "auth = { api_keys = { k = 5 } }\n",
-                    'DIR/ws.toml:4: route "/a": auth.api_keys: must be a table of '
-                    'keys and identities, e.g. { "a-long-random-key" = "alice" }',
-                ),
-                (
-                    route + 'auth = { token = "tests.test_configfile:NOT_CALLABLE" }\n',
-                    'DIR/ws.toml:4: route "/a": auth.token: '
-                    "tests.test_configfile:NOT_CALLABLE is not callable",
-                ),
-                (
-                    route + 'auth = { token = "nosuchmodule:check" }\n',
-                    'DIR/ws.toml:4: route "/a": auth.token: cannot import module '
-                    "'nosuchmodule' for app 'nosuchmodule:check': No module named "
-                    "'nosuchmodule'",
-                ),
-                (
-                    route + "auth = { authenticator = "
-                    '"tests.test_configfile:check_token" }\n',
-                    'DIR/ws.toml:4: route "/a": auth.authenticator: '
-                    "tests.test_configfile:check_token has no authenticate(conn) "
-                    "method",
-                ),
-                (
-                    route + 'auth = { api_keys = { k = "v" }, header = "" }\n',
-                    'DIR/ws.toml:4: route "/a": auth.header: must not be empty',
-                ),
-            ]
-        )
-
-    def test_error_type(self) -> None:
-        """ConfigFileError carries the parts of its message."""
-        e = ConfigFileError("ws.toml", 3, "max_queue", "must be >= 1", column=None)
-        self.assertEqual(str(e), "ws.toml:3: max_queue: must be >= 1")
-        self.assertEqual((e.path, e.line, e.key, e.problem), (
-            "ws.toml", 3, "max_queue", "must be >= 1"))  # fmt: skip
-        self.assertEqual(str(ConfigFileError("f", None, None, "x")), "f: x")
-        self.assertEqual(str(ConfigFileError("f", 2, None, "x", 5)), "f:2:5: x")
 
 
 class BadHandler:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import signal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,7 +37,6 @@ from wsplugin.tls import (
     ServerTLS,
     TLSOptions,
     endpoint_is_tls,
-    on_hangup,
     peer_certificate,
     tls_wrappable,
 )
@@ -386,30 +384,6 @@ class EndpointTests(SynchronousTestCase):
         server = WebSocketServer(None, reactor=MemoryReactorClock())
         e = self.assertRaises(ConfigError, server.reload_tls)
         self.assertIn("no tls= options", str(e))
-
-
-class HangupTests(SynchronousTestCase):
-    """on_hangup runs a callback in the reactor thread on SIGHUP."""
-
-    def test_sighup(self) -> None:
-        """A SIGHUP schedules the callback; restore() puts the old handler
-        back."""
-        calls: list[Any] = []
-
-        class Reactor:
-            def callFromThread(self, f: Any, *args: Any) -> None:
-                calls.append(f)
-
-        previous = signal.getsignal(signal.SIGHUP)
-        restore = on_hangup(lambda: None, Reactor())
-        assert restore is not None
-        try:
-            self.assertIsNot(signal.getsignal(signal.SIGHUP), previous)
-            os.kill(os.getpid(), signal.SIGHUP)
-            self.assertEqual(len(calls), 1)
-        finally:
-            restore()
-        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
 
 
 class CertTransport(FakeTransport):
