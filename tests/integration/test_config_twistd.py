@@ -34,8 +34,10 @@ def status_of(url: str, **kw: Any) -> int:
 def close_code_after(url: str, message: str, **kw: Any) -> int | None:
     """Send ``message`` and return the close code the server answers with."""
     with connect(url, open_timeout=10, max_size=None, **kw) as ws:
-        ws.send(message)
         try:
+            # the server may refuse a large message from its frame header,
+            # while the client is still sending the payload
+            ws.send(message)
             ws.recv(timeout=10)
         except ConnectionClosed as e:
             return e.rcvd.code if e.rcvd else None
