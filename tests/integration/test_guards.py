@@ -147,8 +147,20 @@ class GuardTests(ServerTestCase):
         def post(headers: dict[str, str], data: bytes) -> Any:
             return in_thread(http_request, port, "POST", "/upload", headers, data)
 
-        status, _, _ = yield post({}, body)
-        self.assertEqual((status, sized.sizes), (401, []))
+        def head_only() -> bytes:
+            # the head alone, announcing 3 MiB: the 401 must come before any
+            # body byte is sent (sending the body as well races with the
+            # server closing the connection after its answer)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(
+                    b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body)
+                )
+                return read_answers(sock, 1)
+
+        answer = yield in_thread(head_only)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 401 "), answer[:80])
+        self.assertEqual(sized.sizes, [])
         status, _, answer = yield post(basic("ada", "lovelace"), body)
         self.assertEqual((status, answer, sized.sizes), (200, b"stored", [3 * MiB]))
 
