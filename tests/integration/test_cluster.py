@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
 from contextlib import ExitStack
 from typing import Any
 
@@ -466,7 +467,17 @@ class TwoNodesTests(ServerTestCase):
                     recovered = [json.loads(page.recv(timeout=10)) for _ in range(3)]
             return holders, got, recovered
 
-        holders, got, recovered = yield in_thread(scenario)
+        try:
+            holders, got, recovered = yield in_thread(scenario)
+        except Exception as e:
+            # the client-side error first, then what nginx and the nodes saw
+            where = traceback.extract_tb(e.__traceback__)
+            steps = [f"{f.lineno}: {f.line}" for f in where if f.name == "scenario"]
+            raise self.failureException(
+                f"{type(e).__name__}: {e} (at {steps[-1:]})\n"
+                f"{nginx.describe()}\n--- node a\n{a.read_log()[-3000:]}\n"
+                f"--- node b\n{b.read_log()[-3000:]}"
+            ) from None
         self.assertEqual(holders, {"a", "b"})
         # one order for everyone: a channel's publications carry offsets
         self.assertEqual(len(set(got)), 1, got)
