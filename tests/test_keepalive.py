@@ -105,6 +105,81 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
+class SharedQueueTests(SynchronousTestCase):
+    """Connections with the same clock and interval share one timer, and
+    each is still pinged one whole interval after its own start."""
+
+    def test_one_timer_for_many_each_on_time(self) -> None:
+        """Three connections opened at 0, 3 and 6: one pending call; pings
+        at 10, 13 and 16 (and again at 20, 23, 26)."""
+        clock = Clock()
+        hosts = []
+        for _ in range(3):
+            host = Host()
+            KeepAlive(clock, host, Config(heartbeat_timeout=0))
+            hosts.append(host)
+            self.assertEqual(len(clock.getDelayedCalls()), 1)
+            clock.advance(3)
+        pinged: list[tuple[int, float]] = []
+        for _ in range(20):
+            for i, host in enumerate(hosts):
+                pings = [c for c in host.calls if c != "before_heartbeat"]
+                pinged.extend((i, clock.seconds()) for _ in pings)
+                host.calls.clear()
+            clock.advance(1)
+        self.assertEqual(pinged, [(0, 10), (1, 13), (2, 16), (0, 20), (1, 23), (2, 26)])
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
+    def test_stopped_head_skipped_and_last_stop_cancels(self) -> None:
+        """A stopped connection is not pinged and the timer moves on to
+        the next live one; when every connection stopped, no call is left
+        pending."""
+        clock = Clock()
+        first, second = Host(), Host()
+        ka1 = KeepAlive(clock, first, Config(heartbeat_timeout=0))
+        clock.advance(3)
+        ka2 = KeepAlive(clock, second, Config(heartbeat_timeout=0))
+        clock.advance(2)
+        ka1.stop()
+        clock.advance(5)  # t=10: ka1 would have been due
+        self.assertEqual((first.calls, second.calls), ([], []))
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [13])
+        clock.advance(3)
+        self.assertEqual(second.calls[0], "before_heartbeat")
+        ka2.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_intervals_apart(self) -> None:
+        """Another interval gets its own queue and timer."""
+        clock = Clock()
+        fast, slow = Host(), Host()
+        KeepAlive(clock, slow, Config(heartbeat_interval=10, heartbeat_timeout=0))
+        KeepAlive(clock, fast, Config(heartbeat_interval=4, heartbeat_timeout=0))
+        self.assertEqual(sorted(c.getTime() for c in clock.getDelayedCalls()), [4, 10])
+        clock.advance(4)
+        self.assertEqual((len(fast.calls), len(slow.calls)), (2, 0))
+
+    def test_stop_during_a_beat(self) -> None:
+        """A heartbeat hook that closes another connection due at the same
+        time: that one is not pinged, and the timers stay consistent."""
+        clock = Clock()
+        victim = Host()
+        victim_ka: list[KeepAlive] = []
+
+        class Closer(Host):
+            def before_heartbeat(self) -> bool | None:
+                victim_ka[0].stop()
+                return super().before_heartbeat()
+
+        closer = Closer()
+        KeepAlive(clock, closer, Config(heartbeat_timeout=0))
+        victim_ka.append(KeepAlive(clock, victim, Config(heartbeat_timeout=0)))
+        clock.advance(10)
+        self.assertEqual(victim.calls, [])
+        self.assertEqual(closer.calls[0], "before_heartbeat")
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [20])
+
+
 class IdleTests(SynchronousTestCase):
     """A peer that sends no data message for idle_timeout is closed."""
 
