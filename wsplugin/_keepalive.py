@@ -62,8 +62,8 @@ class _Beats:
     """The heartbeat due times of every connection sharing one clock and
     one interval, in one FIFO queue behind a single ``DelayedCall``.
 
-    An entry is a :class:`KeepAlive` whose ``_due`` says when it is due; a
-    stopped one (``_due`` None) stays queued until it reaches the head.
+    An entry is a :class:`KeepAlive` whose ``due`` says when it is due; a
+    stopped one (``due`` None) stays queued until it reaches the head.
     """
 
     __slots__ = (
@@ -86,7 +86,7 @@ class _Beats:
 
     def add(self, ka: KeepAlive) -> None:
         """Due one interval from now."""
-        ka._due = self._clock.seconds() + self._interval
+        ka.due = self._clock.seconds() + self._interval
         self._queue.append(ka)
         self.live += 1
         if self._call is None and not self._firing:
@@ -94,9 +94,9 @@ class _Beats:
 
     def discard(self, ka: KeepAlive) -> None:
         """Not due any more (left in the queue, skipped at the head)."""
-        if ka._due is None:
+        if ka.due is None:
             return
-        ka._due = None
+        ka.due = None
         self.live -= 1
         if not self.live and not self._firing:
             self._queue.clear()
@@ -112,20 +112,20 @@ class _Beats:
             now = self._clock.seconds()
             while queue:
                 ka = queue[0]
-                due = ka._due
+                due = ka.due
                 if due is not None and due > now:
                     break
                 queue.popleft()
                 if due is not None:
-                    ka._due = None
+                    ka.due = None
                     self.live -= 1
                     ka()
         finally:
             self._firing = False
-            while queue and queue[0]._due is None:
+            while queue and queue[0].due is None:
                 queue.popleft()
             if queue:
-                head: float = queue[0]._due  # type: ignore[assignment]
+                head: float = queue[0].due  # type: ignore[assignment]
                 delay = max(0.0, head - self._clock.seconds())
                 self._call = self._clock.callLater(delay, self._fire)
 
@@ -165,6 +165,8 @@ class KeepAlive:
         messages: Data messages (or frames) from the peer.
         seq: Heartbeat pings sent.
         expiry: The pending heartbeat timeout, or None.
+        due: When the next heartbeat check is due, on the clock (None when
+            none is queued); set by the shared queue.
     """
 
     __slots__ = (
@@ -177,7 +179,7 @@ class KeepAlive:
         "_seen",
         "_idle_seen",
         "_beats",
-        "_due",
+        "due",
         "expiry",
         "_idle_call",
     )
@@ -192,7 +194,7 @@ class KeepAlive:
         self._seen = 0
         self._idle_seen = 0
         self._beats: _Beats | None = None
-        self._due: float | None = None
+        self.due: float | None = None
         self.expiry: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
         if config.heartbeat_interval:
