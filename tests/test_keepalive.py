@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from dataclasses import dataclass, field
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsplugin._keepalive import HEARTBEAT_PREFIX, KeepAlive
+from wsplugin._keepalive import COMPACT_AT, HEARTBEAT_PREFIX, KeepAlive, beats_for
 
 
 @dataclass
@@ -178,6 +180,62 @@ class SharedQueueTests(SynchronousTestCase):
         self.assertEqual(victim.calls, [])
         self.assertEqual(closer.calls[0], "before_heartbeat")
         self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [20])
+
+    def test_churn_keeps_the_queue_small(self) -> None:
+        """Connections that open and close while one stays: stopped
+        entries are dropped once they outnumber the live ones, so the
+        queue never holds much more than COMPACT_AT of them."""
+        clock = Clock()
+        stays = Host()
+        KeepAlive(clock, stays, Config(heartbeat_timeout=0))
+        beats = beats_for(clock, 10.0)
+        longest = 0
+        for _ in range(1000):
+            KeepAlive(clock, Host(), Config(heartbeat_timeout=0)).stop()
+            longest = max(longest, beats.queued)
+        self.assertEqual(beats.live, 1)
+        self.assertLessEqual(longest, COMPACT_AT + 2)
+        clock.advance(10)
+        self.assertEqual(stays.calls[0], "before_heartbeat")
+        self.assertEqual(beats.queued, 1)
+
+    def test_stopped_lets_go_of_its_connection(self) -> None:
+        """A stopped entry still queued does not keep its connection."""
+        clock = Clock()
+        KeepAlive(clock, Host(), Config(heartbeat_timeout=0))
+        gone = Host()
+        ref = weakref.ref(gone)
+        KeepAlive(clock, gone, Config(heartbeat_timeout=0)).stop()
+        del gone
+        gc.collect()
+        self.assertIsNone(ref())
+        self.assertEqual(beats_for(clock, 10.0).queued, 2)
+
+    def test_mass_stop_during_a_beat(self) -> None:
+        """A hook that stops 80 of 100 connections due at the same time
+        (the queue is compacted while it is being walked): the other 19
+        are pinged once, and all 20 survivors are due one interval later."""
+        clock = Clock()
+        hosts = [Host() for _ in range(99)]
+        kas: list[KeepAlive] = []
+
+        class Closer(Host):
+            def before_heartbeat(self) -> bool | None:
+                for ka in kas[:80]:
+                    ka.stop()
+                return super().before_heartbeat()
+
+        closer = Closer()
+        KeepAlive(clock, closer, Config(heartbeat_timeout=0))
+        kas.extend(KeepAlive(clock, h, Config(heartbeat_timeout=0)) for h in hosts)
+        clock.advance(10)
+        beats = beats_for(clock, 10.0)
+        self.assertEqual([len(h.calls) for h in hosts[:80]], [0] * 80)
+        self.assertEqual([len(h.calls) for h in hosts[80:]], [2] * 19)
+        self.assertEqual((beats.live, beats.queued), (20, 20))
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [20])
+        clock.advance(10)
+        self.assertEqual([len(h.calls) for h in hosts[80:]], [4] * 19)
 
 
 class IdleTests(SynchronousTestCase):

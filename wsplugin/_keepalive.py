@@ -16,7 +16,7 @@ close stays the host's (:class:`KeepAliveHost`). Plain Python on an
 injected clock: tests drive it with ``task.Clock``.
 
 The heartbeat timers of every connection with the same clock and interval
-share one :class:`_Beats` queue and one ``DelayedCall``: each interval
+share one :class:`Beats` queue and one ``DelayedCall``: each interval
 starts "now", so due times arrive in insertion order and a FIFO queue is
 exact. A ``DelayedCall`` per idle connection cost about 350 bytes (issue 16,
 workload E); a queue entry costs a slot and a float.
@@ -30,7 +30,14 @@ from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["HEARTBEAT_PREFIX", "KeepAlive", "KeepAliveHost"]
+__all__ = [
+    "COMPACT_AT",
+    "HEARTBEAT_PREFIX",
+    "Beats",
+    "KeepAlive",
+    "KeepAliveHost",
+    "beats_for",
+]
 
 HEARTBEAT_PREFIX = b"wsplugin-hb-"
 """The payload prefix of the server's heartbeat pings (their pongs are not
@@ -58,12 +65,41 @@ class KeepAliveHost(Protocol):
         """No data message within ``idle_timeout``: close (1001)."""
 
 
-class _Beats:
+class _Stopped:
+    """The host of a stopped :class:`KeepAlive`: wants nothing, does
+    nothing."""
+
+    def keepalive_wanted(self) -> bool:
+        return False
+
+    def before_heartbeat(self) -> bool | None:
+        return None
+
+    def send_ping(self, payload: bytes) -> None:
+        pass
+
+    def heartbeat_expired(self) -> None:
+        pass
+
+    def idle_expired(self) -> None:
+        pass
+
+
+_STOPPED: KeepAliveHost = _Stopped()
+
+
+class Beats:
     """The heartbeat due times of every connection sharing one clock and
     one interval, in one FIFO queue behind a single ``DelayedCall``.
 
     An entry is a :class:`KeepAlive` whose ``due`` says when it is due; a
-    stopped one (``due`` None) stays queued until it reaches the head.
+    stopped one (``due`` None) stays queued until it reaches the head, or
+    until stopped entries outnumber live ones (and :data:`COMPACT_AT`),
+    when the queue is rebuilt without them: under connection churn the
+    queue stays within a small multiple of the live connections.
+
+    Attributes:
+        live: Connections waiting for their heartbeat check.
     """
 
     __slots__ = (
@@ -72,6 +108,7 @@ class _Beats:
         "_queue",
         "_call",
         "_firing",
+        "_dead",
         "live",
         "__weakref__",
     )
@@ -82,7 +119,13 @@ class _Beats:
         self._queue: deque[KeepAlive] = deque()
         self._call: IDelayedCall | None = None
         self._firing = False
+        self._dead = 0
         self.live = 0
+
+    @property
+    def queued(self) -> int:
+        """Entries in the queue, stopped ones included."""
+        return len(self._queue)
 
     def add(self, ka: KeepAlive) -> None:
         """Due one interval from now."""
@@ -98,11 +141,20 @@ class _Beats:
             return
         ka.due = None
         self.live -= 1
+        self._dead += 1
+        queue = self._queue
         if not self.live and not self._firing:
-            self._queue.clear()
+            queue.clear()
+            self._dead = 0
             if self._call is not None:
                 self._call.cancel()
                 self._call = None
+        elif self._dead > COMPACT_AT and self._dead > self.live:
+            # in place: _fire may be walking this very deque
+            kept = [k for k in queue if k.due is not None]
+            queue.clear()
+            queue.extend(kept)
+            self._dead = 0
 
     def _fire(self) -> None:
         self._call = None
@@ -116,7 +168,9 @@ class _Beats:
                 if due is not None and due > now:
                     break
                 queue.popleft()
-                if due is not None:
+                if due is None:
+                    self._dead -= 1
+                else:
                     ka.due = None
                     self.live -= 1
                     ka()
@@ -124,25 +178,28 @@ class _Beats:
             self._firing = False
             while queue and queue[0].due is None:
                 queue.popleft()
+                self._dead -= 1
             if queue:
                 head: float = queue[0].due  # type: ignore[assignment]
                 delay = max(0.0, head - self._clock.seconds())
                 self._call = self._clock.callLater(delay, self._fire)
 
 
-_beats: weakref.WeakKeyDictionary[Any, dict[float, _Beats]] = (
-    weakref.WeakKeyDictionary()
-)
+COMPACT_AT = 64
+"""Stopped entries a heartbeat queue tolerates before it may drop them
+(and only while they outnumber the live ones)."""
+
+_beats: weakref.WeakKeyDictionary[Any, dict[float, Beats]] = weakref.WeakKeyDictionary()
 
 
-def _beats_for(clock: IReactorTime, interval: float) -> _Beats:
+def beats_for(clock: IReactorTime, interval: float) -> Beats:
     """The shared heartbeat queue of ``clock`` for ``interval``."""
     per_clock = _beats.get(clock)
     if per_clock is None:
         per_clock = _beats[clock] = {}
     beats = per_clock.get(interval)
     if beats is None:
-        beats = per_clock[interval] = _Beats(clock, interval)
+        beats = per_clock[interval] = Beats(clock, interval)
     return beats
 
 
@@ -193,12 +250,12 @@ class KeepAlive:
         self.seq = 0
         self._seen = 0
         self._idle_seen = 0
-        self._beats: _Beats | None = None
+        self._beats: Beats | None = None
         self.due: float | None = None
         self.expiry: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
         if config.heartbeat_interval:
-            self._beats = _beats_for(clock, config.heartbeat_interval)
+            self._beats = beats_for(clock, config.heartbeat_interval)
             self._beats.add(self)
         if config.idle_timeout:
             self._idle_call = clock.callLater(config.idle_timeout, self._idle_check)
@@ -245,7 +302,10 @@ class KeepAlive:
         self._host.idle_expired()
 
     def stop(self) -> None:
-        """The connection ended: cancel every timer."""
+        """The connection ended: cancel every timer, and let go of the
+        connection (a stopped entry may wait in the shared queue for up to
+        an interval)."""
+        self._host = _STOPPED
         if self._beats is not None:
             self._beats.discard(self)
         for name in ("expiry", "_idle_call"):
