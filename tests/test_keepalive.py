@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsplugin._keepalive import COMPACT_AT, HEARTBEAT_PREFIX, KeepAlive, beats_for
+from wsplugin._keepalive import COMPACT_AT, HEARTBEAT_PREFIX, Heartbeats, KeepAlive
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Host:
 
 def started(**cfg: float) -> tuple[Clock, Host, KeepAlive]:
     clock, host = Clock(), Host()
-    return clock, host, KeepAlive(clock, host, Config(**cfg))
+    return clock, host, KeepAlive(Heartbeats(clock), host, Config(**cfg))
 
 
 class HeartbeatTests(SynchronousTestCase):
@@ -115,10 +115,11 @@ class SharedQueueTests(SynchronousTestCase):
         """Three connections opened at 0, 3 and 6: one pending call; pings
         at 10, 13 and 16 (and again at 20, 23, 26)."""
         clock = Clock()
+        hb = Heartbeats(clock)
         hosts = []
         for _ in range(3):
             host = Host()
-            KeepAlive(clock, host, Config(heartbeat_timeout=0))
+            KeepAlive(hb, host, Config(heartbeat_timeout=0))
             hosts.append(host)
             self.assertEqual(len(clock.getDelayedCalls()), 1)
             clock.advance(3)
@@ -137,10 +138,11 @@ class SharedQueueTests(SynchronousTestCase):
         the next live one; when every connection stopped, no call is left
         pending."""
         clock = Clock()
+        hb = Heartbeats(clock)
         first, second = Host(), Host()
-        ka1 = KeepAlive(clock, first, Config(heartbeat_timeout=0))
+        ka1 = KeepAlive(hb, first, Config(heartbeat_timeout=0))
         clock.advance(3)
-        ka2 = KeepAlive(clock, second, Config(heartbeat_timeout=0))
+        ka2 = KeepAlive(hb, second, Config(heartbeat_timeout=0))
         clock.advance(2)
         ka1.stop()
         clock.advance(5)  # t=10: ka1 would have been due
@@ -154,9 +156,10 @@ class SharedQueueTests(SynchronousTestCase):
     def test_intervals_apart(self) -> None:
         """Another interval gets its own queue and timer."""
         clock = Clock()
+        hb = Heartbeats(clock)
         fast, slow = Host(), Host()
-        KeepAlive(clock, slow, Config(heartbeat_interval=10, heartbeat_timeout=0))
-        KeepAlive(clock, fast, Config(heartbeat_interval=4, heartbeat_timeout=0))
+        KeepAlive(hb, slow, Config(heartbeat_interval=10, heartbeat_timeout=0))
+        KeepAlive(hb, fast, Config(heartbeat_interval=4, heartbeat_timeout=0))
         self.assertEqual(sorted(c.getTime() for c in clock.getDelayedCalls()), [4, 10])
         clock.advance(4)
         self.assertEqual((len(fast.calls), len(slow.calls)), (2, 0))
@@ -165,6 +168,7 @@ class SharedQueueTests(SynchronousTestCase):
         """A heartbeat hook that closes another connection due at the same
         time: that one is not pinged, and the timers stay consistent."""
         clock = Clock()
+        hb = Heartbeats(clock)
         victim = Host()
         victim_ka: list[KeepAlive] = []
 
@@ -174,8 +178,8 @@ class SharedQueueTests(SynchronousTestCase):
                 return super().before_heartbeat()
 
         closer = Closer()
-        KeepAlive(clock, closer, Config(heartbeat_timeout=0))
-        victim_ka.append(KeepAlive(clock, victim, Config(heartbeat_timeout=0)))
+        KeepAlive(hb, closer, Config(heartbeat_timeout=0))
+        victim_ka.append(KeepAlive(hb, victim, Config(heartbeat_timeout=0)))
         clock.advance(10)
         self.assertEqual(victim.calls, [])
         self.assertEqual(closer.calls[0], "before_heartbeat")
@@ -186,12 +190,13 @@ class SharedQueueTests(SynchronousTestCase):
         entries are dropped once they outnumber the live ones, so the
         queue never holds much more than COMPACT_AT of them."""
         clock = Clock()
+        hb = Heartbeats(clock)
         stays = Host()
-        KeepAlive(clock, stays, Config(heartbeat_timeout=0))
-        beats = beats_for(clock, 10.0)
+        KeepAlive(hb, stays, Config(heartbeat_timeout=0))
+        beats = hb.queue(10.0)
         longest = 0
         for _ in range(1000):
-            KeepAlive(clock, Host(), Config(heartbeat_timeout=0)).stop()
+            KeepAlive(hb, Host(), Config(heartbeat_timeout=0)).stop()
             longest = max(longest, beats.queued)
         self.assertEqual(beats.live, 1)
         self.assertLessEqual(longest, COMPACT_AT + 2)
@@ -202,20 +207,22 @@ class SharedQueueTests(SynchronousTestCase):
     def test_stopped_lets_go_of_its_connection(self) -> None:
         """A stopped entry still queued does not keep its connection."""
         clock = Clock()
-        KeepAlive(clock, Host(), Config(heartbeat_timeout=0))
+        hb = Heartbeats(clock)
+        KeepAlive(hb, Host(), Config(heartbeat_timeout=0))
         gone = Host()
         ref = weakref.ref(gone)
-        KeepAlive(clock, gone, Config(heartbeat_timeout=0)).stop()
+        KeepAlive(hb, gone, Config(heartbeat_timeout=0)).stop()
         del gone
         gc.collect()
         self.assertIsNone(ref())
-        self.assertEqual(beats_for(clock, 10.0).queued, 2)
+        self.assertEqual(hb.queue(10.0).queued, 2)
 
     def test_mass_stop_during_a_beat(self) -> None:
         """A hook that stops 80 of 100 connections due at the same time
         (the queue is compacted while it is being walked): the other 19
         are pinged once, and all 20 survivors are due one interval later."""
         clock = Clock()
+        hb = Heartbeats(clock)
         hosts = [Host() for _ in range(99)]
         kas: list[KeepAlive] = []
 
@@ -226,16 +233,63 @@ class SharedQueueTests(SynchronousTestCase):
                 return super().before_heartbeat()
 
         closer = Closer()
-        KeepAlive(clock, closer, Config(heartbeat_timeout=0))
-        kas.extend(KeepAlive(clock, h, Config(heartbeat_timeout=0)) for h in hosts)
+        KeepAlive(hb, closer, Config(heartbeat_timeout=0))
+        kas.extend(KeepAlive(hb, h, Config(heartbeat_timeout=0)) for h in hosts)
         clock.advance(10)
-        beats = beats_for(clock, 10.0)
+        beats = hb.queue(10.0)
         self.assertEqual([len(h.calls) for h in hosts[:80]], [0] * 80)
         self.assertEqual([len(h.calls) for h in hosts[80:]], [2] * 19)
         self.assertEqual((beats.live, beats.queued), (20, 20))
         self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [20])
         clock.advance(10)
         self.assertEqual([len(h.calls) for h in hosts[80:]], [4] * 19)
+
+    def test_cancelled_timer_recovers(self) -> None:
+        """A shared call cancelled behind the queue's back (trial's
+        janitor does it after a dirty test): the next connection gets a
+        call again, for the first one due, and stopping never raises."""
+        clock = Clock()
+        hb = Heartbeats(clock)
+        first, second = Host(), Host()
+        ka1 = KeepAlive(hb, first, Config(heartbeat_timeout=0))
+        clock.getDelayedCalls()[0].cancel()
+        clock.advance(2)
+        ka2 = KeepAlive(hb, second, Config(heartbeat_timeout=0))
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [10])
+        clock.advance(8)
+        self.assertEqual(first.calls[0], "before_heartbeat")
+        clock.advance(2)
+        self.assertEqual(second.calls[0], "before_heartbeat")
+        ka1.stop()
+        clock.getDelayedCalls()[0].cancel()
+        ka2.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_clock_stepped_back(self) -> None:
+        """The wall clock steps back an hour: a connection opened after
+        the step is checked one interval later, not an hour later, and so
+        is the one queued before it."""
+        clock = Clock()
+        hb = Heartbeats(clock)
+        clock.advance(5000)
+        before, after = Host(), Host()
+        KeepAlive(hb, before, Config(heartbeat_timeout=0))
+        clock.rightNow -= 3600
+        KeepAlive(hb, after, Config(heartbeat_timeout=0))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(10)
+        self.assertEqual(before.calls[0], "before_heartbeat")
+        self.assertEqual(after.calls[0], "before_heartbeat")
+
+    def test_queues_go_with_their_owner(self) -> None:
+        """A connection never stopped does not keep the clock (and so the
+        factory's queues) alive once nothing else refers to them."""
+        clock = Clock()
+        KeepAlive(Heartbeats(clock), Host(), Config(heartbeat_timeout=0))
+        ref = weakref.ref(clock)
+        del clock
+        gc.collect()
+        self.assertIsNone(ref())
 
 
 class IdleTests(SynchronousTestCase):

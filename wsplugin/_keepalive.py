@@ -15,16 +15,16 @@ data arrives while a heartbeat waits for an answer. What to send and how to
 close stays the host's (:class:`KeepAliveHost`). Plain Python on an
 injected clock: tests drive it with ``task.Clock``.
 
-The heartbeat timers of every connection with the same clock and interval
-share one :class:`Beats` queue and one ``DelayedCall``: each interval
-starts "now", so due times arrive in insertion order and a FIFO queue is
-exact. A ``DelayedCall`` per idle connection cost about 350 bytes (issue 16,
+The heartbeat timers of a factory's connections with the same interval
+share one :class:`Beats` queue and one ``DelayedCall`` (the factory holds
+the queues in a :class:`Heartbeats`): each interval starts "now", so due
+times arrive in insertion order and a FIFO queue is exact. A
+``DelayedCall`` per idle connection cost about 700 bytes of RSS (issue 16,
 workload E); a queue entry costs a slot and a float.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ __all__ = [
     "Beats",
     "KeepAlive",
     "KeepAliveHost",
-    "beats_for",
+    "Heartbeats",
 ]
 
 HEARTBEAT_PREFIX = b"wsplugin-hb-"
@@ -98,6 +98,11 @@ class Beats:
     when the queue is rebuilt without them: under connection churn the
     queue stays within a small multiple of the live connections.
 
+    A reactor's clock is the wall clock, which a time step can move back;
+    then the queued due times move back with it, so the queue stays in due
+    order and a connection opened after the step is still checked one
+    interval later.
+
     Attributes:
         live: Connections waiting for their heartbeat check.
     """
@@ -109,8 +114,8 @@ class Beats:
         "_call",
         "_firing",
         "_dead",
+        "_last",
         "live",
-        "__weakref__",
     )
 
     def __init__(self, clock: IReactorTime, interval: float) -> None:
@@ -120,6 +125,7 @@ class Beats:
         self._call: IDelayedCall | None = None
         self._firing = False
         self._dead = 0
+        self._last = float("-inf")
         self.live = 0
 
     @property
@@ -129,11 +135,25 @@ class Beats:
 
     def add(self, ka: KeepAlive) -> None:
         """Due one interval from now."""
-        ka.due = self._clock.seconds() + self._interval
-        self._queue.append(ka)
+        due = self._clock.seconds() + self._interval
+        queue = self._queue
+        stepped_back = due < self._last
+        if stepped_back:
+            shift = self._last - due
+            for other in queue:
+                if other.due is not None:
+                    other.due -= shift
+        self._last = ka.due = due
+        queue.append(ka)
         self.live += 1
-        if self._call is None and not self._firing:
-            self._call = self._clock.callLater(self._interval, self._fire)
+        if self._firing:
+            return  # _fire schedules once it is done
+        call = self._call
+        if call is not None and call.active():
+            if not stepped_back:
+                return
+            call.cancel()  # set for a time that moved back with the clock
+        self._schedule()
 
     def discard(self, ka: KeepAlive) -> None:
         """Not due any more (left in the queue, skipped at the head)."""
@@ -146,15 +166,28 @@ class Beats:
         if not self.live and not self._firing:
             queue.clear()
             self._dead = 0
-            if self._call is not None:
-                self._call.cancel()
-                self._call = None
+            call, self._call = self._call, None
+            if call is not None and call.active():
+                call.cancel()
         elif self._dead > COMPACT_AT and self._dead > self.live:
             # in place: _fire may be walking this very deque
             kept = [k for k in queue if k.due is not None]
             queue.clear()
             queue.extend(kept)
             self._dead = 0
+
+    def _schedule(self) -> None:
+        """One call for the first live entry (none if there is none)."""
+        queue = self._queue
+        while queue and queue[0].due is None:
+            queue.popleft()
+            self._dead -= 1
+        if queue:
+            head: float = queue[0].due  # type: ignore[assignment]
+            delay = max(0.0, head - self._clock.seconds())
+            self._call = self._clock.callLater(delay, self._fire)
+        else:
+            self._call = None
 
     def _fire(self) -> None:
         self._call = None
@@ -176,31 +209,39 @@ class Beats:
                     ka()
         finally:
             self._firing = False
-            while queue and queue[0].due is None:
-                queue.popleft()
-                self._dead -= 1
-            if queue:
-                head: float = queue[0].due  # type: ignore[assignment]
-                delay = max(0.0, head - self._clock.seconds())
-                self._call = self._clock.callLater(delay, self._fire)
+            self._schedule()
 
 
 COMPACT_AT = 64
 """Stopped entries a heartbeat queue tolerates before it may drop them
 (and only while they outnumber the live ones)."""
 
-_beats: weakref.WeakKeyDictionary[Any, dict[float, Beats]] = weakref.WeakKeyDictionary()
 
+class Heartbeats:
+    """The shared heartbeat queues of one clock, one per interval.
 
-def beats_for(clock: IReactorTime, interval: float) -> Beats:
-    """The shared heartbeat queue of ``clock`` for ``interval``."""
-    per_clock = _beats.get(clock)
-    if per_clock is None:
-        per_clock = _beats[clock] = {}
-    beats = per_clock.get(interval)
-    if beats is None:
-        beats = per_clock[interval] = Beats(clock, interval)
-    return beats
+    A factory holds one for its connections (and lives as long as they
+    do), so the queues go away with it.
+
+    Args:
+        clock: The reactor's clock.
+
+    Attributes:
+        clock: That clock.
+    """
+
+    __slots__ = ("clock", "_queues")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._queues: dict[float, Beats] = {}
+
+    def queue(self, interval: float) -> Beats:
+        """The queue for ``interval`` (made on first use)."""
+        beats = self._queues.get(interval)
+        if beats is None:
+            beats = self._queues[interval] = Beats(self.clock, interval)
+        return beats
 
 
 class KeepAlive:
@@ -212,7 +253,8 @@ class KeepAlive:
     is what the queue calls.
 
     Args:
-        clock: The reactor's clock.
+        heartbeats: The factory's shared queues (:class:`Heartbeats`), on
+            the reactor's clock.
         host: The connection (:class:`KeepAliveHost`).
         config: The route's options (``heartbeat_interval``,
             ``heartbeat_timeout``, ``idle_timeout``).
@@ -241,8 +283,10 @@ class KeepAlive:
         "_idle_call",
     )
 
-    def __init__(self, clock: IReactorTime, host: KeepAliveHost, config: Any) -> None:
-        self._clock = clock
+    def __init__(
+        self, heartbeats: Heartbeats, host: KeepAliveHost, config: Any
+    ) -> None:
+        self._clock = heartbeats.clock
         self._host = host
         self._config = config
         self.reads = 0
@@ -255,10 +299,12 @@ class KeepAlive:
         self.expiry: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
         if config.heartbeat_interval:
-            self._beats = beats_for(clock, config.heartbeat_interval)
+            self._beats = heartbeats.queue(config.heartbeat_interval)
             self._beats.add(self)
         if config.idle_timeout:
-            self._idle_call = clock.callLater(config.idle_timeout, self._idle_check)
+            self._idle_call = heartbeats.clock.callLater(
+                config.idle_timeout, self._idle_check
+            )
 
     def answered(self) -> None:
         """Data arrived: a pending heartbeat is answered."""

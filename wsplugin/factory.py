@@ -36,6 +36,7 @@ from wsplugin._batching import TurnBatcher
 from wsplugin._events import bind_events
 from wsplugin._fanout import Fanout
 from wsplugin._hub import Hub
+from wsplugin._keepalive import Heartbeats
 from wsplugin._ratelog import LOG_BURST, LOG_WINDOW, RateLimitedLog
 from wsplugin._registry import Connections, Registry
 from wsplugin._routing import Route, Router
@@ -81,6 +82,7 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
         fanout: Sends one message to many connections, encoded once.
         hub: Between the connections and the backplane (``hub.backplane``).
         batcher: Collects each reactor turn's writes (one per factory).
+        heartbeats: Its connections' shared heartbeat timers.
         log_limited: Logs per-connection problems, rate limited.
         on_connect: The server handler's ``on_connect``, or None.
     """
@@ -128,6 +130,7 @@ class WebSocketServerFactory(SendingMethods, _AutobahnServerFactory):
         if own:
             self.hub.start()
         self.batcher = batcher or TurnBatcher(self.clock, self._log)
+        self.heartbeats = Heartbeats(self.clock)
         self.connections = Connections(self.registry)
         self._apply_config()
 

@@ -478,7 +478,7 @@ class WebSocketServerProtocol(
             log_open(self)
         cfg = self.route.config
         if cfg.heartbeat_interval or cfg.idle_timeout:
-            self.keepalive = KeepAlive(self.factory.clock, self, cfg)
+            self.keepalive = KeepAlive(self.factory.heartbeats, self, cfg)
         self.dispatch.fire("on_handshake_response_sent")
         if conn.is_open:
             self.dispatch.fire("on_open")
