@@ -89,8 +89,8 @@ _STOPPED: KeepAliveHost = _Stopped()
 
 
 class Beats:
-    """The heartbeat due times of every connection sharing one clock and
-    one interval, in one FIFO queue behind a single ``DelayedCall``.
+    """The heartbeat due times of a factory's connections with one
+    interval, in one FIFO queue behind a single ``DelayedCall``.
 
     An entry is a :class:`KeepAlive` whose ``due`` says when it is due; a
     stopped one (``due`` None) stays queued until it reaches the head, or
@@ -113,7 +113,6 @@ class Beats:
         "_queue",
         "_call",
         "_firing",
-        "_dead",
         "_last",
         "live",
     )
@@ -124,7 +123,6 @@ class Beats:
         self._queue: deque[KeepAlive] = deque()
         self._call: IDelayedCall | None = None
         self._firing = False
-        self._dead = 0
         self._last = float("-inf")
         self.live = 0
 
@@ -161,27 +159,25 @@ class Beats:
             return
         ka.due = None
         self.live -= 1
-        self._dead += 1
         queue = self._queue
         if not self.live and not self._firing:
             queue.clear()
-            self._dead = 0
             call, self._call = self._call, None
             if call is not None and call.active():
                 call.cancel()
-        elif self._dead > COMPACT_AT and self._dead > self.live:
-            # in place: _fire may be walking this very deque
-            kept = [k for k in queue if k.due is not None]
-            queue.clear()
-            queue.extend(kept)
-            self._dead = 0
+        else:
+            dead = len(queue) - self.live
+            if dead > COMPACT_AT and dead > self.live:
+                # in place: _fire may be walking this very deque
+                kept = [k for k in queue if k.due is not None]
+                queue.clear()
+                queue.extend(kept)
 
     def _schedule(self) -> None:
         """One call for the first live entry (none if there is none)."""
         queue = self._queue
         while queue and queue[0].due is None:
             queue.popleft()
-            self._dead -= 1
         if queue:
             head: float = queue[0].due  # type: ignore[assignment]
             delay = max(0.0, head - self._clock.seconds())
@@ -201,9 +197,7 @@ class Beats:
                 if due is not None and due > now:
                     break
                 queue.popleft()
-                if due is None:
-                    self._dead -= 1
-                else:
+                if due is not None:
                     ka.due = None
                     self.live -= 1
                     ka()
